@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+/// @title IFederatedLedger
+/// @notice The audit trail of one federation: who may submit, what each round built on,
+/// what every participant submitted and what the coordinator aggregated.
+/// @dev Digests (sha256 of a blob's bytes) live in storage; CIDs, which only serve retrieval,
+/// live in events and calldata. Round r's base model must be round r-1's aggregate.
+interface IFederatedLedger {
+    /// @notice A round's life: NotOpened -> Open -> Finalized.
+    enum RoundStatus {
+        NotOpened,
+        Open,
+        Finalized
+    }
+
+    /// @notice The state of one round, readable without events.
+    /// @param deadline Unix time after which no update is accepted.
+    /// @param minUpdates Updates the coordinator needs to finalize before the deadline.
+    /// @param included Updates the aggregate was computed from (set at finalization).
+    /// @param status Where the round is in its life (derived from the two block numbers).
+    /// @param openedBlock Block of `openRound`: a reader of the round's events starts here.
+    /// @param finalizedBlock Block of `finalizeRound` (0 while open): a reader stops here.
+    /// @param aggregateHash sha256 of the aggregated model blob (0 while open).
+    struct RoundInfo {
+        uint64 deadline;
+        uint32 minUpdates;
+        uint32 included;
+        RoundStatus status;
+        uint64 openedBlock;
+        uint64 finalizedBlock;
+        bytes32 aggregateHash;
+    }
+
+    // ------------------------------------------------------------------ events
+
+    /// @notice The ledger was deployed with this coordinator and genesis model.
+    event LedgerCreated(address indexed coordinator, bytes32 genesisModelHash, string genesisModelCid);
+
+    /// @notice `participant` may now submit updates declaring at most `maxSamples` samples.
+    event ParticipantRegistered(address indexed participant, uint64 maxSamples);
+
+    /// @notice `participant` may no longer submit; its earlier records stay.
+    event ParticipantRemoved(address indexed participant);
+
+    /// @notice Round `roundId` was opened on the base model `baseModelHash`.
+    event RoundOpened(
+        uint256 indexed roundId, bytes32 baseModelHash, string baseModelCid, uint64 deadline, uint32 minUpdates
+    );
+
+    /// @notice `participant` recorded its update for round `roundId`.
+    event UpdateSubmitted(
+        uint256 indexed roundId, address indexed participant, bytes32 updateHash, string cid, uint64 numSamples
+    );
+
+    /// @notice Round `roundId` was finalized with the aggregate of the updates of `included`.
+    event RoundFinalized(uint256 indexed roundId, bytes32 aggregateHash, string aggregateCid, address[] included);
+
+    // ------------------------------------------------------------------ errors
+
+    /// @notice `account` is not the coordinator.
+    error FederatedLedgerNotCoordinator(address account);
+    /// @notice `account` is not a registered participant.
+    error FederatedLedgerNotRegistered(address account);
+    /// @notice `account` is already registered.
+    error FederatedLedgerAlreadyRegistered(address account);
+    /// @notice The zero address cannot be a participant.
+    error FederatedLedgerInvalidParticipant(address account);
+    /// @notice A sample cap or count of zero.
+    error FederatedLedgerZeroSamples(address participant);
+    /// @notice `participant` declared `numSamples`, above its registered cap `maxSamples`.
+    error FederatedLedgerSampleCountAboveCap(address participant, uint64 numSamples, uint64 maxSamples);
+    /// @notice `participant` already submitted an update for `roundId`.
+    error FederatedLedgerAlreadySubmitted(uint256 roundId, address participant);
+    /// @notice `roundId` is not open (its status is `status`).
+    error FederatedLedgerRoundNotOpen(uint256 roundId, RoundStatus status);
+    /// @notice `roundId` closed for submissions at `deadline`; the block time is `timestamp`.
+    error FederatedLedgerDeadlinePassed(uint256 roundId, uint64 deadline, uint256 timestamp);
+    /// @notice The next round to open is `expected`, not `roundId`.
+    error FederatedLedgerRoundOutOfSequence(uint256 expected, uint256 roundId);
+    /// @notice Round `roundId` must build on `expected` (the previous aggregate), not `actual`.
+    error FederatedLedgerBaseModelMismatch(uint256 roundId, bytes32 expected, bytes32 actual);
+    /// @notice A deadline `deadline` not after the block time `timestamp`.
+    error FederatedLedgerInvalidDeadline(uint64 deadline, uint256 timestamp);
+    /// @notice `minUpdates` of zero.
+    error FederatedLedgerInvalidQuorum(uint32 minUpdates);
+    /// @notice Finalizing `roundId` with `included` of `minUpdates` updates before its deadline `deadline`.
+    error FederatedLedgerQuorumNotReached(uint256 roundId, uint256 included, uint32 minUpdates, uint64 deadline);
+    /// @notice The aggregate includes `participant`, which recorded no update in `roundId`.
+    error FederatedLedgerUpdateNotRecorded(uint256 roundId, address participant);
+    /// @notice The included list is not in strictly ascending address order at `index`.
+    error FederatedLedgerIncludedNotSorted(uint256 index, address participant);
+    /// @notice Round `roundId` cannot open before round `roundId - 1` is finalized.
+    error FederatedLedgerPreviousRoundNotFinalized(uint256 roundId);
+    /// @notice A digest of zero.
+    error FederatedLedgerEmptyHash();
+
+    // ------------------------------------------------------------------ coordinator
+
+    /// @notice Allow `participant` to submit, declaring at most `maxSamples` samples per update.
+    /// @dev Re-registering a removed participant is allowed and keeps its history.
+    function registerParticipant(address participant, uint64 maxSamples) external;
+
+    /// @notice Stop `participant` from submitting. Its recorded updates remain readable.
+    function removeParticipant(address participant) external;
+
+    /// @notice Open round `roundId` on the base model `baseModelHash` stored at `baseModelCid`.
+    /// @dev `roundId` must be the next round; the base must be the previous round's aggregate
+    /// (for round 0, the genesis model); `deadline` is a unix time in the future.
+    function openRound(
+        uint256 roundId,
+        bytes32 baseModelHash,
+        string calldata baseModelCid,
+        uint64 deadline,
+        uint32 minUpdates
+    ) external;
+
+    /// @notice Record the aggregate of round `roundId`, computed from the updates of `included`.
+    /// @dev Allowed with at least `minUpdates` included updates, or with any number once the
+    /// deadline passed. `included` must be in strictly ascending address order, each with a
+    /// recorded update; the quorum counts included (verified) updates, not mere submissions,
+    /// and keeps `submitUpdate` to one storage write.
+    function finalizeRound(
+        uint256 roundId,
+        bytes32 aggregateHash,
+        string calldata aggregateCid,
+        address[] calldata included
+    ) external;
+
+    // ------------------------------------------------------------------ participants
+
+    /// @notice Record the caller's update for the open round `roundId`.
+    function submitUpdate(uint256 roundId, bytes32 updateHash, string calldata cid, uint64 numSamples) external;
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The coordinator, fixed at deployment.
+    function coordinator() external view returns (address);
+
+    /// @notice sha256 of the genesis model, fixed at deployment.
+    function genesisModelHash() external view returns (bytes32);
+
+    /// @notice The block the ledger was deployed in: history starts here.
+    function deployedBlock() external view returns (uint256);
+
+    /// @notice The next round to open (the number of rounds opened so far).
+    function nextRound() external view returns (uint256);
+
+    /// @notice The model round `roundId` must build on: the genesis or the previous aggregate.
+    function expectedBaseModel(uint256 roundId) external view returns (bytes32);
+
+    /// @notice The state of round `roundId`.
+    function getRound(uint256 roundId) external view returns (RoundInfo memory);
+
+    /// @notice The digest `participant` recorded for `roundId`, or 0 if it recorded none.
+    /// @dev The declared sample count is in the `UpdateSubmitted` event and, bound by this digest,
+    /// in the blob's own header: storing it too would cost a second storage slot per update.
+    function getUpdate(uint256 roundId, address participant) external view returns (bytes32 updateHash);
+
+    /// @notice Whether `participant` may submit now, and its sample cap.
+    function getParticipant(address participant) external view returns (bool registered, uint64 maxSamples);
+
+    /// @notice Every address ever registered, in order of first registration.
+    function participants() external view returns (address[] memory);
+}

@@ -1,0 +1,236 @@
+"""One exception tree, rooted at :class:`FedchainError`, a subtree per domain.
+
+Every constructor takes the structured facts and keeps them as attributes; the message
+is built from them, so a caller can both print the error and act on its fields.
+Foreign errors are wrapped with ``raise ... from err``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class FedchainError(Exception):
+    """Base of every error fedchain raises on purpose."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+class ConfigError(FedchainError, ValueError):
+    """A configuration value is missing or wrong.
+
+    Parameters
+    ----------
+    key:
+        The configuration key (dotted for nested tables), or the file.
+    problem:
+        What is wrong with it, as a phrase.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+class DigestFormatError(FedchainError, ValueError):
+    """A string or byte string that should be a 32-byte digest is not one."""
+
+    def __init__(self, value: str, problem: str) -> None:
+        self.value = value
+        self.problem = problem
+        super().__init__(f"not a sha256 digest ({problem}): {value[:80]}")
+
+
+# --------------------------------------------------------------------------- chain
+
+
+class ChainError(FedchainError):
+    """Anything that went wrong talking to the chain or the ledger contract."""
+
+
+class ChainConnectionError(ChainError, ConnectionError):
+    """The chain node could not be reached (after retries, where retries apply)."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(f"cannot reach chain node at {endpoint}: {reason}")
+
+
+class ContractRevertError(ChainError):
+    """The ledger contract rejected a call with one of its custom errors.
+
+    Parameters
+    ----------
+    name:
+        The custom error's name, e.g. ``FederatedLedgerAlreadySubmitted``.
+    arguments:
+        Its decoded arguments by parameter name.
+    message:
+        A human sentence built from the arguments.
+    """
+
+    def __init__(self, name: str, arguments: Mapping[str, Any], message: str) -> None:
+        self.name = name
+        self.arguments = dict(arguments)
+        super().__init__(f"{message} ({name})")
+
+
+class TransactionError(ChainError):
+    """A transaction failed for a reason other than a decoded custom error."""
+
+    def __init__(self, action: str, reason: str, tx_hash: str | None = None) -> None:
+        self.action = action
+        self.reason = reason
+        self.tx_hash = tx_hash
+        where = f" (tx {tx_hash})" if tx_hash else ""
+        super().__init__(f"{action} failed{where}: {reason}")
+
+
+class CompilationError(ChainError):
+    """The Solidity compiler could not be run or reported errors."""
+
+
+class ArtifactMismatchError(ChainError):
+    """The committed contract artifact differs from a fresh compile."""
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class StorageError(FedchainError):
+    """Anything that went wrong storing or fetching a blob."""
+
+
+class BlobNotFoundError(StorageError, LookupError):
+    """The store holds no blob (or no block) for a CID."""
+
+    def __init__(self, cid: str, block: str | None = None) -> None:
+        self.cid = cid
+        self.block = block
+        what = f"block {block} of {cid}" if block and block != cid else cid
+        super().__init__(f"not in the store: {what}")
+
+
+class IntegrityError(StorageError):
+    """Bytes read back do not match the CID (or block CID) that names them."""
+
+    def __init__(self, cid: str, block: str, problem: str) -> None:
+        self.cid = cid
+        self.block = block
+        self.problem = problem
+        super().__init__(f"integrity check failed for {cid}, block {block}: {problem}")
+
+
+class BlobTooLargeError(StorageError, ValueError):
+    """A blob exceeds the configured maximum size; refused before it is read."""
+
+    def __init__(self, size: int, limit: int, what: str = "blob") -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes")
+
+
+class StoreUnavailableError(StorageError, ConnectionError):
+    """The store (a directory or a kubo daemon) cannot be used."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"store {location} unavailable: {reason}")
+
+
+class CarFormatError(StorageError, ValueError):
+    """A CAR file is malformed."""
+
+
+# --------------------------------------------------------------------------- federated learning
+
+
+class CodecError(FedchainError, ValueError):
+    """A blob is not a valid canonical update or model; it is rejected, never used.
+
+    Parameters
+    ----------
+    reason:
+        A short machine-friendly code (``nan``, ``shape``, ``dtype``, ``truncated``,
+        ``not-safetensors``, ``metadata``, ``too-large``, ``norm``, ...).
+    detail:
+        The human explanation, naming the tensor or field.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class AggregationError(FedchainError):
+    """Aggregation could not be carried out."""
+
+
+class DataError(FedchainError, ValueError):
+    """A participant's local data could not be loaded."""
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class VerificationError(FedchainError):
+    """The ledger and what it points to disagree: nothing may be accepted.
+
+    Parameters
+    ----------
+    round_id:
+        The round that failed verification.
+    what:
+        Which check failed, e.g. ``update hash``, ``aggregate``, ``lineage``.
+    participant:
+        The participant concerned, if any.
+    expected, actual:
+        The two sides of the mismatch, as printable strings.
+    """
+
+    def __init__(
+        self,
+        round_id: int,
+        what: str,
+        *,
+        participant: str | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        self.round_id = round_id
+        self.what = what
+        self.participant = participant
+        self.expected = expected
+        self.actual = actual
+        who = f", participant {participant}" if participant else ""
+        diff = f": expected {expected}, got {actual}" if expected is not None or actual is not None else ""
+        super().__init__(f"round {round_id}{who}: {what} mismatch{diff}")
+
+
+__all__ = [
+    "AggregationError",
+    "ArtifactMismatchError",
+    "BlobNotFoundError",
+    "BlobTooLargeError",
+    "CarFormatError",
+    "ChainConnectionError",
+    "ChainError",
+    "CodecError",
+    "CompilationError",
+    "ConfigError",
+    "ContractRevertError",
+    "DataError",
+    "DigestFormatError",
+    "FedchainError",
+    "IntegrityError",
+    "StorageError",
+    "StoreUnavailableError",
+    "TransactionError",
+    "VerificationError",
+]

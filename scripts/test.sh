@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install what the test suite needs (Debian, npm and Python tools) and run the whole suite.
+# This is the README's second command; CI's .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# ipfs_cid: an independent CID oracle; docker-compose: validates docker-compose.yml (no engine needed).
+if ! command -v ipfs_cid >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends ipfs-cid docker-compose >/dev/null
+fi
+# anvil (a real Ethereum node) and solc-js (the compiler fallback), pinned in package-lock.json.
+npm ci --no-audit --no-fund --loglevel=error
+# torch==2.13.0 first: it is the CPU wheel; a looser requirement could pull a CUDA build.
+python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test]'
+python -m pytest -n 2 "$@"
