@@ -1,0 +1,110 @@
+"""Actors' keys and locally signed transactions.
+
+Every transaction fedchain sends is signed here, with the acting organisation's own key
+(eth-account), and submitted raw: no node ever holds a key, so the same code runs against
+any node. Each :class:`Signer` tracks its own nonce, so several actors (or several threads
+of one actor) can send at once without colliding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+
+from fedchain.errors import ConfigError
+from fedchain.types import Address
+
+logger = logging.getLogger(__name__)
+
+
+class Signer:
+    """One actor's key plus its nonce counter.
+
+    Parameters
+    ----------
+    account:
+        The local account (private key) of the actor.
+    name:
+        A human label for logs and reports (``coordinator``, ``st-mary``...).
+    """
+
+    def __init__(self, account: LocalAccount, name: str | None = None) -> None:
+        self._account = account
+        self.name = name or account.address[:10]
+        self._lock = threading.Lock()
+        self._next_nonce: dict[int, int] = {}
+
+    @property
+    def address(self) -> Address:
+        """The actor's checksummed address."""
+        return Address(self._account.address)
+
+    @classmethod
+    def from_key(cls, key: str | bytes, name: str | None = None) -> Signer:
+        """A signer from a raw private key (hex or bytes)."""
+        try:
+            return cls(Account.from_key(key), name)
+        except Exception as err:  # eth-keys raises ValidationError/ValueError/TypeError
+            raise ConfigError(name or "key", "not a valid private key") from err
+
+    @classmethod
+    def create(cls, name: str | None = None) -> Signer:
+        """A signer with a fresh random key."""
+        return cls(Account.create(), name)
+
+    @classmethod
+    def from_keystore(cls, path: Path, password: str, name: str | None = None) -> Signer:
+        """Decrypt an eth-account (Web3 Secret Storage) keystore file."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(str(path), f"cannot read keystore: {err}") from err
+        try:
+            key = Account.decrypt(data, password)
+        except ValueError as err:
+            raise ConfigError(str(path), "wrong password or corrupted keystore") from err
+        return cls(Account.from_key(key), name)
+
+    def to_keystore(self, path: Path, password: str, *, kdf_iterations: int | None = None) -> None:
+        """Write the key encrypted to ``path`` (mode 0600); refuses to overwrite."""
+        kwargs: dict[str, Any] = {}
+        if kdf_iterations is not None:
+            kwargs["iterations"] = kdf_iterations
+            kwargs["kdf"] = "pbkdf2"
+        data = Account.encrypt(self._account.key, password, **kwargs)
+        path = Path(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+
+    def reserve_nonce(self, chain_id: int, fetch: Any) -> int:
+        """Hand out the next nonce for ``chain_id``; ``fetch()`` gives the chain's pending count."""
+        with self._lock:
+            nonce = self._next_nonce.get(chain_id)
+            if nonce is None:
+                nonce = int(fetch())
+            self._next_nonce[chain_id] = nonce + 1
+            return nonce
+
+    def forget_nonce(self, chain_id: int) -> None:
+        """Drop the cached nonce so the next transaction asks the chain again."""
+        with self._lock:
+            self._next_nonce.pop(chain_id, None)
+
+    def sign(self, tx: dict[str, Any]) -> HexBytes:
+        """Sign a transaction dict; return the raw bytes."""
+        return HexBytes(self._account.sign_transaction(tx).raw_transaction)
+
+    def __repr__(self) -> str:
+        return f"Signer({self.name!r}, {self.address})"
+
+
+__all__ = ["Signer"]

@@ -1,0 +1,356 @@
+"""Connections to a chain: the embedded eth-tester chain or any JSON-RPC node.
+
+Both kinds offer the same small surface (:class:`Chain`): a ``web3`` handle, raw transaction
+submission, receipts, the chain's clock, and, on development chains, funding and time travel.
+Everything above this module signs transactions locally (:mod:`fedchain.chain.accounts`) and
+sends raw bytes, so the same code runs against eth-tester, anvil, geth or a testnet.
+
+Persistence of the embedded chain
+---------------------------------
+eth-tester keeps its state in memory. To let a demo be audited later from a fresh process
+with no node running, :class:`EmbeddedChain` keeps a *journal* in the working directory: one
+JSON line per mined transaction holding the raw signed transaction and the timestamp of the
+block it was mined in (and one per time-travel block, in tests), after a first line fixing
+the genesis timestamp. Opening a journal
+replays it into a fresh eth-tester chain, one transaction per block exactly as eth-tester
+mines them, checking that every replayed transaction gets the recorded hash and status. The
+resulting state (storage, events, block numbers, timestamps) is the same as the original;
+only block hashes differ, because eth-tester draws a random ``prevrandao`` per block, and
+nothing in fedchain depends on them. A journal is append-only, each line flushed and
+fsync'ed before the transaction's receipt is returned, so a crash loses no mined transaction.
+A tampered journal does not replay (a changed transaction changes its hash or fails).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
+from web3.types import TxReceipt
+
+from fedchain.errors import ChainConnectionError, ChainError, TransactionError
+
+logger = logging.getLogger(__name__)
+
+_JOURNAL_FORMAT = 1
+#: Ether given to each actor on a development chain (plenty for thousands of transactions).
+DEV_FUNDING_WEI = 100 * 10**18
+
+
+class Chain(ABC):
+    """A connection to one Ethereum chain.
+
+    Attributes
+    ----------
+    w3:
+        The web3 handle; reads go through it directly.
+    endpoint:
+        A printable name of the node (``embedded`` or its URL).
+    """
+
+    w3: Web3
+    endpoint: str
+
+    @property
+    def chain_id(self) -> int:
+        """The chain id transactions are signed for."""
+        return int(self.w3.eth.chain_id)
+
+    @abstractmethod
+    def now(self) -> int:
+        """The timestamp the next block would get, as near as this connection can tell."""
+
+    def prepare(self) -> None:
+        """Bring the pending block up to date before a call, an estimate or a send."""
+
+    @abstractmethod
+    def send_raw_transaction(self, raw: bytes) -> HexBytes:
+        """Submit a signed transaction; return its hash. Idempotent for the same bytes."""
+
+    def wait_for_receipt(self, tx_hash: HexBytes, timeout: float = 120.0) -> TxReceipt:
+        """Wait for ``tx_hash`` to be mined and return its receipt."""
+        try:
+            return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+        except Exception as err:  # web3 raises TimeExhausted or a connection error
+            raise TransactionError("waiting for receipt", str(err), tx_hash.to_0x_hex()) from err
+
+    @abstractmethod
+    def fund(self, address: str, wei: int = DEV_FUNDING_WEI) -> None:
+        """Give ``address`` ether on a development chain (refused on other chains)."""
+
+    @abstractmethod
+    def advance_time(self, seconds: int) -> None:
+        """Move the chain's clock forward by ``seconds`` (development chains only)."""
+
+    def close(self) -> None:
+        """Release what the connection holds."""
+
+
+# --------------------------------------------------------------------------- embedded
+
+
+class EmbeddedChain(Chain):
+    """The in-process eth-tester chain, optionally persisted as a journal.
+
+    Parameters
+    ----------
+    journal:
+        Path of the journal file. If it exists it is replayed; new transactions are appended.
+        ``None`` keeps the chain in memory only.
+    read_only:
+        Replay the journal but refuse to send transactions (what an auditor wants).
+    """
+
+    endpoint = "embedded"
+
+    def __init__(self, journal: Path | None = None, *, read_only: bool = False) -> None:
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3 import EthereumTesterProvider
+
+        self._journal_path = journal
+        self._read_only = read_only
+        self._lock = threading.RLock()
+        self._clock_offset = 0
+        entries = _read_journal(journal) if journal is not None and journal.exists() else []
+        if entries:
+            genesis_ts = int(entries[0]["timestamp"])
+        else:
+            if read_only:
+                raise ChainError(f"no chain journal at {journal}")
+            genesis_ts = int(time.time())
+        params = PyEVMBackend.generate_genesis_params(overrides={"timestamp": genesis_ts})
+        self._backend = PyEVMBackend(genesis_parameters=params)
+        self._tester = EthereumTester(self._backend)
+        self.w3 = Web3(EthereumTesterProvider(self._tester))
+        self._faucet = Account.from_key(self._backend.account_keys[0].to_bytes())
+        self._journal_file: Any = None
+        if entries:
+            self._replay(entries[1:])
+        if journal is not None and not read_only:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            self._journal_file = open(journal, "a", encoding="utf-8")  # noqa: SIM115 - held open
+            if not entries:
+                self._append({"kind": "genesis", "format": _JOURNAL_FORMAT, "timestamp": genesis_ts})
+
+    @property
+    def journal(self) -> Path | None:
+        """The journal file, if the chain is persisted."""
+        return self._journal_path
+
+    def now(self) -> int:
+        return max(int(time.time()) + self._clock_offset, self._latest_timestamp() + 1)
+
+    def prepare(self) -> None:
+        with self._lock:
+            self._set_pending_timestamp(self.now())
+
+    def send_raw_transaction(self, raw: bytes) -> HexBytes:
+        if self._read_only:
+            raise ChainError("this embedded chain was opened read-only (for auditing)")
+        with self._lock:
+            ts = self.now()
+            self._set_pending_timestamp(ts)
+            tx_hash = HexBytes(self._tester.send_raw_transaction(HexBytes(raw).to_0x_hex()))
+            receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+            block = self.w3.eth.get_block(receipt["blockNumber"])
+            self._append(
+                {
+                    "kind": "tx",
+                    "timestamp": int(block["timestamp"]),
+                    "raw": HexBytes(raw).to_0x_hex(),
+                    "hash": tx_hash.to_0x_hex(),
+                    "status": int(receipt["status"]),
+                }
+            )
+            return tx_hash
+
+    def fund(self, address: str, wei: int = DEV_FUNDING_WEI) -> None:
+        with self._lock:
+            self.prepare()
+            nonce = self.w3.eth.get_transaction_count(self._faucet.address, "pending")
+            base_fee = int(self.w3.eth.get_block("latest")["baseFeePerGas"])
+            tx = {
+                "type": 2,
+                "chainId": self.chain_id,
+                "nonce": nonce,
+                "to": Web3.to_checksum_address(address),
+                "value": wei,
+                "gas": 21_000,
+                "maxFeePerGas": 2 * base_fee + 10**9,
+                "maxPriorityFeePerGas": 10**9,
+            }
+            signed = self._faucet.sign_transaction(tx)
+            self.wait_for_receipt(self.send_raw_transaction(signed.raw_transaction))
+
+    def advance_time(self, seconds: int) -> None:
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        with self._lock:
+            self._clock_offset += seconds
+            # Mine an empty block at the new time, as eth-tester's time_travel does, so that
+            # simulations (which run on a child of the latest block) see the new clock too.
+            ts = self.now()
+            self._tester.time_travel(ts)
+            self._append({"kind": "time", "timestamp": ts})
+
+    def close(self) -> None:
+        if self._journal_file is not None:
+            self._journal_file.close()
+            self._journal_file = None
+
+    # -- internals
+
+    def _latest_timestamp(self) -> int:
+        return int(self._backend.chain.get_canonical_head().timestamp)
+
+    def _set_pending_timestamp(self, ts: int) -> None:
+        # eth-tester fixes a pending block's timestamp when the previous block is mined, so a
+        # transaction sent minutes later would carry a stale time and deadlines would not bite.
+        # Setting it just before each transaction keeps block time equal to wall time (+ any
+        # time travel). This reaches into the backend's py-evm chain: eth-tester has no public
+        # API for it (its time_travel mines an extra empty block).
+        chain = self._backend.chain
+        ts = max(ts, self._latest_timestamp() + 1)
+        chain.header = chain.header.copy(timestamp=ts)
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        if self._journal_file is None:
+            return
+        self._journal_file.write(json.dumps(entry, sort_keys=True) + "\n")
+        self._journal_file.flush()
+        os.fsync(self._journal_file.fileno())
+
+    def _replay(self, entries: list[dict[str, Any]]) -> None:
+        started = time.perf_counter()
+        for n, entry in enumerate(entries, start=2):
+            if entry.get("kind") == "time":
+                self._tester.time_travel(int(entry["timestamp"]))
+                continue
+            if entry.get("kind") != "tx":
+                raise ChainError(f"chain journal {self._journal_path}, line {n}: unknown entry kind {entry.get('kind')!r}")
+            self._set_pending_timestamp(int(entry["timestamp"]))
+            try:
+                tx_hash = HexBytes(self._tester.send_raw_transaction(entry["raw"]))
+            except Exception as err:  # eth-tester raises ValidationError and friends
+                raise ChainError(f"chain journal {self._journal_path}, line {n}: transaction does not replay: {err}") from err
+            receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+            if tx_hash != HexBytes(entry["hash"]) or int(receipt["status"]) != int(entry["status"]):
+                raise ChainError(
+                    f"chain journal {self._journal_path}, line {n}: replay gave transaction "
+                    f"{tx_hash.to_0x_hex()} status {receipt['status']}, journal says {entry['hash']} "
+                    f"status {entry['status']}"
+                )
+        logger.info("replayed %d transactions from %s in %.2fs", len(entries), self._journal_path, time.perf_counter() - started)
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.endswith("\n"):
+                # A torn last line: the transaction's receipt was never returned to its sender,
+                # so it is as if it had not been sent (the sender retries).
+                logger.warning("chain journal %s: ignoring incomplete last line %d", path, n)
+                break
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ChainError(f"chain journal {path}, line {n}: not JSON: {err}") from err
+    if entries and (entries[0].get("kind") != "genesis" or entries[0].get("format") != _JOURNAL_FORMAT):
+        raise ChainError(f"chain journal {path}: first line is not a format-{_JOURNAL_FORMAT} genesis entry")
+    return entries
+
+
+# --------------------------------------------------------------------------- JSON-RPC
+
+
+class RpcChain(Chain):
+    """Any JSON-RPC node (anvil, geth, besu, a testnet) over HTTP.
+
+    Reads and idempotent calls, including ``eth_sendRawTransaction`` (the same signed bytes
+    always have the same hash), are retried with exponential backoff when the node cannot be
+    reached; after the retries a :class:`~fedchain.errors.ChainConnectionError` names the URL.
+    """
+
+    def __init__(self, url: str, *, retries: int = 6, backoff: float = 0.25, timeout: float = 30.0) -> None:
+        import requests
+
+        self.endpoint = url
+        retry = ExceptionRetryConfiguration(
+            errors=(requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError),
+            retries=retries,
+            backoff_factor=backoff,
+        )
+        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=retry))
+        self._clock_offset = 0
+        try:
+            self._chain_id = int(self.w3.eth.chain_id)
+        except Exception as err:  # requests/web3 errors of many kinds
+            raise ChainConnectionError(url, _describe(err)) from err
+
+    @property
+    def chain_id(self) -> int:
+        return self._chain_id
+
+    def now(self) -> int:
+        latest = int(self.w3.eth.get_block("latest")["timestamp"])
+        return max(latest, int(time.time()) + self._clock_offset)
+
+    def send_raw_transaction(self, raw: bytes) -> HexBytes:
+        try:
+            return HexBytes(self.w3.eth.send_raw_transaction(raw))
+        except Exception as err:
+            message = _describe(err)
+            if "already known" in message or "already imported" in message:
+                # Sent before a dropped connection; the node has it. Same bytes, same hash.
+                return HexBytes(Web3.keccak(raw))
+            raise
+
+    def fund(self, address: str, wei: int = DEV_FUNDING_WEI) -> None:
+        # anvil and hardhat both answer this; a real network refuses it, as it should.
+        try:
+            self.w3.provider.make_request("anvil_setBalance", [Web3.to_checksum_address(address), hex(wei)])  # type: ignore[arg-type]
+        except Exception as err:
+            raise ChainError(f"cannot fund {address} on {self.endpoint}: {_describe(err)}") from err
+
+    def advance_time(self, seconds: int) -> None:
+        self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        self._clock_offset += seconds
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def connect(rpc: str | None = None, *, journal: Path | None = None, read_only: bool = False) -> Chain:
+    """Connect to ``rpc`` (an ``http(s)://`` URL) or, with no URL, start the embedded chain.
+
+    Parameters
+    ----------
+    rpc:
+        JSON-RPC URL of a node; ``None`` or ``"embedded"`` for the in-process chain.
+    journal:
+        For the embedded chain, the journal that persists it (see the module docstring).
+    read_only:
+        For the embedded chain, replay without allowing new transactions.
+    """
+    if rpc is None or rpc == "embedded":
+        return EmbeddedChain(journal, read_only=read_only)
+    if not rpc.startswith(("http://", "https://")):
+        raise ChainConnectionError(rpc, "expected an http:// or https:// JSON-RPC URL")
+    return RpcChain(rpc)
+
+
+__all__ = ["DEV_FUNDING_WEI", "Chain", "EmbeddedChain", "RpcChain", "connect"]

@@ -1,0 +1,380 @@
+"""The typed ledger wrapper: deploy, transact as an actor, read state and history.
+
+Reads return frozen dataclasses from :mod:`fedchain.records`. Writes take the acting
+:class:`~fedchain.chain.accounts.Signer`, are simulated first (so a rejection surfaces as a
+:class:`~fedchain.errors.ContractRevertError` naming the contract's custom error and its
+arguments, and costs no gas), then signed locally and sent raw.
+
+History is read from events, one round at a time: each round stores the block it was opened
+in and the block it was finalized in, so reading a round's events queries only those few
+blocks, never the chain from block 0 (eth-tester's ``get_logs`` walks every receipt of its
+range, taking seconds over a few hundred blocks).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from hexbytes import HexBytes
+from web3.contract import Contract
+
+from fedchain.chain._revert import RevertDecoder
+from fedchain.chain.accounts import Signer
+from fedchain.chain.connection import Chain
+from fedchain.errors import ChainError, ContractRevertError, TransactionError
+from fedchain.records import (
+    AggregateRecord,
+    LedgerInfo,
+    ParticipantInfo,
+    RoundHistory,
+    RoundOpened,
+    RoundState,
+    RoundStatus,
+    TxResult,
+    UpdateRecord,
+)
+from fedchain.types import Address, Cid, Digest, Gas, RoundId
+
+logger = logging.getLogger(__name__)
+
+#: Largest block range asked of ``eth_getLogs`` at once.
+LOG_PAGE_BLOCKS = 2_000
+_GAS_MARGIN_NUM, _GAS_MARGIN_DEN = 6, 5  # 20 % over the estimate
+_PRIORITY_FEE = 10**9
+
+
+def _artifact() -> dict[str, Any]:
+    from fedchain.chain.compile import load_artifact
+
+    return load_artifact()
+
+
+class Ledger:
+    """A deployed ``FederatedLedger`` on a :class:`~fedchain.chain.connection.Chain`.
+
+    Parameters
+    ----------
+    chain:
+        The connection to use.
+    address:
+        The ledger contract's address.
+    """
+
+    def __init__(self, chain: Chain, address: str) -> None:
+        artifact = _artifact()
+        self.chain = chain
+        self.address = Address(chain.w3.to_checksum_address(address))
+        self._contract: Contract = chain.w3.eth.contract(address=self.address, abi=artifact["abi"])
+        self._decoder = RevertDecoder(artifact["abi"])
+        self._info: LedgerInfo | None = None
+        if not chain.w3.eth.get_code(self.address):
+            raise ChainError(f"no contract at {self.address} on {chain.endpoint}")
+
+    # ------------------------------------------------------------------ deployment
+
+    @classmethod
+    def deploy(cls, chain: Chain, coordinator: Signer, genesis_hash: Digest, genesis_cid: Cid) -> tuple[Ledger, TxResult]:
+        """Deploy a new ledger with ``coordinator`` as its coordinator.
+
+        Returns
+        -------
+        The ledger and the deployment transaction.
+        """
+        artifact = _artifact()
+        factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        decoder = RevertDecoder(artifact["abi"])
+        data = factory.constructor(bytes(genesis_hash), str(genesis_cid)).data_in_transaction
+        result, receipt = _send(chain, coordinator, "deploy ledger", None, data, decoder)
+        address = receipt["contractAddress"]
+        if address is None:
+            raise TransactionError("deploy ledger", "no contract address in receipt", result.tx_hash)
+        return cls(chain, address), result
+
+    # ------------------------------------------------------------------ coordinator writes
+
+    def register_participant(self, coordinator: Signer, participant: str, max_samples: int) -> TxResult:
+        """Register ``participant`` with a cap of ``max_samples`` declared samples per update."""
+        fn = self._contract.functions.registerParticipant(_checksum(self, participant), int(max_samples))
+        return self._transact(coordinator, f"register {participant}", fn)
+
+    def remove_participant(self, coordinator: Signer, participant: str) -> TxResult:
+        """Remove ``participant``; its history stays."""
+        fn = self._contract.functions.removeParticipant(_checksum(self, participant))
+        return self._transact(coordinator, f"remove {participant}", fn)
+
+    def open_round(
+        self,
+        coordinator: Signer,
+        round_id: int,
+        base_hash: Digest,
+        base_cid: Cid,
+        deadline: int,
+        min_updates: int,
+    ) -> TxResult:
+        """Open ``round_id`` on the base model ``base_hash``."""
+        fn = self._contract.functions.openRound(int(round_id), bytes(base_hash), str(base_cid), int(deadline), int(min_updates))
+        return self._transact(coordinator, f"open round {round_id}", fn)
+
+    def finalize_round(
+        self,
+        coordinator: Signer,
+        round_id: int,
+        aggregate_hash: Digest,
+        aggregate_cid: Cid,
+        included: Sequence[str],
+    ) -> TxResult:
+        """Record the aggregate of ``round_id`` computed from the updates of ``included``.
+
+        ``included`` is sorted here (the contract requires ascending address order).
+        """
+        ordered = sorted((_checksum(self, a) for a in included), key=lambda a: int(a, 16))
+        fn = self._contract.functions.finalizeRound(int(round_id), bytes(aggregate_hash), str(aggregate_cid), ordered)
+        return self._transact(coordinator, f"finalize round {round_id}", fn)
+
+    # ------------------------------------------------------------------ participant writes
+
+    def submit_update(self, participant: Signer, round_id: int, update_hash: Digest, cid: Cid, num_samples: int) -> TxResult:
+        """Record ``participant``'s update for ``round_id``, from its own account."""
+        fn = self._contract.functions.submitUpdate(int(round_id), bytes(update_hash), str(cid), int(num_samples))
+        return self._transact(participant, f"submit update for round {round_id}", fn)
+
+    # ------------------------------------------------------------------ reads
+
+    def info(self) -> LedgerInfo:
+        """Deploy-time facts (cached: they never change)."""
+        if self._info is None:
+            f = self._contract.functions
+            self._info = LedgerInfo(
+                address=self.address,
+                coordinator=Address(f.coordinator().call()),
+                genesis_hash=Digest(bytes(f.genesisModelHash().call())),
+                deployed_block=int(f.deployedBlock().call()),
+            )
+        return self._info
+
+    def genesis_cid(self) -> Cid:
+        """The genesis model's CID, from the ``LedgerCreated`` event of the deployment block."""
+        block = self.info().deployed_block
+        logs = self._contract.events.LedgerCreated().get_logs(from_block=block, to_block=block)
+        if not logs:
+            raise ChainError(f"ledger {self.address}: no LedgerCreated event in block {block}")
+        return Cid(logs[0]["args"]["genesisModelCid"])
+
+    def next_round(self) -> RoundId:
+        """The next round to open: the number of rounds opened so far."""
+        return RoundId(int(self._contract.functions.nextRound().call()))
+
+    def expected_base(self, round_id: int) -> Digest:
+        """The model ``round_id`` must build on."""
+        return Digest(bytes(self._contract.functions.expectedBaseModel(int(round_id)).call()))
+
+    def round_state(self, round_id: int) -> RoundState:
+        """Round ``round_id`` as storage holds it."""
+        raw = self._contract.functions.getRound(int(round_id)).call()
+        deadline, min_updates, included, status, opened, finalized, aggregate = raw
+        agg = bytes(aggregate)
+        return RoundState(
+            round_id=RoundId(int(round_id)),
+            status=RoundStatus(int(status)),
+            deadline=int(deadline),
+            min_updates=int(min_updates),
+            included_count=int(included),
+            opened_block=int(opened),
+            finalized_block=int(finalized),
+            aggregate_hash=Digest(agg) if any(agg) else None,
+        )
+
+    def update_hash(self, round_id: int, participant: str) -> Digest | None:
+        """The digest ``participant`` recorded for ``round_id``, or ``None``."""
+        value = bytes(self._contract.functions.getUpdate(int(round_id), _checksum(self, participant)).call())
+        return Digest(value) if any(value) else None
+
+    def participant(self, address: str) -> ParticipantInfo:
+        """The registry entry of ``address``."""
+        checksummed = _checksum(self, address)
+        registered, cap = self._contract.functions.getParticipant(checksummed).call()
+        return ParticipantInfo(address=Address(checksummed), registered=bool(registered), max_samples=int(cap))
+
+    def participants(self) -> tuple[ParticipantInfo, ...]:
+        """Every address ever registered, in registration order, with its current entry."""
+        return tuple(self.participant(a) for a in self._contract.functions.participants().call())
+
+    # ------------------------------------------------------------------ history
+
+    def round_history(self, round_id: int, state: RoundState | None = None) -> RoundHistory:
+        """Everything recorded about ``round_id``, reading only that round's blocks."""
+        state = state or self.round_state(round_id)
+        if state.status is RoundStatus.NOT_OPENED:
+            raise ChainError(f"round {round_id} has not been opened on ledger {self.address}")
+        start = state.opened_block
+        end = state.finalized_block if state.status is RoundStatus.FINALIZED else int(self.chain.w3.eth.block_number)
+        opened: RoundOpened | None = None
+        updates: list[UpdateRecord] = []
+        aggregate: AggregateRecord | None = None
+        for log in self._round_logs(round_id, start, end):
+            name, args = log["event"], log["args"]
+            tx_hash = HexBytes(log["transactionHash"]).to_0x_hex()
+            block = int(log["blockNumber"])
+            if name == "RoundOpened":
+                opened = RoundOpened(
+                    round_id=RoundId(int(args["roundId"])),
+                    base_hash=Digest(bytes(args["baseModelHash"])),
+                    base_cid=Cid(args["baseModelCid"]),
+                    deadline=int(args["deadline"]),
+                    min_updates=int(args["minUpdates"]),
+                    block_number=block,
+                    tx_hash=tx_hash,
+                )
+            elif name == "UpdateSubmitted":
+                updates.append(
+                    UpdateRecord(
+                        round_id=RoundId(int(args["roundId"])),
+                        participant=Address(args["participant"]),
+                        update_hash=Digest(bytes(args["updateHash"])),
+                        cid=Cid(args["cid"]),
+                        num_samples=int(args["numSamples"]),
+                        block_number=block,
+                        tx_hash=tx_hash,
+                    )
+                )
+            elif name == "RoundFinalized":
+                aggregate = AggregateRecord(
+                    round_id=RoundId(int(args["roundId"])),
+                    aggregate_hash=Digest(bytes(args["aggregateHash"])),
+                    cid=Cid(args["aggregateCid"]),
+                    included=tuple(Address(a) for a in args["included"]),
+                    block_number=block,
+                    tx_hash=tx_hash,
+                )
+        if opened is None:
+            raise ChainError(f"ledger {self.address}: no RoundOpened event for round {round_id} in block {start}")
+        updates.sort(key=lambda u: int(u.participant, 16))
+        return RoundHistory(state=state, opened=opened, updates=tuple(updates), aggregate=aggregate)
+
+    def history(self, start: int = 0, stop: int | None = None) -> Iterator[RoundHistory]:
+        """Every opened round from ``start`` (to ``stop``, exclusive), oldest first."""
+        end = self.next_round() if stop is None else min(stop, self.next_round())
+        for round_id in range(start, end):
+            yield self.round_history(round_id)
+
+    def _round_logs(self, round_id: int, start: int, end: int) -> list[Any]:
+        events = self._contract.events
+        topic_round = "0x" + int(round_id).to_bytes(32, "big").hex()
+        out: list[Any] = []
+        event_types = (events.RoundOpened, events.UpdateSubmitted, events.RoundFinalized)
+        by_topic = {}
+        for ev in event_types:
+            by_topic[HexBytes(ev().topic)] = ev()
+        for page_start in range(start, end + 1, LOG_PAGE_BLOCKS):
+            page_end = min(end, page_start + LOG_PAGE_BLOCKS - 1)
+            raw_logs = self.chain.w3.eth.get_logs(
+                {
+                    "address": self.address,
+                    "fromBlock": page_start,
+                    "toBlock": page_end,
+                    "topics": [[t.to_0x_hex() for t in by_topic], topic_round],
+                }
+            )
+            for raw in raw_logs:
+                event = by_topic[HexBytes(raw["topics"][0])]
+                out.append(event.process_log(raw))
+        out.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
+        return out
+
+    # ------------------------------------------------------------------ sending
+
+    def _transact(self, signer: Signer, action: str, fn: Any) -> TxResult:
+        data = fn._encode_transaction_data()
+        result, _ = _send(self.chain, signer, action, self.address, data, self._decoder)
+        return result
+
+
+def _checksum(ledger: Ledger, address: str) -> str:
+    try:
+        return str(ledger.chain.w3.to_checksum_address(address))
+    except ValueError as err:
+        raise ChainError(f"not an Ethereum address: {address!r}") from err
+
+
+def _send(
+    chain: Chain,
+    signer: Signer,
+    action: str,
+    to: str | None,
+    data: Any,
+    decoder: RevertDecoder,
+) -> tuple[TxResult, Any]:
+    """Simulate, sign, send and wait for one transaction; decode any revert."""
+    w3 = chain.w3
+    call: dict[str, Any] = {"from": signer.address, "data": data}
+    if to is not None:
+        call["to"] = to
+    chain.prepare()
+    try:
+        estimate = int(w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+    except Exception as err:
+        decoded = decoder.from_exception(err)
+        if decoded is not None:
+            raise decoded from None
+        raise TransactionError(action, _reason(err)) from err
+
+    chain_id = chain.chain_id
+    nonce = signer.reserve_nonce(chain_id, lambda: w3.eth.get_transaction_count(signer.address, "pending"))
+    base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+    tx: dict[str, Any] = {
+        "type": 2,
+        "chainId": chain_id,
+        "nonce": nonce,
+        "data": data,
+        "gas": estimate * _GAS_MARGIN_NUM // _GAS_MARGIN_DEN,
+        "maxFeePerGas": 2 * base_fee + _PRIORITY_FEE,
+        "maxPriorityFeePerGas": _PRIORITY_FEE,
+        "value": 0,
+    }
+    if to is not None:
+        tx["to"] = to
+    raw = signer.sign(tx)
+    started = time.perf_counter()
+    try:
+        tx_hash = chain.send_raw_transaction(raw)
+    except ContractRevertError:
+        signer.forget_nonce(chain_id)
+        raise
+    except Exception as err:
+        # The nonce may or may not have been consumed; ask the chain next time.
+        signer.forget_nonce(chain_id)
+        decoded = decoder.from_exception(err)
+        if decoded is not None:
+            raise decoded from None
+        raise TransactionError(action, _reason(err)) from err
+    receipt = chain.wait_for_receipt(tx_hash)
+    if int(receipt["status"]) != 1:
+        # Mined but reverted: the state or the clock moved between simulation and inclusion.
+        # Re-simulate in the block it was mined in (its state is unchanged by the reverted
+        # transaction, and its timestamp is the one the contract saw) to recover the reason.
+        try:
+            w3.eth.call(call, int(receipt["blockNumber"]))  # type: ignore[arg-type]
+        except Exception as err:
+            decoded = decoder.from_exception(err)
+            if decoded is not None:
+                raise decoded from None
+        raise TransactionError(action, "reverted", tx_hash.to_0x_hex())
+    result = TxResult(
+        action=action,
+        tx_hash=tx_hash.to_0x_hex(),
+        block_number=int(receipt["blockNumber"]),
+        gas_used=Gas(int(receipt["gasUsed"])),
+    )
+    logger.info("%s: %s by %s, gas %d, %.0f ms", action, result.tx_hash, signer.name, result.gas_used, 1000 * (time.perf_counter() - started))
+    return result, receipt
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+__all__ = ["LOG_PAGE_BLOCKS", "Ledger"]
