@@ -251,7 +251,6 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     for backend, result in results.items():
         print(f"{backend}: {result['client']}, chain id {result['chainId']}, {result['calls']} calls each, "
               f"deployed code {result['bytecodeBytes']:,} bytes")
-    print("(max: round 0's openRound also sets the round counter from zero, a 22,100-gas write, not 5,000)")
     print("all medians within target" if within_targets(results) else "SOME MEDIANS ABOVE TARGET")
 
 

@@ -103,7 +103,9 @@ def test_check_fails_naming_the_source_that_changed(
 
 def test_a_syntax_error_raises_compilation_error_with_solcs_message(solcjs: Path, contracts_copy: Path) -> None:
     source = contracts_copy / "FederatedLedger.sol"
-    source.write_text(source.read_text().replace("uint256 private _nextRound;", "uint256 private _nextRound", 1))
+    text = source.read_text()
+    assert "address private immutable _coordinator;" in text
+    source.write_text(text.replace("address private immutable _coordinator;", "address private immutable _coordinator", 1))
 
     with pytest.raises(CompilationError) as caught:
         compile_contracts(contracts_copy)
