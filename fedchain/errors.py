@@ -147,6 +147,15 @@ class CarFormatError(StorageError, ValueError):
     """A CAR file is malformed."""
 
 
+class CidFormatError(StorageError, ValueError):
+    """A string or byte string that should be a CID is not one (or names no UnixFS blob)."""
+
+    def __init__(self, value: str, problem: str) -> None:
+        self.value = value
+        self.problem = problem
+        super().__init__(f"not a usable CID ({problem}): {value[:100]}")
+
+
 # --------------------------------------------------------------------------- federated learning
 
 
@@ -221,6 +230,7 @@ __all__ = [
     "CarFormatError",
     "ChainConnectionError",
     "ChainError",
+    "CidFormatError",
     "CodecError",
     "CompilationError",
     "ConfigError",

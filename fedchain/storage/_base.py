@@ -1,0 +1,190 @@
+"""The :class:`BlobStore` interface and the verified read path every backend shares."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from types import TracebackType
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from fedchain.errors import BlobTooLargeError
+from fedchain.storage._car import write_car
+from fedchain.storage._cid import BlockRef, parse_cid
+from fedchain.storage._unixfs import iter_dag, iter_file, read_root
+from fedchain.types import Cid
+
+logger = logging.getLogger(__name__)
+
+#: The default largest blob a store accepts or returns: 256 MiB.
+DEFAULT_MAX_BLOB_SIZE = 256 * 1024 * 1024
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Content-addressed blob storage: bytes in, a kubo-compatible CID out, and back.
+
+    Every read is verified against the CID whatever the backend; a mismatch raises
+    :class:`~fedchain.errors.IntegrityError` naming the CID and the block. ``cid``
+    arguments accept a CIDv0 or CIDv1 string (or :class:`~fedchain.types.Cid`).
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the store is: a directory path or a kubo API address."""
+        ...
+
+    @property
+    def max_blob_size(self) -> int:
+        """The largest blob, in bytes, this store accepts or returns."""
+        ...
+
+    def put(self, data: bytes, *, version: int = 0) -> Cid:
+        """Store ``data`` as one UnixFS file; return its CID (v0 unless ``version=1``)."""
+        ...
+
+    def put_stream(self, stream: BinaryIO, *, version: int = 0) -> Cid:
+        """Store everything left in ``stream``, holding a few chunks in memory at most."""
+        ...
+
+    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
+        """Return the blob's bytes, verified; refuse before reading if over the limit."""
+        ...
+
+    def get_to(self, cid: str, out: BinaryIO, *, max_size: int | None = None) -> int:
+        """Stream the blob to ``out`` block by block; return the number of bytes written."""
+        ...
+
+    def size(self, cid: str) -> int:
+        """The blob's size in bytes, from its (verified) root node."""
+        ...
+
+    def has(self, cid: str) -> bool:
+        """Whether the store holds the blob."""
+        ...
+
+    def pin(self, cid: str) -> None:
+        """Keep the blob (the ledger references it)."""
+        ...
+
+    def unpin(self, cid: str) -> None:
+        """Stop keeping the blob on the ledger's account; unpinning an unpinned blob is no error."""
+        ...
+
+    def export_car(self, cid: str, out: BinaryIO) -> int:
+        """Write the blob's DAG as a CARv1 to ``out``; return the bytes written."""
+        ...
+
+    def import_car(self, stream: BinaryIO) -> list[Cid]:
+        """Import a CARv1 (every block verified); return its roots."""
+        ...
+
+    def close(self) -> None:
+        """Release connections or handles; the store is not used afterwards."""
+        ...
+
+
+class DagStore(ABC):
+    """Shared read path over a backend's raw block lookup (:meth:`_read_block`).
+
+    Subclasses supply storage and retrieval of raw blocks; everything that turns
+    blocks into verified blob bytes lives here, so no backend can skip verification.
+    """
+
+    def __init__(self, max_blob_size: int) -> None:
+        if max_blob_size < 0:
+            raise ValueError(f"max_blob_size must be >= 0, not {max_blob_size}")
+        self._max_blob_size = max_blob_size
+
+    @property
+    def max_blob_size(self) -> int:
+        """The largest blob, in bytes, this store accepts or returns."""
+        return self._max_blob_size
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the store is."""
+
+    @abstractmethod
+    def _read_block(self, ref: BlockRef) -> bytes | None:
+        """A block's raw bytes (unverified; at most a little over the block limit), or ``None``."""
+
+    def _limit(self, max_size: int | None) -> int:
+        return self._max_blob_size if max_size is None else min(max_size, self._max_blob_size)
+
+    def _check_put_size(self, size: int) -> None:
+        if size > self._max_blob_size:
+            raise BlobTooLargeError(size, self._max_blob_size)
+
+    def iter_blob(self, cid: str, *, max_size: int | None = None) -> Iterator[memoryview]:
+        """Yield the blob's bytes in verified pieces (a chunk at a time).
+
+        Raises
+        ------
+        CidFormatError
+            If ``cid`` is not a CID.
+        BlobTooLargeError
+            Before any block but the root is read, if the blob is over the limit.
+        BlobNotFoundError, IntegrityError
+            If a block is missing or does not match.
+        """
+        return iter_file(self._read_block, parse_cid(cid), limit=self._limit(max_size))
+
+    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
+        """Return the blob's bytes, every block verified against its CID.
+
+        Parameters
+        ----------
+        cid:
+            The blob's CID (v0 or v1).
+        max_size:
+            Refuse blobs larger than this (the store's own limit applies as well).
+
+        Raises
+        ------
+        BlobTooLargeError
+            If the root node says the blob is larger than the limit (nothing else is read).
+        BlobNotFoundError, IntegrityError, CidFormatError
+        """
+        return b"".join(self.iter_blob(cid, max_size=max_size))
+
+    def get_to(self, cid: str, out: BinaryIO, *, max_size: int | None = None) -> int:
+        """Write the blob to ``out`` chunk by chunk; return the number of bytes written.
+
+        Each chunk is written only after its block was verified; if a later block fails,
+        ``out`` holds a verified prefix and the error is raised (write to a temporary
+        file and rename it to avoid keeping the prefix).
+        """
+        written = 0
+        for piece in self.iter_blob(cid, max_size=max_size):
+            out.write(piece)
+            written += len(piece)
+        return written
+
+    def size(self, cid: str) -> int:
+        """The blob's size in bytes, read from its verified root node."""
+        ref = parse_cid(cid)
+        return read_root(self._read_block, ref, str(ref)).filesize
+
+    def export_car(self, cid: str, out: BinaryIO) -> int:
+        """Write the DAG under ``cid`` as a CARv1 (root as given), blocks verified, DFS order."""
+        ref = parse_cid(cid)
+        return write_car(out, [ref], iter_dag(self._read_block, ref))
+
+    def close(self) -> None:
+        """Release resources (nothing by default)."""
+
+    def __enter__(self) -> DagStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+__all__ = ["DEFAULT_MAX_BLOB_SIZE", "BlobStore", "DagStore"]
