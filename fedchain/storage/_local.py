@@ -106,9 +106,12 @@ class LocalBlockStore(DagStore):
     def _read_block(self, ref: BlockRef) -> bytes | None:
         _, path = self._block_path(ref)
         try:
-            with open(path, "rb") as f:
-                # One byte over the limit is enough for the caller to refuse the block.
-                return f.read(MAX_BLOCK_SIZE + 1)
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                # Read exactly the file (no over-allocation); of an oversized file, one
+                # byte past the limit is enough for the caller to refuse it.
+                data = f.read(size if size <= MAX_BLOCK_SIZE else MAX_BLOCK_SIZE + 1)
+                return data if isinstance(data, bytes) else b""
         except FileNotFoundError:
             return None
         except OSError as err:
