@@ -121,6 +121,7 @@ class EmbeddedChain(Chain):
         self._read_only = read_only
         self._lock = threading.RLock()
         self._clock_offset = 0
+        self._snapshot_offsets: dict[int, int] = {}
         entries = _read_journal(journal) if journal is not None and journal.exists() else []
         if entries:
             genesis_ts = int(entries[0]["timestamp"])
@@ -203,12 +204,50 @@ class EmbeddedChain(Chain):
             self._tester.time_travel(ts)
             self._append({"kind": "time", "timestamp": ts})
 
+    def snapshot(self) -> int:
+        """Remember the chain's current state (and clock offset); return an id for :meth:`revert`.
+
+        For in-memory chains only: a journal is append-only, so a chain with one refuses.
+
+        Raises
+        ------
+        ChainError
+            If the chain is persisted in a journal.
+        """
+        self._refuse_snapshots_with_journal()
+        with self._lock:
+            snapshot_id = int(self._tester.take_snapshot())
+            self._snapshot_offsets[snapshot_id] = self._clock_offset
+            return snapshot_id
+
+    def revert(self, snapshot: int) -> None:
+        """Return to the state of :meth:`snapshot` ``snapshot``; it may be reverted to again.
+
+        Blocks mined since are dropped, so nonces go back too: every
+        :class:`~fedchain.chain.accounts.Signer` used since must ``forget_nonce``.
+
+        Raises
+        ------
+        ChainError
+            If the chain is persisted in a journal, or ``snapshot`` is not one of its snapshots.
+        """
+        self._refuse_snapshots_with_journal()
+        with self._lock:
+            if snapshot not in self._snapshot_offsets:
+                raise ChainError(f"no snapshot {snapshot} of this embedded chain")
+            self._tester.revert_to_snapshot(snapshot)
+            self._clock_offset = self._snapshot_offsets[snapshot]
+
     def close(self) -> None:
         if self._journal_file is not None:
             self._journal_file.close()
             self._journal_file = None
 
     # -- internals
+
+    def _refuse_snapshots_with_journal(self) -> None:
+        if self._journal_path is not None:
+            raise ChainError(f"snapshots would make the chain diverge from its journal {self._journal_path}")
 
     def _latest_timestamp(self) -> int:
         return int(self._backend.chain.get_canonical_head().timestamp)

@@ -1,45 +1,97 @@
 """Federated learning core: data, the model, local training, the codec and aggregation.
 
-The only fedchain package that imports torch.
+The only fedchain package that imports torch. Parameters cross its boundary as
+``dict[str, Tensor]`` (float32, sorted by name) and as canonical blobs (:mod:`.codec`).
 """
 
-from fedchain.fl.codec import CODEC, BlobMeta, DecodedModel, DecodedUpdate, decode_model, decode_update, encode_aggregate, encode_genesis, encode_update
-from fedchain.fl.data import Dataset, FederatedSplit, export_shard, load_icd10, load_shard, majority_accuracy, split_non_iid
-from fedchain.fl.model import ModelSpec, derive_seed, init_params, param_shapes
-from fedchain.fl.scenario import HOSPITALS, demo_split
-from fedchain.fl.strategy import FedAvg, Strategy, UpdateItem, fedavg_stream
-from fedchain.fl.train import LocalUpdate, TrainConfig, TrainMetrics, evaluate, train_local
+from fedchain.fl.codec import (
+    CODEC,
+    DEFAULT_MAX_BLOB_SIZE,
+    GENESIS_BASE,
+    GENESIS_STRATEGY,
+    MAX_HEADER_SIZE,
+    DecodedModel,
+    DecodedUpdate,
+    ExpectedMeta,
+    ModelMeta,
+    UpdateMeta,
+    decode_model,
+    decode_update,
+    encode_model,
+    encode_update,
+    l2_norm,
+)
+from fedchain.fl.data import Dataset, FederatedSplit, export_shard, icd10_codes, load_icd10, load_shard, majority_accuracy, split_non_iid
+from fedchain.fl.model import ModelSpec, TextClassifier, blob_data_size, derive_seed, init_params, param_shapes
+from fedchain.fl.scenario import DEFAULT_SPEC, DEFAULT_TRAIN, DEMO_ROUNDS, DEMO_SEED, HOSPITALS, default_strategy, demo_split
+from fedchain.fl.simulate import (
+    CentralizedRun,
+    FederationRun,
+    RoundStats,
+    genesis_params,
+    local_round,
+    participant_seed,
+    run_plain_fedavg,
+    train_centralized,
+)
+from fedchain.fl.strategy import FedAvg, Strategy, UpdateItem, fedavg_stream, participant_order
+from fedchain.fl.train import LocalUpdate, TrainConfig, TrainMetrics, evaluate, predict, torch_threads, train_local
 
 __all__ = [
     "CODEC",
+    "DEFAULT_MAX_BLOB_SIZE",
+    "DEFAULT_SPEC",
+    "DEFAULT_TRAIN",
+    "DEMO_ROUNDS",
+    "DEMO_SEED",
+    "GENESIS_BASE",
+    "GENESIS_STRATEGY",
     "HOSPITALS",
-    "BlobMeta",
+    "MAX_HEADER_SIZE",
+    "CentralizedRun",
     "Dataset",
     "DecodedModel",
     "DecodedUpdate",
+    "ExpectedMeta",
     "FedAvg",
     "FederatedSplit",
+    "FederationRun",
     "LocalUpdate",
+    "ModelMeta",
     "ModelSpec",
+    "RoundStats",
     "Strategy",
+    "TextClassifier",
     "TrainConfig",
     "TrainMetrics",
     "UpdateItem",
+    "UpdateMeta",
+    "blob_data_size",
     "decode_model",
     "decode_update",
+    "default_strategy",
     "demo_split",
     "derive_seed",
-    "encode_aggregate",
-    "encode_genesis",
+    "encode_model",
     "encode_update",
     "evaluate",
     "export_shard",
     "fedavg_stream",
+    "genesis_params",
+    "icd10_codes",
     "init_params",
+    "l2_norm",
     "load_icd10",
     "load_shard",
+    "local_round",
     "majority_accuracy",
     "param_shapes",
+    "participant_order",
+    "participant_seed",
+    "predict",
+    "run_plain_fedavg",
     "split_non_iid",
+    "torch_threads",
+    "train_centralized",
     "train_local",
 ]

@@ -1,218 +1,377 @@
-"""The canonical encoding of updates and models: safetensors, written and read strictly.
+"""The canonical encoding of updates and models: one byte string per value, no pickle.
 
-One tensor dict plus its metadata has exactly one byte string, on any machine::
+A blob is a safetensors file (see :mod:`fedchain.fl._safetensors` for the exact
+header rendering) holding float32 little-endian tensors with their data in sorted name
+order, and string metadata in the header's ``__metadata__``:
 
-    u64 little-endian N | header: N bytes of JSON, padded with spaces to a multiple of 8 | data
+=========  ==========================================================================
+key        value
+=========  ==========================================================================
+codec      :data:`CODEC` (``fedchain/f32-v1``)
+kind       ``update`` or ``model``
+round      the round, in decimal (a genesis model says ``0``)
+base       ``0x`` + 64 lower-case hex: sha256 of the base model blob
+           (a genesis model has the zero digest, :data:`GENESIS_BASE`)
+sender     the EIP-55 checksummed address of whoever produced the blob
+samples    decimal training-sample count: ``n_k`` for an update, ``n`` for an aggregate
+           (0 for a genesis model)
+spec       models only: :meth:`ModelSpec.to_json` of the model's shape
+strategy   models only: :attr:`Strategy.name` of the aggregation, or ``genesis``
+=========  ==========================================================================
 
-The header is compact JSON with sorted keys: ``__metadata__`` (all strings) and, per tensor,
-``{"data_offsets": [a, b], "dtype": "F32", "shape": [...]}``; tensors are laid out in sorted
-name order, contiguous, little-endian float32. That is the safetensors format (any safetensors
-reader loads these blobs), but the writer is ours so that the bytes do not depend on a
-library version, and the reader is ours so that hostile bytes are rejected before anything
-is allocated: the header length is bounded before it is read, the JSON is bounded in size and
-depth, and offsets are checked against the blob before any tensor is built. Nothing here
-ever unpickles: a pickle or zip payload is simply "not safetensors".
+Same tensors and metadata give the same bytes on every machine, so the same sha256.
+Decoding is strict: the blob must be exactly what :func:`encode_update` or
+:func:`encode_model` would write for the values it holds, and every check runs before
+any tensor is built. Every failure is a :class:`~fedchain.errors.CodecError` whose
+``reason`` is one of:
 
-Metadata binds a blob to its place in the federation: ``kind`` (``update`` or ``model``),
-``codec`` (:data:`CODEC`), ``round`` (``genesis`` for the genesis model), ``base`` (0x
-sha256 of the base model; empty for genesis), ``sender`` (checksummed address), ``samples``
-and, for models, ``spec``.
+``too-large``, ``truncated``, ``not-safetensors``, ``header``, ``metadata``,
+``codec``, ``kind``, ``spec``, ``missing-tensor``, ``unexpected-tensor``, ``dtype``,
+``shape``, ``offsets``, ``non-canonical``, ``non-finite`` (NaN or infinite values),
+``norm``, and ``round``, ``base``, ``sender`` or ``samples`` when that metadata field
+differs from what the ledger says.
 """
 
 from __future__ import annotations
 
-import json
-import struct
-from collections.abc import Mapping
+import itertools
+import logging
+import math
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
 
 import numpy as np
 import torch
+from eth_utils.address import is_checksum_address
 from torch import Tensor
 
 from fedchain.errors import CodecError
-from fedchain.fl.model import ModelSpec, init_params, param_shapes
+from fedchain.fl import _safetensors
+from fedchain.fl.model import ModelSpec, param_shapes
+from fedchain.types import Address, Digest, RoundId
 
+logger = logging.getLogger(__name__)
+
+#: The codec identifier written into every blob.
 CODEC = "fedchain/f32-v1"
-#: Largest header accepted, in bytes (the metadata is small; the tensor table is a few lines).
+#: The ``base`` of a genesis model: the zero digest.
+GENESIS_BASE = Digest(bytes(32))
+#: The ``strategy`` of a genesis model.
+GENESIS_STRATEGY = "genesis"
+#: Largest header accepted (ours are a few hundred bytes; this bounds JSON parsing).
 MAX_HEADER_SIZE = 64 * 1024
-_MAX_DEPTH = 4
-_DTYPE = "F32"
-_META_KEYS_UPDATE = {"kind", "codec", "round", "base", "sender", "samples"}
-_META_KEYS_MODEL = _META_KEYS_UPDATE | {"spec"}
+#: Largest blob accepted when the caller gives neither ``max_size`` nor shapes.
+DEFAULT_MAX_BLOB_SIZE = 256 * 1024 * 1024
+
+_UPDATE_KEYS = frozenset({"codec", "kind", "round", "base", "sender", "samples"})
+_MODEL_KEYS = _UPDATE_KEYS | {"spec", "strategy"}
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,30}")
+_HEX_DIGEST = re.compile(r"0x[0-9a-f]{64}")
+_STRATEGY = re.compile(r"[A-Za-z0-9_.:=,+-]{1,200}")
 
 
 @dataclass(frozen=True)
-class BlobMeta:
-    """The metadata a blob carries."""
+class UpdateMeta:
+    """Header fields of an update blob.
 
-    kind: str
-    round: str
-    base: str
-    sender: str
+    Attributes
+    ----------
+    round_id:
+        The round the update was trained for.
+    base:
+        sha256 of the base model blob the update was trained from.
+    sender:
+        The participant's checksummed address.
+    samples:
+        Training records used (``n_k``), at least 1.
+    """
+
+    round_id: RoundId
+    base: Digest
+    sender: Address
     samples: int
-    spec: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Header fields of a model blob (the genesis model or a round's aggregate).
+
+    Attributes
+    ----------
+    round_id:
+        The round this aggregate finalizes (0 for the genesis model).
+    base:
+        sha256 of the round's base model blob (:data:`GENESIS_BASE` for the genesis model).
+    sender:
+        The coordinator's checksummed address.
+    samples:
+        Total training records aggregated (``n``; 0 for the genesis model).
+    spec:
+        The model's shape.
+    strategy:
+        The aggregation's :attr:`~fedchain.fl.strategy.Strategy.name` (``genesis`` for the genesis model).
+    """
+
+    round_id: RoundId
+    base: Digest
+    sender: Address
+    samples: int
+    spec: ModelSpec
+    strategy: str
+
+
+@dataclass(frozen=True)
+class ExpectedMeta:
+    """What the ledger says about a blob; each field given is checked against its header.
+
+    Attributes
+    ----------
+    round_id, base, sender, samples:
+        ``None`` skips the check.
+    """
+
+    round_id: int | None = None
+    base: Digest | None = None
+    sender: Address | None = None
+    samples: int | None = None
 
 
 @dataclass(frozen=True)
 class DecodedUpdate:
-    """A validated update: its delta tensors and metadata."""
+    """A validated update: the delta (float32, sorted by name) and its header."""
 
     delta: dict[str, Tensor]
-    meta: BlobMeta
+    meta: UpdateMeta
 
 
 @dataclass(frozen=True)
 class DecodedModel:
-    """A validated model: its spec, parameters and metadata."""
+    """A validated model: its parameters (float32, sorted by name) and its header."""
 
-    spec: ModelSpec
     params: dict[str, Tensor]
-    meta: BlobMeta
+    meta: ModelMeta
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's spec (``meta.spec``)."""
+        return self.meta.spec
+
+
+def _fail(reason: str, detail: str) -> NoReturn:
+    raise CodecError(reason, detail)
 
 
 # --------------------------------------------------------------------------- encoding
 
 
-def _encode(tensors: Mapping[str, Tensor | np.ndarray], metadata: Mapping[str, str]) -> bytes:
-    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks: list[bytes] = []
-    offset = 0
+def _common_metadata(kind: str, round_id: int, base: Digest, sender: Address, samples: int, min_samples: int) -> dict[str, str]:
+    if not isinstance(round_id, int) or isinstance(round_id, bool) or round_id < 0:
+        _fail("metadata", f"round must be a non-negative int, got {round_id!r}")
+    if not isinstance(base, bytes) or len(base) != 32:
+        _fail("metadata", f"base must be a 32-byte digest, got {base!r}")
+    if not isinstance(sender, str) or not is_checksum_address(sender):
+        _fail("metadata", f"sender must be a checksummed address, got {sender!r}")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < min_samples:
+        _fail("metadata", f"samples must be an int >= {min_samples}, got {samples!r}")
+    return {
+        "base": "0x" + bytes(base).hex(),
+        "codec": CODEC,
+        "kind": kind,
+        "round": str(round_id),
+        "samples": str(samples),
+        "sender": sender,
+    }
+
+
+def _to_arrays(tensors: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
     for name in sorted(tensors):
-        value = tensors[name]
-        array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
-        if array.dtype != np.float32:
-            raise CodecError("dtype", f"tensor {name} is {array.dtype}, the codec stores float32 only")
-        data = np.ascontiguousarray(array, dtype="<f4").tobytes()
-        header[name] = {"data_offsets": [offset, offset + len(data)], "dtype": _DTYPE, "shape": list(array.shape)}
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+        t = tensors[name]
+        if not isinstance(name, str) or not name or name.startswith("__") or not name.isascii():
+            _fail("header", f"tensor name {name!r} is not a plain ASCII name")
+        if not isinstance(t, Tensor):
+            _fail("dtype", f"tensor {name!r} is a {type(t).__name__}, not a torch.Tensor")
+        if t.dtype != torch.float32:
+            _fail("dtype", f"tensor {name!r} has dtype {t.dtype}, only float32 is encoded")
+        arr = t.detach().cpu().contiguous().numpy()
+        if not np.isfinite(arr).all():
+            _fail("non-finite", f"tensor {name!r} holds NaN or infinite values")
+        arrays[name] = arr
+    return arrays
 
 
-def encode_update(delta: Mapping[str, Tensor], *, round_id: int, base_hash: bytes, sender: str, num_samples: int) -> bytes:
-    """Encode a participant's update for ``round_id`` built on the model ``base_hash``."""
-    return _encode(delta, {"kind": "update", "codec": CODEC, "round": str(int(round_id)), "base": "0x" + bytes(base_hash).hex(), "sender": sender, "samples": str(int(num_samples))})
+def encode_update(delta: Mapping[str, Tensor], meta: UpdateMeta) -> bytes:
+    """Encode an update (a parameter delta) canonically.
+
+    Raises
+    ------
+    CodecError
+        ``dtype`` (not float32), ``nan`` (non-finite values) or ``metadata`` (bad field).
+    """
+    metadata = _common_metadata("update", meta.round_id, meta.base, meta.sender, meta.samples, 1)
+    return _safetensors.render(_to_arrays(delta), metadata)
 
 
-def encode_aggregate(params: Mapping[str, Tensor], *, spec: ModelSpec, round_id: int, base_hash: bytes, sender: str, num_samples: int) -> bytes:
-    """Encode round ``round_id``'s aggregated model (``sender`` is the coordinator)."""
-    meta = {"kind": "model", "codec": CODEC, "round": str(int(round_id)), "base": "0x" + bytes(base_hash).hex(), "sender": sender, "samples": str(int(num_samples)), "spec": spec.to_json()}
-    return _encode(params, meta)
+def encode_model(params: Mapping[str, Tensor], meta: ModelMeta) -> bytes:
+    """Encode model parameters canonically.
 
-
-def encode_genesis(spec: ModelSpec, *, seed: int, sender: str) -> bytes:
-    """Encode the genesis model: fresh parameters of ``spec`` drawn from ``seed``."""
-    meta = {"kind": "model", "codec": CODEC, "round": "genesis", "base": "", "sender": sender, "samples": "0", "spec": spec.to_json()}
-    return _encode(init_params(spec, seed), meta)
+    Raises
+    ------
+    CodecError
+        ``dtype``, ``nan``, ``metadata``, or ``shape`` / ``missing-tensor`` /
+        ``unexpected-tensor`` when ``params`` does not fit ``meta.spec``.
+    """
+    metadata = _common_metadata("model", meta.round_id, meta.base, meta.sender, meta.samples, 0)
+    if not isinstance(meta.strategy, str) or not _STRATEGY.fullmatch(meta.strategy):
+        _fail("metadata", f"strategy must be a short plain name, got {meta.strategy!r}")
+    metadata["spec"] = meta.spec.to_json()
+    metadata["strategy"] = meta.strategy
+    _check_names_and_shapes({n: tuple(t.shape) for n, t in params.items()}, param_shapes(meta.spec))
+    return _safetensors.render(_to_arrays(params), metadata)
 
 
 # --------------------------------------------------------------------------- decoding
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise CodecError("header", f"duplicate key {key!r} in header")
-        out[key] = value
-    return out
+def _check_names_and_shapes(actual: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> None:
+    for name in sorted(expected):
+        if name not in actual:
+            _fail("missing-tensor", f"tensor {name!r} is missing")
+    for name in sorted(actual):
+        if name not in expected:
+            _fail("unexpected-tensor", f"tensor {name[:80]!r} is not a parameter of the model")
+        if tuple(actual[name]) != tuple(expected[name]):
+            _fail("shape", f"tensor {name!r} has shape {tuple(actual[name])}, expected {tuple(expected[name])}")
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if level > _MAX_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max([_depth(v, level + 1) for v in value.values()], default=level + 1)
-    if isinstance(value, list):
-        return max([_depth(v, level + 1) for v in value], default=level + 1)
-    return level
+def _parse_common(meta: Mapping[str, str], kind: str, keys: frozenset[str]) -> tuple[RoundId, Digest, Address, int]:
+    codec = meta.get("codec")
+    if codec != CODEC:
+        _fail("codec", f"unknown codec {codec!r}, expected {CODEC!r}" if codec is not None else "metadata field 'codec' is missing")
+    if meta.get("kind") != kind:
+        _fail("kind", f"blob is a {meta.get('kind')!r}, expected {kind!r}")
+    for key in sorted(keys):
+        if key not in meta:
+            _fail("metadata", f"metadata field {key!r} is missing")
+    for key in sorted(meta):
+        if key not in keys:
+            _fail("metadata", f"unknown metadata field {key[:80]!r}")
+    for key in ("round", "samples"):
+        if not _DECIMAL.fullmatch(meta[key]):
+            _fail("metadata", f"metadata field {key!r} is not a canonical decimal: {meta[key][:80]!r}")
+    if not _HEX_DIGEST.fullmatch(meta["base"]):
+        _fail("metadata", f"metadata field 'base' is not 0x + 64 lower-case hex digits: {meta['base'][:80]!r}")
+    if not is_checksum_address(meta["sender"]):
+        _fail("metadata", f"metadata field 'sender' is not a checksummed address: {meta['sender'][:80]!r}")
+    return RoundId(int(meta["round"])), Digest(bytes.fromhex(meta["base"][2:])), Address(meta["sender"]), int(meta["samples"])
 
 
-def _parse(blob: bytes, max_size: int | None) -> tuple[dict[str, Any], dict[str, Any], memoryview]:
-    if max_size is not None and len(blob) > max_size:
-        raise CodecError("too-large", f"blob of {len(blob)} bytes exceeds the limit of {max_size}")
-    if len(blob) < 8:
-        raise CodecError("not-safetensors", f"{len(blob)} bytes is too short to be a safetensors blob")
-    (n,) = struct.unpack_from("<Q", blob, 0)
-    if n > MAX_HEADER_SIZE:
-        raise CodecError("header", f"header claims {n} bytes, more than the limit of {MAX_HEADER_SIZE}")
-    if 8 + n > len(blob):
-        raise CodecError("truncated", f"header claims {n} bytes but the blob has {len(blob) - 8} after the length")
-    raw = bytes(blob[8 : 8 + n])
-    if not raw.startswith(b"{"):
-        raise CodecError("not-safetensors", "the header is not a JSON object (pickle, zip or random bytes?)")
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
-    except CodecError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise CodecError("not-safetensors", f"the header is not valid JSON: {err}") from err
-    if not isinstance(header, dict):
-        raise CodecError("not-safetensors", "the header is not a JSON object")
-    if _depth(header) > 3:
-        raise CodecError("header", "the header is nested deeper than a safetensors header can be")
-    meta = header.pop("__metadata__", None)
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise CodecError("metadata", "missing __metadata__, or a value that is not a string")
-    return header, meta, memoryview(blob)[8 + n :]
+def _check_expected(round_id: int, base: Digest, sender: Address, samples: int, expect: ExpectedMeta | None) -> None:
+    if expect is None:
+        return
+    pairs = (
+        ("round", expect.round_id, round_id),
+        ("base", None if expect.base is None else "0x" + bytes(expect.base).hex(), "0x" + base.hex()),
+        ("sender", expect.sender, sender),
+        ("samples", expect.samples, samples),
+    )
+    for field, want, have in pairs:
+        if field == "sender" and want is not None:
+            want, have = str(want).lower(), str(have).lower()  # one address, however it is cased
+        if want is not None and want != have:
+            _fail(field, f"metadata field {field!r} is {have!r}, the ledger says {want!r}")
 
 
-def _meta(meta: dict[str, Any], kind: str) -> BlobMeta:
-    keys = _META_KEYS_MODEL if kind == "model" else _META_KEYS_UPDATE
-    if set(meta) != keys:
-        missing, extra = sorted(keys - set(meta)), sorted(set(meta) - keys)
-        raise CodecError("metadata", f"metadata keys wrong: missing {missing}, unexpected {extra}")
-    if meta["codec"] != CODEC:
-        raise CodecError("codec", f"unknown codec {meta['codec'][:64]!r} (known: {CODEC})")
-    if meta["kind"] != kind:
-        raise CodecError("metadata", f"a {meta['kind'][:32]!r} blob where a {kind} was expected")
-    try:
-        samples = int(meta["samples"])
-    except ValueError as err:
-        raise CodecError("metadata", f"samples {meta['samples'][:32]!r} is not an integer") from err
-    return BlobMeta(kind=kind, round=meta["round"], base=meta["base"], sender=meta["sender"], samples=samples, spec=meta.get("spec"))
+def _check_layout(parsed: _safetensors.Parsed, blob_size: int) -> None:
+    """Offsets contiguous, in sorted name order, covering the data section exactly."""
+    position = 0
+    for entry in sorted(parsed.entries, key=lambda e: e.name):
+        if entry.dtype != "F32":
+            _fail("dtype", f"tensor {entry.name!r} has dtype {entry.dtype[:20]!r}, only F32 is accepted")
+        nbytes = 4 * math.prod(entry.shape)
+        if entry.start != position or entry.end != position + nbytes:
+            _fail(
+                "offsets",
+                f"tensor {entry.name!r} occupies [{entry.start}, {entry.end}), expected [{position}, {position + nbytes})",
+            )
+        position = entry.end
+    available = blob_size - parsed.data_start
+    if available < position:
+        _fail("truncated", f"data section holds {available} bytes, the header describes {position}")
+    if available > position:
+        _fail("offsets", f"{available - position} unexpected bytes after the last tensor")
 
 
-def _tensors(header: dict[str, Any], data: memoryview, expected: Mapping[str, tuple[int, ...]], *, max_norm: float | None) -> dict[str, Tensor]:
-    if set(header) != set(expected):
-        missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
-        raise CodecError("names", f"tensor names wrong: missing {missing}, unexpected {[e[:64] for e in extra[:5]]}")
-    offset = 0
-    for name in sorted(header):
-        entry = header[name]
-        if not isinstance(entry, dict) or set(entry) != {"data_offsets", "dtype", "shape"}:
-            raise CodecError("header", f"tensor {name}: malformed entry")
-        if entry["dtype"] != _DTYPE:
-            raise CodecError("dtype", f"tensor {name} is {str(entry['dtype'])[:16]}, expected {_DTYPE}")
-        shape = entry["shape"]
-        if not isinstance(shape, list) or tuple(shape) != tuple(expected[name]):
-            raise CodecError("shape", f"tensor {name} has shape {str(shape)[:64]}, the base model's is {list(expected[name])}")
-        size = 4 * int(np.prod(expected[name], dtype=np.int64))
-        offsets = entry["data_offsets"]
-        if offsets != [offset, offset + size]:
-            raise CodecError("header", f"tensor {name}: data offsets {str(offsets)[:64]} are not [{offset}, {offset + size}] (canonical layout)")
-        offset += size
-    if offset != len(data):
-        what = "truncated" if offset > len(data) else "trailing"
-        raise CodecError("truncated" if offset > len(data) else "header", f"{what} data: tensors need {offset} bytes, the blob has {len(data)}")
-    out: dict[str, Tensor] = {}
-    sq = 0.0
-    for name in sorted(header):
-        lo, hi = header[name]["data_offsets"]
-        array = np.frombuffer(data[lo:hi], dtype="<f4").reshape(expected[name])
-        if not np.isfinite(array).all():
-            bad = int(np.count_nonzero(~np.isfinite(array)))
-            raise CodecError("non-finite", f"tensor {name} has {bad} NaN or infinite values")
-        if max_norm is not None:
-            sq += float(np.dot(array.ravel().astype(np.float64), array.ravel().astype(np.float64)))
-        out[name] = torch.from_numpy(array.astype(np.float32, copy=True))
-    if max_norm is not None and sq**0.5 > max_norm:
-        raise CodecError("norm", f"update L2 norm {sq**0.5:.4g} exceeds the federation's bound {max_norm:.4g}")
-    return out
+def _check_canonical(parsed: _safetensors.Parsed) -> None:
+    entries = {e.name: (e.dtype, e.shape, e.start, e.end) for e in parsed.entries}
+    if _safetensors.render_header(entries, parsed.metadata) != parsed.header:
+        _fail("non-canonical", "header is not in canonical form (key order, whitespace, escaping or padding)")
+
+
+def _arrays(blob: bytes, parsed: _safetensors.Parsed) -> Iterator[tuple[str, np.ndarray]]:
+    """Read-only float32 views of the data, one tensor at a time, in sorted name order."""
+    for entry in sorted(parsed.entries, key=lambda e: e.name):
+        count = math.prod(entry.shape)
+        view = np.frombuffer(blob, dtype="<f4", count=count, offset=parsed.data_start + entry.start)
+        yield entry.name, view.reshape(entry.shape)
+
+
+def _check_values(blob: bytes, parsed: _safetensors.Parsed, max_norm: float | None) -> None:
+    for name, view in _arrays(blob, parsed):
+        finite = np.isfinite(view)
+        if not finite.all():
+            n_nan = int(np.isnan(view).sum())
+            _fail("non-finite", f"tensor {name!r} holds {n_nan} NaN and {int(finite.size - finite.sum()) - n_nan} infinite values")
+    if max_norm is not None:
+        norm = l2_norm(dict(_arrays(blob, parsed)))
+        if not norm <= max_norm:
+            _fail("norm", f"update L2 norm {norm!r} exceeds the bound {max_norm!r}")
+
+
+def l2_norm(arrays: Mapping[str, np.ndarray | Tensor]) -> float:
+    """The L2 norm over all tensors, exactly rounded: the same float on every machine.
+
+    Squares of float32 values are exact in float64 and :func:`math.fsum` rounds their
+    sum once, so the result does not depend on summation order, SIMD or threads.
+    """
+
+    def all_squares() -> Iterator[float]:
+        for name in sorted(arrays):
+            a = arrays[name]
+            arr = a.detach().cpu().numpy() if isinstance(a, Tensor) else a
+            flat = np.asarray(arr, dtype=np.float64).ravel()
+            for lo in range(0, flat.size, 1 << 16):
+                chunk = flat[lo : lo + (1 << 16)]
+                squares: list[float] = (chunk * chunk).tolist()
+                yield from squares
+
+    return math.sqrt(math.fsum(all_squares()))
+
+
+def _tensors(blob: bytes, parsed: _safetensors.Parsed) -> dict[str, Tensor]:
+    # the only allocation proportional to the blob, made after every check has passed
+    return {name: torch.from_numpy(view.astype(np.float32, copy=True)) for name, view in _arrays(blob, parsed)}
+
+
+def _as_bytes(blob: object) -> bytes:
+    if isinstance(blob, bytes):
+        return blob
+    if isinstance(blob, (bytearray, memoryview)):
+        return bytes(blob)
+    _fail("not-safetensors", f"expected bytes, got {type(blob).__name__}")
+
+
+def _start(blob: object, max_size: int) -> tuple[bytes, _safetensors.Parsed]:
+    data = _as_bytes(blob)
+    if len(data) > max_size:
+        _fail("too-large", f"blob of {len(data)} bytes exceeds the limit of {max_size} bytes")
+    return data, _safetensors.parse(data, max_header=MAX_HEADER_SIZE)
+
+
+def _default_max_size(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    return _safetensors.PREFIX_SIZE + MAX_HEADER_SIZE + 4 * sum(math.prod(s) for s in shapes.values())
 
 
 def decode_update(
@@ -220,45 +379,109 @@ def decode_update(
     *,
     expected_shapes: Mapping[str, tuple[int, ...]],
     max_size: int | None = None,
-    round_id: int | None = None,
-    base_hash: bytes | None = None,
-    sender: str | None = None,
-    num_samples: int | None = None,
+    expect: ExpectedMeta | None = None,
     max_norm: float | None = None,
 ) -> DecodedUpdate:
-    """Validate and decode an update blob; every given expectation must hold.
+    """Validate and decode an update blob.
+
+    Parameters
+    ----------
+    blob:
+        The bytes, as fetched.
+    expected_shapes:
+        Name and shape of every tensor of the base model (:func:`~fedchain.fl.model.param_shapes`).
+    max_size:
+        Largest blob accepted; by default the size the shapes imply plus the largest header.
+    expect:
+        What the ledger says (round, base, sender, samples); given fields must match the header.
+    max_norm:
+        If given, the update's L2 norm over all tensors must not exceed it.
+
+    Returns
+    -------
+    DecodedUpdate
 
     Raises
     ------
     CodecError
-        With a reason code: ``too-large``, ``not-safetensors``, ``header``, ``truncated``,
-        ``metadata``, ``codec``, ``round``, ``base``, ``sender``, ``samples``, ``names``,
-        ``shape``, ``dtype``, ``non-finite``, ``norm``.
+        On any defect; nothing is returned half-checked.
     """
-    header, raw_meta, data = _parse(blob, max_size)
-    meta = _meta(raw_meta, "update")
-    if round_id is not None and meta.round != str(int(round_id)):
-        raise CodecError("round", f"header says round {meta.round[:32]!r}, the ledger records round {round_id}")
-    if base_hash is not None and meta.base != "0x" + bytes(base_hash).hex():
-        raise CodecError("base", f"header says base {meta.base[:80]}, the round builds on 0x{bytes(base_hash).hex()}")
-    if sender is not None and meta.sender.lower() != sender.lower():
-        raise CodecError("sender", f"header says sender {meta.sender[:64]}, the ledger record is from {sender}")
-    if num_samples is not None and meta.samples != num_samples:
-        raise CodecError("samples", f"header declares {meta.samples} samples, the ledger records {num_samples}")
-    return DecodedUpdate(delta=_tensors(header, data, expected_shapes, max_norm=max_norm), meta=meta)
+    data, parsed = _start(blob, _default_max_size(expected_shapes) if max_size is None else max_size)
+    round_id, base, sender, samples = _parse_common(parsed.metadata, "update", _UPDATE_KEYS)
+    if samples < 1:
+        _fail("metadata", "metadata field 'samples' must be at least 1 for an update")
+    _check_expected(round_id, base, sender, samples, expect)
+    _check_names_and_shapes({e.name: e.shape for e in parsed.entries}, expected_shapes)
+    _check_layout(parsed, len(data))
+    _check_canonical(parsed)
+    _check_values(data, parsed, max_norm)
+    return DecodedUpdate(delta=_tensors(data, parsed), meta=UpdateMeta(round_id, base, sender, samples))
 
 
-def decode_model(blob: bytes, *, spec: ModelSpec | None = None, max_size: int | None = None) -> DecodedModel:
-    """Validate and decode a model blob (the genesis model or an aggregate).
+def decode_model(
+    blob: bytes,
+    *,
+    spec: ModelSpec | None = None,
+    max_size: int | None = None,
+    expect: ExpectedMeta | None = None,
+) -> DecodedModel:
+    """Validate and decode a model blob.
 
-    If ``spec`` is given, the blob's spec must equal it; otherwise the blob's own spec is used.
+    Parameters
+    ----------
+    blob:
+        The bytes, as fetched.
+    spec:
+        The model shape the caller expects; ``None`` accepts the shape the header
+        declares (still bounded by ``max_size``).
+    max_size:
+        Largest blob accepted; by default the size ``spec`` implies plus the largest
+        header, or :data:`DEFAULT_MAX_BLOB_SIZE` without a spec.
+    expect:
+        What the ledger says (round, base, sender, samples); given fields must match the header.
+
+    Returns
+    -------
+    DecodedModel
+
+    Raises
+    ------
+    CodecError
+        On any defect; nothing is returned half-checked.
     """
-    header, raw_meta, data = _parse(blob, max_size)
-    meta = _meta(raw_meta, "model")
-    blob_spec = ModelSpec.from_json(meta.spec or "")
-    if spec is not None and blob_spec != spec:
-        raise CodecError("spec", f"model spec {meta.spec} differs from the federation's {spec.to_json()}")
-    return DecodedModel(spec=blob_spec, params=_tensors(header, data, param_shapes(blob_spec), max_norm=None), meta=meta)
+    if max_size is None:
+        max_size = DEFAULT_MAX_BLOB_SIZE if spec is None else _default_max_size(param_shapes(spec))
+    data, parsed = _start(blob, max_size)
+    round_id, base, sender, samples = _parse_common(parsed.metadata, "model", _MODEL_KEYS)
+    header_spec = ModelSpec.from_json(parsed.metadata["spec"])
+    if spec is not None and header_spec != spec:
+        _fail("spec", f"model spec is {header_spec.to_json()}, expected {spec.to_json()}")
+    strategy = parsed.metadata["strategy"]
+    if not _STRATEGY.fullmatch(strategy):
+        _fail("metadata", f"metadata field 'strategy' is not a plain name: {strategy[:80]!r}")
+    _check_expected(round_id, base, sender, samples, expect)
+    _check_names_and_shapes({e.name: e.shape for e in parsed.entries}, param_shapes(header_spec))
+    _check_layout(parsed, len(data))
+    _check_canonical(parsed)
+    _check_values(data, parsed, None)
+    meta = ModelMeta(round_id, base, sender, samples, header_spec, strategy)
+    return DecodedModel(params=_tensors(data, parsed), meta=meta)
 
 
-__all__ = ["CODEC", "MAX_HEADER_SIZE", "BlobMeta", "DecodedModel", "DecodedUpdate", "decode_model", "decode_update", "encode_aggregate", "encode_genesis", "encode_update"]
+__all__ = [
+    "CODEC",
+    "DEFAULT_MAX_BLOB_SIZE",
+    "GENESIS_BASE",
+    "GENESIS_STRATEGY",
+    "MAX_HEADER_SIZE",
+    "DecodedModel",
+    "DecodedUpdate",
+    "ExpectedMeta",
+    "ModelMeta",
+    "UpdateMeta",
+    "decode_model",
+    "decode_update",
+    "encode_model",
+    "encode_update",
+    "l2_norm",
+]

@@ -1,100 +1,75 @@
 """Aggregation strategies, in the spirit of Flower's ``Strategy``: configure, then aggregate.
 
-The maths is a pure function (:func:`fedavg_stream`); :class:`FedAvg` is a thin holder of its
-settings. The auditor recomputes aggregates bit for bit, so the arithmetic is fixed here:
-
-    acc    = float64(theta)                                 (per tensor)
-    for k in updates, ascending by participant address:
-        c_k  = (eta * n_k) / n                              (one Python float64)
-        acc  = acc + float64(delta_k) * c_k                 (two numpy ufuncs: no fused multiply-add)
-    theta' = float32(acc)                                   (round to nearest)
-
-Only elementwise numpy ufuncs are used (no reductions, no BLAS, no threads), so the result
-does not depend on thread counts or vector widths. Updates are consumed one at a time from an
-iterator: memory is O(model), not O(participants x model).
+The maths lives in a pure function (:func:`fedavg_stream`, whose docstring states the exact
+arithmetic an auditor recomputes); :class:`FedAvg` is a thin holder of its one setting.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-import numpy as np
-import torch
 from torch import Tensor
 
-from fedchain.errors import AggregationError
+from fedchain.fl._aggregate import UpdateItem, fedavg_stream, participant_order
 from fedchain.fl.train import TrainConfig
 
-#: One update as aggregation consumes it: (participant address, n_k, delta tensors).
-UpdateItem = tuple[str, int, Mapping[str, Tensor]]
+logger = logging.getLogger(__name__)
 
 
-def fedavg_stream(base: Mapping[str, Tensor], updates: Iterable[UpdateItem], *, total_samples: int, server_lr: float = 1.0) -> dict[str, Tensor]:
-    """FedAvg over a stream of updates (see the module docstring for the exact arithmetic).
-
-    Raises
-    ------
-    AggregationError
-        If updates are not in strictly ascending participant order, a delta's names or shapes
-        differ from the base, or the sample counts do not add up to ``total_samples``.
-    """
-    acc = {name: base[name].detach().cpu().numpy().astype(np.float64) for name in sorted(base)}
-    previous = -1
-    seen = 0
-    for participant, n_k, delta in updates:
-        key = int(participant, 16)
-        if key <= previous:
-            raise AggregationError(f"updates must come in strictly ascending participant order; {participant} is out of order")
-        previous = key
-        if set(delta) != set(acc):
-            raise AggregationError(f"update from {participant} has tensors {sorted(delta)}, the model has {sorted(acc)}")
-        if total_samples <= 0:
-            raise AggregationError(f"total_samples is {total_samples} with updates present")
-        c_k = (float(server_lr) * float(n_k)) / float(total_samples)
-        for name in acc:
-            d = delta[name].detach().cpu().numpy()
-            if d.shape != acc[name].shape:
-                raise AggregationError(f"update from {participant}: tensor {name} has shape {d.shape}, expected {acc[name].shape}")
-            scaled = np.multiply(d.astype(np.float64), c_k)
-            np.add(acc[name], scaled, out=acc[name])
-            del scaled
-        seen += n_k
-    if seen != total_samples and not (seen == 0 and total_samples == 0):
-        raise AggregationError(f"updates declare {seen} samples in all, not {total_samples}")
-    return {name: torch.from_numpy(acc[name].astype(np.float32)) for name in acc}
-
-
+@runtime_checkable
 class Strategy(Protocol):
-    """What the coordinator, participants and auditors agree on for each round."""
+    """What the coordinator, the participants and auditors agree on for every round."""
+
+    @property
+    def name(self) -> str:
+        """A short canonical description (recorded in every aggregate blob's header)."""
+        ...
 
     def configure(self, round_id: int, default: TrainConfig) -> TrainConfig:
-        """The training settings participants use in ``round_id``."""
+        """The training settings participants use in ``round_id``, given the federation's default."""
         ...
 
     def aggregate(self, base: Mapping[str, Tensor], updates: Iterable[UpdateItem], *, total_samples: int) -> dict[str, Tensor]:
-        """The new global model from ``base`` and the round's valid updates (sorted by participant)."""
+        """The new global model from ``base`` and the round's valid updates.
+
+        ``updates`` yields ``(participant, n_k, delta)``; a one-shot iterator must be
+        sorted by participant (see :func:`fedavg_stream`).
+        """
         ...
 
 
 @dataclass(frozen=True)
 class FedAvg:
-    """Federated averaging: theta + eta * sum_k (n_k / n) * delta_k.
+    """Federated averaging: ``theta + eta * sum_k (n_k / n) * delta_k``.
 
     Attributes
     ----------
     server_lr:
-        The server learning rate eta (1.0 is plain FedAvg).
+        The server learning rate ``eta`` (1.0 is plain FedAvg).
     """
 
     server_lr: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.server_lr, (int, float)) and math.isfinite(self.server_lr) and self.server_lr > 0):
+            raise ValueError(f"FedAvg.server_lr must be a positive finite number, got {self.server_lr!r}")
+
+    @property
+    def name(self) -> str:
+        """``fedavg:server_lr=<repr>``, e.g. ``fedavg:server_lr=1.0``."""
+        return f"fedavg:server_lr={float(self.server_lr)!r}"
+
     def configure(self, round_id: int, default: TrainConfig) -> TrainConfig:
+        """Every round trains with the federation's default settings."""
         return default
 
     def aggregate(self, base: Mapping[str, Tensor], updates: Iterable[UpdateItem], *, total_samples: int) -> dict[str, Tensor]:
+        """:func:`fedavg_stream` with this strategy's server learning rate."""
         return fedavg_stream(base, updates, total_samples=total_samples, server_lr=self.server_lr)
 
 
-__all__ = ["FedAvg", "Strategy", "UpdateItem", "fedavg_stream"]
+__all__ = ["FedAvg", "Strategy", "UpdateItem", "fedavg_stream", "participant_order"]

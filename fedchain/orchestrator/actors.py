@@ -23,11 +23,9 @@ from fedchain.fl import (
     Strategy,
     TrainConfig,
     derive_seed,
-    encode_aggregate,
-    encode_genesis,
-    encode_update,
     train_local,
 )
+from fedchain.orchestrator._blobs import aggregate_blob, genesis_blob, update_blob
 from fedchain.hashing import sha256, short
 from fedchain.orchestrator.verify import RoundVerdict, iter_valid_updates, load_model, screen_updates, verify_round
 from fedchain.records import RoundHistory, RoundStatus, TxResult
@@ -104,7 +102,7 @@ class Coordinator:
     @staticmethod
     def publish_genesis(store: BlobStore, settings: FederationSettings, coordinator: Address) -> tuple[Digest, Cid]:
         """Create the genesis model from the settings' seed, store it, return its digest and CID."""
-        blob = encode_genesis(settings.spec, seed=derive_seed(settings.seed, "genesis"), sender=coordinator)
+        blob = genesis_blob(settings.spec, seed=derive_seed(settings.seed, "genesis"), sender=coordinator)
         cid = store.put(blob)
         store.pin(cid)
         return sha256(blob), cid
@@ -163,7 +161,7 @@ class Coordinator:
         total = sum(u.num_samples for u in valid)
         updates = iter_valid_updates(history, self.store, valid, spec=spec, base_hash=history.opened.base_hash, max_blob_size=self.settings.max_blob_size, max_update_norm=self.settings.max_update_norm)
         params = self.strategy.aggregate(base, updates, total_samples=total)
-        blob = encode_aggregate(params, spec=spec, round_id=round_id, base_hash=history.opened.base_hash, sender=self.signer.address, num_samples=total)
+        blob = aggregate_blob(params, spec=spec, strategy=self.strategy, round_id=round_id, base_hash=history.opened.base_hash, sender=self.signer.address, num_samples=total)
         digest = sha256(blob)
         cid = self.store.put(blob)
         self.store.pin(cid)
@@ -290,7 +288,7 @@ class Participant:
         params = self.accept_base(round_id)
         seed = derive_seed(self.settings.seed, "train", round_id, self.address)
         update = train_local(params, self.shard, self.strategy.configure(round_id, self.settings.train), spec=self.settings.spec, seed=seed)
-        blob = encode_update(update.delta, round_id=round_id, base_hash=base_hash, sender=self.address, num_samples=update.num_samples)
+        blob = update_blob(update.delta, round_id=round_id, base_hash=base_hash, sender=self.address, num_samples=update.num_samples)
         cid = self.store.put(blob)
         self.store.pin(cid)
         try:

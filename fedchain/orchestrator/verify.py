@@ -8,7 +8,8 @@ For round ``r`` with recorded history ``H`` (from :meth:`Ledger.round_history`):
    decoded with every check of :func:`fedchain.fl.decode_update` (shapes and dtypes of the
    base model, finite values, norm bound, header bound to this round, base, sender and
    declared sample count). An update failing any check is *excluded*, with its reason;
-3. identical digests from two senders are flagged (one copied the other) and both excluded;
+3. identical digests from two senders are flagged: the blob binds its sender, so the copy
+   (whose header names someone else) is excluded as ``copied``;
 4. the aggregate's included list must be exactly the valid updates: a coordinator that
    omits a valid update or includes an invalid one fails verification;
 5. the aggregate is recomputed from the base and the valid updates with the federation's
@@ -28,15 +29,8 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from fedchain.errors import CodecError, FedchainError, StorageError, VerificationError
-from fedchain.fl import (
-    DecodedUpdate,
-    ModelSpec,
-    Strategy,
-    decode_model,
-    decode_update,
-    encode_aggregate,
-    param_shapes,
-)
+from fedchain.fl import DecodedUpdate, ModelSpec, Strategy
+from fedchain.orchestrator._blobs import aggregate_blob, model_spec, read_model, read_update
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.records import RoundHistory, RoundStatus, UpdateRecord
 from fedchain.storage import BlobStore
@@ -134,16 +128,16 @@ def _check_updates(
     by_digest: dict[bytes, list[Address]] = {}
     for record in history.updates:
         by_digest.setdefault(bytes(record.update_hash), []).append(record.participant)
-    copied = {p for senders in by_digest.values() if len(senders) > 1 for p in senders}
     for record in history.updates:
-        if record.participant in copied:
-            others = [p for p in by_digest[bytes(record.update_hash)] if p != record.participant]
-            yield record, Exclusion(record.participant, "duplicate", f"same update digest {short(record.update_hash)} as {', '.join(others)}")
-            continue
+        others = [p for p in by_digest[bytes(record.update_hash)] if p != record.participant]
         try:
             decoded = _fetch_update(record, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
         except CodecError as err:
-            yield record, Exclusion(record.participant, err.reason, err.detail)
+            if others and err.reason == "sender":
+                # The blob binds its sender: this account submitted someone else's update.
+                yield record, Exclusion(record.participant, "copied", f"same update digest {short(record.update_hash)} as {', '.join(others)}; {err.detail}")
+            else:
+                yield record, Exclusion(record.participant, err.reason, err.detail)
             continue
         except StorageError as err:
             yield record, Exclusion(record.participant, "unavailable", str(err))
@@ -165,9 +159,9 @@ def _fetch_update(
     actual = sha256(blob)
     if actual != record.update_hash:
         raise CodecError("hash", f"blob at {record.cid} hashes to {to_hex(actual)}, the ledger records {to_hex(record.update_hash)}")
-    return decode_update(
+    return read_update(
         blob,
-        expected_shapes=param_shapes(spec),
+        spec=spec,
         max_size=max_blob_size,
         round_id=record.round_id,
         base_hash=base_hash,
@@ -193,10 +187,10 @@ def load_model(store: BlobStore, cid: str, digest: Digest, *, spec: ModelSpec | 
     if actual != digest:
         raise VerificationError(round_id, f"{what} hash", expected=to_hex(digest), actual=to_hex(actual))
     try:
-        model = decode_model(blob, spec=spec, max_size=max_blob_size)
+        model = read_model(blob, spec=spec, max_size=max_blob_size)
     except CodecError as err:
         raise VerificationError(round_id, what, expected="a valid model blob", actual=str(err)) from err
-    return model.spec, dict(model.params)
+    return model_spec(model), dict(model.params)
 
 
 def verify_round(
@@ -270,7 +264,7 @@ def verify_round(
     updates = iter_valid_updates(history, store, valid, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
     try:
         params = strategy.aggregate(base, updates, total_samples=total)
-        blob = encode_aggregate(params, spec=spec, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
+        blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
     except FedchainError as err:
         failures.append(VerificationError(r, "aggregate", expected="recomputable aggregate", actual=str(err)))
         return verdict(included, tuple(excluded))

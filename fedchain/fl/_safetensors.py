@@ -1,0 +1,176 @@
+"""A strict reader and a canonical writer for the safetensors container.
+
+The format (https://github.com/huggingface/safetensors): an 8-byte little-endian
+header length ``N``, ``N`` bytes of JSON header, then the raw tensor data. The header
+maps each tensor name to ``{"dtype", "shape", "data_offsets": [start, end]}`` (offsets
+relative to the data section) and may hold ``"__metadata__"``, a string-to-string map.
+
+We write the header ourselves because the ``safetensors`` library's serializer keeps
+metadata in a hash map, so its key order, and therefore the bytes and the hash, vary
+from run to run. Our header is the JSON of the header object with every key sorted
+(``__metadata__`` sorts before any lower-case name), no whitespace, ASCII only, padded
+with spaces to a multiple of 8 bytes as the reference writer pads it. The output is
+an ordinary safetensors file that every safetensors reader loads.
+
+The reader never trusts a length before checking it against the blob, and rejects any
+header that is not plain, small, well-formed JSON of the expected shape.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+
+from fedchain.errors import CodecError
+
+#: Bytes of the little-endian header-length prefix.
+PREFIX_SIZE = 8
+#: The header is padded with spaces to a multiple of this.
+ALIGNMENT = 8
+#: safetensors dtype codes and their little-endian numpy dtypes (for reporting and crafting).
+DTYPES: dict[str, str] = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+}
+_DTYPE_CODES = {np.dtype(v).newbyteorder("<") if np.dtype(v).itemsize > 1 else np.dtype(v): k for k, v in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor as the header describes it."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A structurally valid safetensors header, and where the data section starts."""
+
+    metadata: dict[str, str]
+    entries: tuple[Entry, ...]
+    header: bytes
+    data_start: int
+
+
+def _fail(reason: str, detail: str) -> NoReturn:
+    raise CodecError(reason, detail)
+
+
+def render_header(entries: Mapping[str, tuple[str, tuple[int, ...], int, int]], metadata: Mapping[str, str]) -> bytes:
+    """The canonical header bytes (JSON plus padding) for tensors and metadata."""
+    obj: dict[str, Any] = {"__metadata__": dict(metadata)}
+    for name, (dtype, shape, start, end) in entries.items():
+        obj[name] = {"data_offsets": [start, end], "dtype": dtype, "shape": list(shape)}
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+    return text + b" " * (-len(text) % ALIGNMENT)
+
+
+def render(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bytes:
+    """Encode arrays (any supported dtype) with their data in sorted name order.
+
+    No value checks are made here; :mod:`fedchain.fl.codec` decides what may be encoded.
+    """
+    entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(arrays):
+        arr = np.asarray(arrays[name])
+        le = arr.astype(arr.dtype.newbyteorder("<"), copy=False) if arr.dtype.itemsize > 1 else arr
+        code = _DTYPE_CODES.get(le.dtype)
+        if code is None:
+            _fail("dtype", f"tensor {name!r} has unsupported dtype {arr.dtype}")
+        data = np.ascontiguousarray(le).tobytes()
+        entries[name] = (code, tuple(int(d) for d in arr.shape), offset, offset + len(data))
+        chunks.append(data)
+        offset += len(data)
+    header = render_header(entries, metadata)
+    return b"".join([struct.pack("<Q", len(header)), header, *chunks])
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:80]!r}")
+        out[key] = value
+    return out
+
+
+def _reject_float(text: str) -> NoReturn:
+    raise ValueError(f"non-integer number {text[:40]!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse(blob: bytes, *, max_header: int) -> Parsed:
+    """Parse and structurally check a blob's header; the data section is not read.
+
+    Raises
+    ------
+    CodecError
+        ``not-safetensors``, ``truncated``, ``header`` (also for a header longer than ``max_header``)
+        or ``metadata``.
+    """
+    if len(blob) < PREFIX_SIZE + 2:
+        _fail("truncated", f"blob of {len(blob)} bytes is shorter than a safetensors header")
+    # Every safetensors header is a JSON object; pickle, zip, npz or random bytes are not.
+    if blob[PREFIX_SIZE : PREFIX_SIZE + 1] != b"{":
+        _fail("not-safetensors", f"no JSON header after the length prefix (starts with {bytes(blob[:12])!r})")
+    (size,) = struct.unpack_from("<Q", blob, 0)
+    if size > max_header:
+        _fail("header", f"header claims {size} bytes, limit is {max_header}")
+    if size > len(blob) - PREFIX_SIZE:
+        _fail("truncated", f"header claims {size} bytes but only {len(blob) - PREFIX_SIZE} follow the prefix")
+    header = bytes(blob[PREFIX_SIZE : PREFIX_SIZE + size])
+    try:
+        text = header.decode("utf-8")
+        obj = json.loads(text, object_pairs_hook=_reject_duplicates, parse_float=_reject_float, parse_constant=_reject_float)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        _fail("header", f"header is not well-formed JSON: {str(err)[:200]}")
+    if not isinstance(obj, dict):
+        _fail("header", f"header is a JSON {type(obj).__name__}, not an object")
+
+    raw_meta = obj.pop("__metadata__", None)
+    if not isinstance(raw_meta, dict):
+        _fail("metadata", "header has no __metadata__ object" if raw_meta is None else "__metadata__ is not an object")
+    for key, value in raw_meta.items():
+        if not isinstance(value, str):
+            _fail("metadata", f"metadata field {key[:80]!r} is a {type(value).__name__}, not a string")
+
+    entries: list[Entry] = []
+    for name, info in obj.items():
+        label = f"tensor {name[:80]!r}"
+        if not name or name.startswith("__"):
+            _fail("header", f"{label}: reserved or empty tensor name")
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            _fail("header", f"{label}: entry must have exactly dtype, shape and data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(dtype, str):
+            _fail("header", f"{label}: dtype is not a string")
+        if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+            _fail("header", f"{label}: shape is not a list of non-negative integers")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+            _fail("header", f"{label}: data_offsets is not a pair of non-negative integers")
+        entries.append(Entry(name=name, dtype=dtype, shape=tuple(shape), start=offsets[0], end=offsets[1]))
+    return Parsed(metadata=dict(raw_meta), entries=tuple(entries), header=header, data_start=PREFIX_SIZE + size)
+
+
+__all__ = ["ALIGNMENT", "DTYPES", "PREFIX_SIZE", "Entry", "Parsed", "parse", "render", "render_header"]
