@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from fedchain.cli import EXIT_ERROR, EXIT_OK

@@ -20,8 +20,8 @@ before they get here).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def decode_unixfs(data: memoryview) -> UnixFSData:
     """
     type_: int | None = None
     out = UnixFSData(type=-1)
-    for number, wire, value in _fields(data, 0, len(data)):
+    for number, _wire, value in _fields(data, 0, len(data)):
         if number == 1:
             if not isinstance(value, int):
                 raise DecodeError("UnixFS Type is not a varint")

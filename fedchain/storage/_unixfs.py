@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from fedchain.errors import BlobNotFoundError, BlobTooLargeError, CidFormatError, IntegrityError
-from fedchain.storage._cid import DAG_PB, RAW, BlockRef, check_block, read_binary_cid, sha256_ref
+from fedchain.storage._cid import DAG_PB, RAW, BlockRef, check_block, read_binary_cid
 from fedchain.storage._dagpb import (
     UNIXFS_FILE,
     UNIXFS_RAW,
@@ -322,17 +322,6 @@ def iter_dag(source: BlockSource, ref: BlockRef) -> Iterator[tuple[BlockRef, byt
         stack.extend((link, depth + 1) for link in reversed(links))
 
 
-def cid_for(ref: BlockRef, version: int) -> BlockRef:
-    """``ref`` under CID ``version`` (the same block; see the package docs on CIDv1)."""
-    return ref.with_version(version)
-
-
-def empty_file_ref() -> BlockRef:
-    """The CIDv0 ref of kubo's empty file, ``QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH``."""
-    prefix, _ = leaf_envelope(0)
-    return sha256_ref(hashlib.sha256(prefix).digest())
-
-
 __all__ = [
     "CHUNK_SIZE",
     "MAX_BLOCK_SIZE",
@@ -341,9 +330,7 @@ __all__ = [
     "BlockSource",
     "FileImporter",
     "FileNode",
-    "cid_for",
     "decode_file_node",
-    "empty_file_ref",
     "import_bytes",
     "import_stream",
     "iter_dag",
