@@ -162,7 +162,11 @@ class KuboStore(DagStore):
             self._client = ipfshttpclient.Client(addr, session=True, timeout=timeout, chunk_size=CHUNK_SIZE)
         except ipfs_errors.Error as err:
             raise StoreUnavailableError(api, f"bad API address: {err}") from err
-        info = self._call("version", self._client.version)
+        try:
+            info = self._call("version", self._client.version)
+        except StoreUnavailableError:
+            self._client.close()
+            raise
         self.daemon_version = str(info.get("Version", "?"))
         if _parse_version(self.daemon_version) < MIN_KUBO_VERSION:
             self._client.close()
