@@ -25,6 +25,11 @@ from fedchain.fl.model import ModelSpec, build_model, check_params, featurize, m
 
 logger = logging.getLogger(__name__)
 
+#: Torch threads used while training and predicting. The model is so small that
+#: intra-op parallelism costs more in synchronisation than it saves (and more still on a
+#: busy machine); results are bit-identical for any thread count.
+COMPUTE_THREADS = 1
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -117,17 +122,18 @@ def train_params(
     loss_sum = 0.0
     start = time.perf_counter()
     model.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(n, generator=gen).numpy()
-        loss_sum = 0.0
-        for lo in range(0, n, config.batch_size):
-            ids, offsets, labels = features.batch(order[lo : lo + config.batch_size])
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(ids, offsets), labels)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(labels)
-            steps += 1
+    with torch_threads(COMPUTE_THREADS):
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=gen).numpy()
+            loss_sum = 0.0
+            for lo in range(0, n, config.batch_size):
+                ids, offsets, labels = features.batch(order[lo : lo + config.batch_size])
+                optimizer.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(ids, offsets), labels)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                loss_sum += float(loss.detach()) * len(labels)
+                steps += 1
     seconds = time.perf_counter() - start
     metrics = TrainMetrics(loss=loss_sum / n, steps=steps, seconds=seconds)
     logger.debug("trained on %s: %d records, %d steps, loss %.4f, %.2fs", data.name, n, steps, metrics.loss, seconds)
@@ -195,7 +201,7 @@ def predict(params: Mapping[str, Tensor], data: Dataset, *, spec: ModelSpec, bat
     model.eval()
     features = featurize(data.texts, data.labels, spec)
     out = np.empty(len(features), dtype=np.int64)
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(COMPUTE_THREADS):
         for lo in range(0, len(features), batch_size):
             rows = np.arange(lo, min(lo + batch_size, len(features)))
             ids, offsets, _ = features.batch(rows)
@@ -217,4 +223,14 @@ def evaluate(params: Mapping[str, Tensor], data: Dataset, *, spec: ModelSpec) ->
     return float(np.mean(predictions == np.asarray(data.labels, dtype=np.int64)))
 
 
-__all__ = ["LocalUpdate", "TrainConfig", "TrainMetrics", "evaluate", "predict", "torch_threads", "train_local", "train_params"]
+__all__ = [
+    "COMPUTE_THREADS",
+    "LocalUpdate",
+    "TrainConfig",
+    "TrainMetrics",
+    "evaluate",
+    "predict",
+    "torch_threads",
+    "train_local",
+    "train_params",
+]
