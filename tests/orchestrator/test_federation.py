@@ -16,69 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from support.federation import SETTINGS, SPEC, Federation
+
 from fedchain.audit import audit_ledger
-from fedchain.chain import Chain, Ledger, Signer
+from fedchain.chain import Chain, Signer
 from fedchain.errors import ContractRevertError, VerificationError
-from fedchain.fl import (
-    HOSPITALS,
-    Dataset,
-    FedAvg,
-    FederatedSplit,
-    ModelSpec,
-    TrainConfig,
-    load_icd10,
-    param_shapes,
-    split_non_iid,
-)
+from fedchain.fl import FedAvg, FederatedSplit, param_shapes
 from fedchain.hashing import sha256
 from fedchain.orchestrator._blobs import update_blob
-from fedchain.orchestrator.actors import Coordinator, FederationSettings, Participant
+from fedchain.orchestrator.actors import FederationSettings, Participant
 from fedchain.orchestrator.federation import run_demo, run_federation
 from fedchain.storage import LocalBlockStore
-
-SPEC = ModelSpec(num_buckets=512, dim=8)
-SETTINGS = FederationSettings(spec=SPEC, train=TrainConfig(epochs=1, batch_size=64), seed=3, round_seconds=600, min_updates=3)
-
-
-@pytest.fixture(scope="module")
-def split() -> FederatedSplit:
-    full = load_icd10()
-    keep = range(0, len(full), 60)
-    small = Dataset(name="small", texts=tuple(full.texts[i] for i in keep), labels=tuple(full.labels[i] for i in keep), label_names=full.label_names)
-    return split_non_iid(small, list(HOSPITALS.values()), names=list(HOSPITALS), seed=0)
-
-
-class Federation:
-    """A coordinator and three hospitals on one chain and one store."""
-
-    def __init__(self, chain: Chain, store: LocalBlockStore, split: FederatedSplit, settings: FederationSettings = SETTINGS) -> None:
-        self.chain, self.store, self.settings = chain, store, settings
-        self.strategy = FedAvg()
-        key = Signer.create("coordinator")
-        chain.fund(key.address)
-        genesis, cid = Coordinator.publish_genesis(store, settings, key.address)
-        self.ledger, _ = Ledger.deploy(chain, key, genesis, cid)
-        self.coordinator = Coordinator(self.ledger, key, store, self.strategy, settings)
-        self.participants: list[Participant] = []
-        for shard in split.shards:
-            signer = Signer.create(shard.name)
-            chain.fund(signer.address)
-            self.coordinator.register(signer.address, len(shard))
-            self.participants.append(Participant(self.ledger, signer, store, self.strategy, settings, shard, shard.name))
-
-    def attacker(self, name: str = "mallory") -> Signer:
-        signer = Signer.create(name)
-        self.chain.fund(signer.address)
-        self.coordinator.register(signer.address, 10_000)
-        return signer
-
-    def audit(self):  # type: ignore[no-untyped-def]
-        return audit_ledger(self.ledger, self.store, self.strategy, spec=SPEC, max_blob_size=self.settings.max_blob_size)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalBlockStore:
-    return LocalBlockStore(tmp_path / "store")
 
 
 def _block_file(store_dir: Path, cid: str) -> Path:
