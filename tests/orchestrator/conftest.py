@@ -19,3 +19,14 @@ def split() -> FederatedSplit:
 @pytest.fixture
 def store(tmp_path: Path) -> LocalBlockStore:
     return LocalBlockStore(tmp_path / "store")
+
+
+@pytest.fixture
+def make_federation(chain, store, split):  # type: ignore[no-untyped-def]
+    """Build a federation on the test's chain and store, with optional settings."""
+    from support.federation import SETTINGS, Federation
+
+    def make(settings=SETTINGS):  # type: ignore[no-untyped-def]
+        return Federation(chain, store, split, settings)
+
+    return make

@@ -46,6 +46,6 @@ class Federation:
         return signer
 
     def audit(self) -> AuditReport:
-        return audit_ledger(self.ledger, self.store, self.strategy, spec=SPEC, max_blob_size=self.settings.max_blob_size)
+        return audit_ledger(self.ledger, self.store, self.strategy, spec=SPEC, max_blob_size=self.settings.max_blob_size, max_update_norm=self.settings.max_update_norm)
 
 
