@@ -5,16 +5,26 @@
 * A working directory's ``federation.json``: where a federation's chain, ledger and store
   are, and the settings every actor agreed on, so that ``fedchain audit --workdir`` can
   find everything.
+* A node's TOML configuration (``fedchain coordinator --config`` / ``fedchain participant
+  --config``): :func:`load_node_config` validates it into a :class:`NodeConfig`, naming the
+  key of any problem (``federation.rounds: must be a positive integer, got 0``).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from fedchain.chain import Signer
 from fedchain.errors import ConfigError
@@ -128,4 +138,349 @@ class Workdir:
         return str((directory / self.store).resolve())
 
 
-__all__ = ["KEY_ENV", "KUBO_ENV", "PASSWORD_ENV", "WORKDIR_FILE", "Workdir", "keystore_password", "kubo_api", "load_signer"]
+# --------------------------------------------------------------------------- node config files
+
+_REMOTE_PREFIXES = ("http://", "https://", "/ip4/", "/ip6/", "/dns")
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """``[chain]``: the node, and how long to keep trying when it does not answer.
+
+    Attributes
+    ----------
+    rpc:
+        JSON-RPC URL of the node.
+    fund:
+        On a development node (anvil), give this node's account ether at start.
+    retries, backoff, timeout:
+        Per-request retries of the JSON-RPC client, its backoff factor and timeout (seconds).
+    outage_seconds:
+        How long a process keeps retrying while the node or store is unreachable before it
+        gives up with a clear error.
+    """
+
+    rpc: str
+    fund: bool = False
+    retries: int = 6
+    backoff: float = 0.25
+    timeout: float = 30.0
+    outage_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """``[ledger]``: the ledger's address, given or read from (and written to) a file.
+
+    With ``address_file`` the coordinator deploys a ledger when the file does not exist and
+    writes the address there; participants wait for the file to appear.
+    """
+
+    address: str | None = None
+    address_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """``[federation]``: what every actor of a federation must agree on, plus pacing.
+
+    ``model`` and ``train`` hold the keys of :class:`fedchain.fl.ModelSpec` and
+    :class:`fedchain.fl.TrainConfig` (validated when the settings are built).
+    """
+
+    rounds: int
+    min_updates: int = 1
+    round_seconds: int = 600
+    server_lr: float = 1.0
+    seed: int = 0
+    max_blob_size: int = 64 * 1024 * 1024
+    max_update_norm: float | None = None
+    labels: Path | None = None
+    model: dict[str, int] = field(default_factory=dict)
+    train: dict[str, float] = field(default_factory=dict)
+    poll_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class ParticipantEntry:
+    """One ``[[participants]]`` entry of a coordinator's config: who to register."""
+
+    address: str
+    max_samples: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ParticipantDataConfig:
+    """``[participant]``: this participant's name and local data (a JSONL shard)."""
+
+    data: Path
+    name: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A validated ``fedchain coordinator`` / ``fedchain participant`` configuration.
+
+    Relative paths are resolved against the config file's directory.
+    """
+
+    path: Path
+    chain: ChainConfig
+    ledger: LedgerConfig
+    store: str
+    keystore: Path
+    federation: FederationConfig
+    participant: ParticipantDataConfig | None
+    participants: tuple[ParticipantEntry, ...]
+    log_json: bool = False
+
+
+class _Table:
+    """A TOML table being validated: typed getters that name the dotted key on error."""
+
+    def __init__(self, data: dict[str, Any], prefix: str, known: tuple[str, ...]) -> None:
+        self.data, self.prefix = data, prefix
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), f"unknown key (known: {', '.join(known)})")
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def _get(self, name: str, required: bool) -> Any:
+        if name not in self.data:
+            if required:
+                raise ConfigError(self.key(name), "missing")
+            return None
+        return self.data[name]
+
+    def text(self, name: str, *, required: bool = False, default: str | None = None) -> str | None:
+        value = self._get(name, required)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(self.key(name), f"must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def integer(self, name: str, *, required: bool = False, default: int | None = None, minimum: int = 1) -> int | None:
+        value = self._get(name, required)
+        if value is None:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(self.key(name), f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, name: str, *, required: bool = False, default: float | None = None, positive: bool = True) -> float | None:
+        value = self._get(name, required)
+        if value is None:
+            return default
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or (positive and value <= 0):
+            raise ConfigError(self.key(name), f"must be a {'positive ' if positive else ''}finite number, got {value!r}")
+        return float(value)
+
+    def flag(self, name: str, *, default: bool = False) -> bool:
+        value = self._get(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), f"must be true or false, got {value!r}")
+        return value
+
+    def table(self, name: str, known: tuple[str, ...], *, required: bool = False) -> _Table:
+        value = self._get(name, required)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(self.key(name), "must be a table")
+        return _Table(value, self.key(name), known)
+
+
+def _address(value: str, key: str) -> str:
+    if not (value.startswith("0x") and len(value) == 42):
+        raise ConfigError(key, f"must be a 0x-prefixed 20-byte hex address, got {value!r}")
+    try:
+        int(value, 16)
+    except ValueError as err:
+        raise ConfigError(key, f"must be a 0x-prefixed 20-byte hex address, got {value!r}") from err
+    return value
+
+
+def load_node_config(path: Path, *, role: str) -> NodeConfig:
+    """Read and validate a node's TOML config.
+
+    Parameters
+    ----------
+    path:
+        The config file.
+    role:
+        ``coordinator`` or ``participant``: which tables are required.
+
+    Raises
+    ------
+    ConfigError
+        Naming the dotted key and the problem (or the file, if it cannot be read or parsed).
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(str(path), f"cannot read: {err.strerror or err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), f"not valid TOML: {err}") from err
+    base = path.resolve().parent
+
+    def resolve(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    top = _Table(raw, "", ("chain", "ledger", "store", "key", "federation", "participant", "participants", "log"))
+
+    chain_t = top.table("chain", ("rpc", "fund", "retries", "backoff", "timeout", "outage_seconds"), required=True)
+    rpc = chain_t.text("rpc", required=True)
+    assert rpc is not None
+    if not rpc.startswith(("http://", "https://")):
+        raise ConfigError("chain.rpc", f"must be an http:// or https:// JSON-RPC URL, got {rpc!r}")
+    chain = ChainConfig(
+        rpc=rpc,
+        fund=chain_t.flag("fund"),
+        retries=chain_t.integer("retries", default=6) or 6,
+        backoff=chain_t.number("backoff", default=0.25) or 0.25,
+        timeout=chain_t.number("timeout", default=30.0) or 30.0,
+        outage_seconds=chain_t.number("outage_seconds", default=600.0) or 600.0,
+    )
+
+    ledger_t = top.table("ledger", ("address", "address_file"), required=True)
+    address = ledger_t.text("address")
+    address_file = ledger_t.text("address_file")
+    if address is not None:
+        _address(address, "ledger.address")
+    if (address is None) == (address_file is None):
+        raise ConfigError("ledger", "give exactly one of address (a deployed ledger) or address_file (written by the coordinator)")
+    ledger = LedgerConfig(address=address, address_file=resolve(address_file) if address_file else None)
+
+    store_t = top.table("store", ("location",), required=True)
+    location = store_t.text("location", required=True)
+    assert location is not None
+    store = location if location.startswith(_REMOTE_PREFIXES) else str(resolve(location))
+
+    key_t = top.table("key", ("keystore",), required=True)
+    keystore = key_t.text("keystore", required=True)
+    assert keystore is not None
+
+    fed_t = top.table(
+        "federation",
+        ("rounds", "min_updates", "round_seconds", "server_lr", "seed", "max_blob_size", "max_update_norm", "labels", "model", "train", "poll_seconds"),
+        required=True,
+    )
+    model_t = fed_t.table("model", ("num_buckets", "dim", "num_classes", "ngram"))
+    model = {k: model_t.integer(k) for k in ("num_buckets", "dim", "num_classes", "ngram") if k in model_t.data}
+    train_t = fed_t.table("train", ("epochs", "lr", "batch_size"))
+    train: dict[str, float] = {}
+    if "epochs" in train_t.data:
+        train["epochs"] = train_t.integer("epochs")  # type: ignore[assignment]
+    if "batch_size" in train_t.data:
+        train["batch_size"] = train_t.integer("batch_size")  # type: ignore[assignment]
+    if "lr" in train_t.data:
+        train["lr"] = train_t.number("lr")  # type: ignore[assignment]
+    labels = fed_t.text("labels")
+    federation = FederationConfig(
+        rounds=fed_t.integer("rounds", required=True),  # type: ignore[arg-type]
+        min_updates=fed_t.integer("min_updates", default=1),  # type: ignore[arg-type]
+        round_seconds=fed_t.integer("round_seconds", default=600),  # type: ignore[arg-type]
+        server_lr=fed_t.number("server_lr", default=1.0),  # type: ignore[arg-type]
+        seed=fed_t.integer("seed", default=0, minimum=0),  # type: ignore[arg-type]
+        max_blob_size=fed_t.integer("max_blob_size", default=64 * 1024 * 1024),  # type: ignore[arg-type]
+        max_update_norm=fed_t.number("max_update_norm"),
+        labels=resolve(labels) if labels else None,
+        model=model,  # type: ignore[arg-type]
+        train=train,
+        poll_seconds=fed_t.number("poll_seconds", default=2.0),  # type: ignore[arg-type]
+    )
+
+    participant: ParticipantDataConfig | None = None
+    if role == "participant":
+        part_t = top.table("participant", ("name", "data"), required=True)
+        data = part_t.text("data", required=True)
+        assert data is not None
+        participant = ParticipantDataConfig(
+            data=resolve(data),
+            name=part_t.text("name", default=Path(data).stem) or Path(data).stem,
+        )
+    elif "participant" in raw:
+        raise ConfigError("participant", "only a participant's config has a [participant] table")
+
+    entries: list[ParticipantEntry] = []
+    listed = raw.get("participants", [])
+    if role != "coordinator" and listed:
+        raise ConfigError("participants", "only the coordinator's config lists [[participants]]")
+    if not isinstance(listed, list):
+        raise ConfigError("participants", "must be an array of tables ([[participants]])")
+    seen: set[str] = set()
+    for i, entry in enumerate(listed):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"participants[{i}]", "must be a table")
+        t = _Table(entry, f"participants[{i}]", ("address", "max_samples", "name"))
+        addr = _address(t.text("address", required=True) or "", t.key("address"))
+        if addr.lower() in seen:
+            raise ConfigError(t.key("address"), f"{addr} is listed twice")
+        seen.add(addr.lower())
+        entries.append(ParticipantEntry(address=addr, max_samples=t.integer("max_samples", required=True) or 0, name=t.text("name", default=addr[:10]) or addr[:10]))
+    if role == "coordinator" and federation.min_updates > max(len(entries), 1) and entries:
+        raise ConfigError("federation.min_updates", f"{federation.min_updates} is more than the {len(entries)} participants listed")
+
+    log_t = top.table("log", ("format",))
+    fmt = log_t.text("format", default="text")
+    if fmt not in ("text", "json"):
+        raise ConfigError("log.format", f"must be 'text' or 'json', got {fmt!r}")
+
+    return NodeConfig(
+        path=path,
+        chain=chain,
+        ledger=ledger,
+        store=store,
+        keystore=resolve(keystore),
+        federation=federation,
+        participant=participant,
+        participants=tuple(entries),
+        log_json=fmt == "json",
+    )
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """The federation's class names from a text file, one per line.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or names no class, or names one twice.
+    """
+    try:
+        names = tuple(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+    except OSError as err:
+        raise ConfigError("federation.labels", f"cannot read {path}: {err.strerror or err}") from err
+    if len(names) < 2:
+        raise ConfigError("federation.labels", f"{path} names {len(names)} classes; a classifier needs at least 2")
+    if len(set(names)) != len(names):
+        raise ConfigError("federation.labels", f"{path} names a class twice")
+    return names
+
+
+__all__ = [
+    "KEY_ENV",
+    "KUBO_ENV",
+    "PASSWORD_ENV",
+    "WORKDIR_FILE",
+    "ChainConfig",
+    "FederationConfig",
+    "LedgerConfig",
+    "NodeConfig",
+    "ParticipantDataConfig",
+    "ParticipantEntry",
+    "Workdir",
+    "keystore_password",
+    "kubo_api",
+    "load_node_config",
+    "load_signer",
+    "read_labels",
+]
