@@ -72,6 +72,8 @@ class Dataset:
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise _data_error(f"{len(self.texts)} texts but {len(self.labels)} labels", source=self.name)
+        if self.labels and not 0 <= min(self.labels) <= max(self.labels) < len(self.label_names):
+            raise _data_error(f"labels must lie in [0, {len(self.label_names)})", source=self.name)
 
     def __len__(self) -> int:
         return len(self.texts)

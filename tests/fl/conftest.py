@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from fedchain.fl import HOSPITALS, Dataset, FederatedSplit, load_icd10, split_non_iid
+from fedchain.fl import HOSPITALS, Dataset, FederatedSplit, demo_split, load_icd10, split_non_iid
 
 
 @pytest.fixture(scope="session")
 def icd10() -> Dataset:
     return load_icd10()
+
+
+@pytest.fixture(scope="session")
+def demo() -> FederatedSplit:
+    return demo_split()
 
 
 @pytest.fixture(scope="session")

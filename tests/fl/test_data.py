@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from fedchain.errors import DataError
-from fedchain.fl import HOSPITALS, Dataset, demo_split, icd10_codes, majority_accuracy, split_non_iid
+from fedchain.fl import HOSPITALS, Dataset, FederatedSplit, demo_split, icd10_codes, majority_accuracy, split_non_iid
 
 DEMO_SPLIT_DIGEST = "d447a2eb53b406baf4284541b2e5962418fdf86da775ee4450bc45792802157f"
 
@@ -24,16 +24,16 @@ def test_icd10_has_one_record_per_leaf_code_labelled_by_its_chapter(icd10: Datas
     assert set(icd10.labels) == set(range(22))
 
 
-def test_demo_split_is_disjoint_and_covers_every_record_once(icd10: Dataset) -> None:
-    split = demo_split()
+def test_demo_split_is_disjoint_and_covers_every_record_once(icd10: Dataset, demo: FederatedSplit) -> None:
+    split = demo
     parts = [*split.shards, split.test]
     assert sum(len(p) for p in parts) == len(icd10)
     pooled = Counter(pair for p in parts for pair in zip(p.texts, p.labels))
     assert pooled == Counter(zip(icd10.texts, icd10.labels))
 
 
-def test_demo_split_holds_out_a_stratified_test_set(icd10: Dataset) -> None:
-    split = demo_split()
+def test_demo_split_holds_out_a_stratified_test_set(icd10: Dataset, demo: FederatedSplit) -> None:
+    split = demo
     for c, (total, held) in enumerate(zip(icd10.label_counts(), split.test.label_counts())):
         assert held == round(0.15 * total), c
     train = Counter(pair for s in split.shards for pair in zip(s.texts, s.labels))
@@ -42,8 +42,8 @@ def test_demo_split_holds_out_a_stratified_test_set(icd10: Dataset) -> None:
     assert sum((train & test).values()) < 10
 
 
-def test_each_hospital_holds_most_of_its_specialty_and_some_of_the_rest() -> None:
-    split = demo_split()
+def test_each_hospital_holds_most_of_its_specialty_and_some_of_the_rest(demo: FederatedSplit) -> None:
+    split = demo
     assert split.names == tuple(HOSPITALS)
     totals = [sum(col) for col in zip(*(s.label_counts() for s in split.shards))]
     for shard, group in zip(split.shards, HOSPITALS.values()):
@@ -69,7 +69,7 @@ def test_split_is_deterministic_and_depends_on_the_seed(icd10: Dataset) -> None:
 
 
 def test_the_demo_split_is_the_same_on_every_machine() -> None:
-    split = demo_split()
+    split = demo_split()  # computed afresh here
     h = hashlib.sha256()
     for part in (*split.shards, split.test):
         h.update(repr((part.name, part.texts, part.labels)).encode())
@@ -77,8 +77,8 @@ def test_the_demo_split_is_the_same_on_every_machine() -> None:
     assert h.hexdigest() == DEMO_SPLIT_DIGEST
 
 
-def test_majority_baseline_predicts_the_largest_training_chapter() -> None:
-    split = demo_split()
+def test_majority_baseline_predicts_the_largest_training_chapter(demo: FederatedSplit) -> None:
+    split = demo
     assert majority_accuracy(split.pooled(), split.test) == pytest.approx(6172 / 11211)
 
 
@@ -99,8 +99,15 @@ def test_inconsistent_split_arguments_are_a_data_error(icd10: Dataset, kwargs: d
         split_non_iid(icd10, groups, **kwargs)
 
 
-def test_a_shard_can_be_looked_up_by_name() -> None:
-    split = demo_split()
+def test_a_shard_can_be_looked_up_by_name(demo: FederatedSplit) -> None:
+    split = demo
     assert split.shard("northgate") is split.shards[1]
     with pytest.raises(DataError, match="no shard named 'nowhere'"):
         split.shard("nowhere")
+
+
+def test_a_dataset_refuses_labels_outside_its_classes() -> None:
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 2\)"):
+        Dataset(name="bad", texts=("a", "b"), labels=(0, 2), label_names=("x", "y"))
+    with pytest.raises(DataError, match="2 texts but 1 labels"):
+        Dataset(name="bad", texts=("a", "b"), labels=(0,), label_names=("x", "y"))
