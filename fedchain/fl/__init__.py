@@ -21,9 +21,33 @@ from fedchain.fl.codec import (
     encode_update,
     l2_norm,
 )
-from fedchain.fl.data import Dataset, FederatedSplit, export_shard, icd10_codes, load_icd10, load_shard, majority_accuracy, split_non_iid
-from fedchain.fl.model import ModelSpec, TextClassifier, blob_data_size, derive_seed, init_params, param_shapes
-from fedchain.fl.scenario import DEFAULT_SPEC, DEFAULT_TRAIN, DEMO_ROUNDS, DEMO_SEED, HOSPITALS, default_strategy, demo_split
+from fedchain.fl.data import (
+    Dataset,
+    FederatedSplit,
+    export_shard,
+    icd10_codes,
+    load_icd10,
+    load_shard,
+    majority_accuracy,
+    split_non_iid,
+)
+from fedchain.fl.model import (
+    ModelSpec,
+    TextClassifier,
+    blob_data_size,
+    derive_seed,
+    init_params,
+    param_shapes,
+)
+from fedchain.fl.scenario import (
+    DEFAULT_SPEC,
+    DEFAULT_TRAIN,
+    DEMO_ROUNDS,
+    DEMO_SEED,
+    HOSPITALS,
+    default_strategy,
+    demo_split,
+)
 from fedchain.fl.simulate import (
     CentralizedRun,
     FederationRun,
@@ -34,8 +58,22 @@ from fedchain.fl.simulate import (
     run_plain_fedavg,
     train_centralized,
 )
-from fedchain.fl.strategy import FedAvg, Strategy, UpdateItem, fedavg_stream, participant_order
-from fedchain.fl.train import LocalUpdate, TrainConfig, TrainMetrics, evaluate, predict, torch_threads, train_local
+from fedchain.fl.strategy import (
+    FedAvg,
+    Strategy,
+    UpdateItem,
+    fedavg_stream,
+    participant_order,
+)
+from fedchain.fl.train import (
+    LocalUpdate,
+    TrainConfig,
+    TrainMetrics,
+    evaluate,
+    predict,
+    torch_threads,
+    train_local,
+)
 
 __all__ = [
     "CODEC",

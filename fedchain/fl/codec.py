@@ -34,7 +34,6 @@ differs from what the ledger says.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import re

@@ -325,7 +325,7 @@ def export_shard(shard: Dataset, path: str | os.PathLike[str]) -> None:
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="\n") as out:
-        for text, label in zip(shard.texts, shard.labels):
+        for text, label in zip(shard.texts, shard.labels, strict=True):
             out.write(json.dumps({"text": text, "label": shard.label_names[label]}, ensure_ascii=False))
             out.write("\n")
     tmp.replace(target)

@@ -20,7 +20,13 @@ from fedchain.fl._aggregate import UpdateItem, participant_order
 from fedchain.fl.data import Dataset, FederatedSplit
 from fedchain.fl.model import ModelSpec, derive_seed, init_params
 from fedchain.fl.strategy import Strategy
-from fedchain.fl.train import LocalUpdate, TrainConfig, evaluate, train_local, train_params
+from fedchain.fl.train import (
+    LocalUpdate,
+    TrainConfig,
+    evaluate,
+    train_local,
+    train_params,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,13 @@ from torch import Tensor
 
 from fedchain.errors import DataError
 from fedchain.fl.data import Dataset
-from fedchain.fl.model import ModelSpec, build_model, check_params, featurize, model_params
+from fedchain.fl.model import (
+    ModelSpec,
+    build_model,
+    check_params,
+    featurize,
+    model_params,
+)
 
 logger = logging.getLogger(__name__)
 

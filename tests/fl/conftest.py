@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fedchain.fl import HOSPITALS, Dataset, FederatedSplit, demo_split, load_icd10, split_non_iid
+from fedchain.fl import (
+    HOSPITALS,
+    Dataset,
+    FederatedSplit,
+    demo_split,
+    load_icd10,
+    split_non_iid,
+)
 
 
 @pytest.fixture(scope="session")

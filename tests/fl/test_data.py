@@ -8,7 +8,15 @@ from collections import Counter
 import pytest
 
 from fedchain.errors import DataError
-from fedchain.fl import HOSPITALS, Dataset, FederatedSplit, demo_split, icd10_codes, majority_accuracy, split_non_iid
+from fedchain.fl import (
+    HOSPITALS,
+    Dataset,
+    FederatedSplit,
+    demo_split,
+    icd10_codes,
+    majority_accuracy,
+    split_non_iid,
+)
 
 DEMO_SPLIT_DIGEST = "d447a2eb53b406baf4284541b2e5962418fdf86da775ee4450bc45792802157f"
 
@@ -18,7 +26,7 @@ def test_icd10_has_one_record_per_leaf_code_labelled_by_its_chapter(icd10: Datas
     assert len(icd10) == len(codes) > 70_000
     assert icd10.num_classes == 22
     assert icd10.label_names[0].startswith("Certain infectious and parasitic diseases")
-    by_code = dict(zip(codes, zip(icd10.texts, icd10.labels)))
+    by_code = dict(zip(codes, zip(icd10.texts, icd10.labels, strict=True), strict=True))
     assert by_code["A000"] == ("Cholera due to Vibrio cholerae 01, biovar cholerae", 0)
     assert by_code["S52521A"][1] == 18  # injuries are chapter XIX
     assert set(icd10.labels) == set(range(22))
@@ -28,16 +36,16 @@ def test_demo_split_is_disjoint_and_covers_every_record_once(icd10: Dataset, dem
     split = demo
     parts = [*split.shards, split.test]
     assert sum(len(p) for p in parts) == len(icd10)
-    pooled = Counter(pair for p in parts for pair in zip(p.texts, p.labels))
-    assert pooled == Counter(zip(icd10.texts, icd10.labels))
+    pooled = Counter(pair for p in parts for pair in zip(p.texts, p.labels, strict=True))
+    assert pooled == Counter(zip(icd10.texts, icd10.labels, strict=True))
 
 
 def test_demo_split_holds_out_a_stratified_test_set(icd10: Dataset, demo: FederatedSplit) -> None:
     split = demo
-    for c, (total, held) in enumerate(zip(icd10.label_counts(), split.test.label_counts())):
+    for c, (total, held) in enumerate(zip(icd10.label_counts(), split.test.label_counts(), strict=True)):
         assert held == round(0.15 * total), c
-    train = Counter(pair for s in split.shards for pair in zip(s.texts, s.labels))
-    test = Counter(zip(split.test.texts, split.test.labels))
+    train = Counter(pair for s in split.shards for pair in zip(s.texts, s.labels, strict=True))
+    test = Counter(zip(split.test.texts, split.test.labels, strict=True))
     # only the handful of duplicate titles may appear on both sides
     assert sum((train & test).values()) < 10
 
@@ -45,8 +53,8 @@ def test_demo_split_holds_out_a_stratified_test_set(icd10: Dataset, demo: Federa
 def test_each_hospital_holds_most_of_its_specialty_and_some_of_the_rest(demo: FederatedSplit) -> None:
     split = demo
     assert split.names == tuple(HOSPITALS)
-    totals = [sum(col) for col in zip(*(s.label_counts() for s in split.shards))]
-    for shard, group in zip(split.shards, HOSPITALS.values()):
+    totals = [sum(col) for col in zip(*(s.label_counts() for s in split.shards), strict=True)]
+    for shard, group in zip(split.shards, HOSPITALS.values(), strict=True):
         counts = shard.label_counts()
         for c in group:
             if totals[c] >= 10:

@@ -71,7 +71,7 @@ def _write_blobs(directory: Path) -> str:
     base_blob = encode_model(base, ModelMeta(RoundId(0), GENESIS_BASE, COORDINATOR, 0, SPEC, GENESIS_STRATEGY))
     (directory / "base").write_bytes(base_blob)
     base_hash = Digest(hashlib.sha256(base_blob).digest())
-    for i, (who, n) in enumerate(zip(PARTICIPANTS, SAMPLES)):
+    for i, (who, n) in enumerate(zip(PARTICIPANTS, SAMPLES, strict=True)):
         delta = {name: _exact(shape, 5 + 2 * i) / 1000 for name, shape in shapes.items()}
         blob = encode_update(delta, UpdateMeta(RoundId(0), base_hash, who, n))
         (directory / f"update-{i}-{who}").write_bytes(blob)
@@ -118,5 +118,5 @@ def test_the_aggregate_in_this_process_matches_a_fresh_process(tmp_path: Path) -
 
 
 def test_genesis_parameters_are_a_function_of_the_seed() -> None:
-    assert all(torch.equal(a, b) for a, b in zip(init_params(SPEC, 1).values(), init_params(SPEC, 1).values()))
+    assert all(torch.equal(a, b) for a, b in zip(init_params(SPEC, 1).values(), init_params(SPEC, 1).values(), strict=True))
     assert not torch.equal(init_params(SPEC, 1)["fc.weight"], init_params(SPEC, 2)["fc.weight"])

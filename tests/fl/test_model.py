@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from fedchain.errors import CodecError
-from fedchain.fl import ModelSpec, TextClassifier, blob_data_size, derive_seed, init_params, param_shapes
+from fedchain.fl import (
+    ModelSpec,
+    TextClassifier,
+    blob_data_size,
+    derive_seed,
+    init_params,
+    param_shapes,
+)
 from fedchain.fl.model import build_model, featurize, text_buckets
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import torch
 from eth_utils import to_checksum_address
@@ -12,6 +13,7 @@ from fedchain.fl import (
     FederatedSplit,
     ModelMeta,
     ModelSpec,
+    UpdateItem,
     UpdateMeta,
     decode_model,
     decode_update,
@@ -60,7 +62,7 @@ def test_a_federation_through_blobs_computes_exactly_the_plain_fedavg_model(smal
             update = local_round(base, shard, spec=SPEC, strategy=strategy, default=TrainConfig(), round_id=r, seed=seed, participant=addresses[shard.name])
             blobs[addresses[shard.name]] = encode_update(update.delta, UpdateMeta(RoundId(r), base_hash, addresses[shard.name], update.num_samples))
 
-        def recorded():  # type: ignore[no-untyped-def]
+        def recorded(blobs: dict[Address, bytes] = blobs) -> Iterator[UpdateItem]:
             for who in sorted(blobs, key=str.lower):  # the ledger's order
                 decoded = decode_update(blobs[who], expected_shapes=param_shapes(SPEC))
                 yield who, decoded.meta.samples, decoded.delta

@@ -6,7 +6,17 @@ import pytest
 import torch
 
 from fedchain.errors import DataError
-from fedchain.fl import Dataset, FederatedSplit, ModelSpec, TrainConfig, evaluate, init_params, majority_accuracy, torch_threads, train_local
+from fedchain.fl import (
+    Dataset,
+    FederatedSplit,
+    ModelSpec,
+    TrainConfig,
+    evaluate,
+    init_params,
+    majority_accuracy,
+    torch_threads,
+    train_local,
+)
 
 SPEC = ModelSpec(num_buckets=2048, dim=16)
 
