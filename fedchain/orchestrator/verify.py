@@ -242,15 +242,52 @@ def verify_round(
         failures.append(err)
         return verdict()
 
-    valid, excluded = screen_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
-    for ex in excluded:
-        logger.info("round %d: excluded %s: %s: %s", r, ex.participant, ex.reason, ex.detail)
-    included = tuple(u.participant for u in valid)
     if agg is None:
-        return verdict(included, tuple(excluded))
+        valid, excluded = screen_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
+        for ex in excluded:
+            logger.info("round %d: excluded %s: %s: %s", r, ex.participant, ex.reason, ex.detail)
+        return verdict(tuple(u.participant for u in valid), tuple(excluded))
 
+    # One pass over the updates: each blob is fetched, hashed and checked once, and the ones
+    # the coordinator included are fed to the aggregation as they come (in participant order,
+    # one decoded update alive at a time). If the screening then disagrees with the recorded
+    # inclusion list, that is the failure and the aggregate computed on the way is discarded.
     recorded = set(agg.included)
-    for u in valid:
+    total = sum(u.num_samples for u in history.updates if u.participant in recorded)
+    valid_records: list[UpdateRecord] = []
+    exclusions: list[Exclusion] = []
+    screened: list[bool] = []
+
+    def included_updates() -> Iterator[tuple[Address, int, Mapping[str, Tensor]]]:
+        for record, outcome in _check_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=True):
+            if isinstance(outcome, Exclusion):
+                exclusions.append(outcome)
+                continue
+            valid_records.append(record)
+            if record.participant in recorded:
+                yield record.participant, record.num_samples, outcome.delta
+            del outcome
+        screened.append(True)
+
+    aggregate_error: FedchainError | None = None
+    blob: bytes | None = None
+    updates = included_updates()
+    try:
+        params = strategy.aggregate(base, updates, total_samples=total)
+        blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
+        del params
+    except FedchainError as err:
+        aggregate_error = err
+    for _ in updates:  # finish screening if the aggregation stopped early
+        pass
+    if not screened and aggregate_error is not None:
+        raise aggregate_error  # the screening itself failed (not a mismatch): as screen_updates would
+    for ex in exclusions:
+        logger.info("round %d: excluded %s: %s: %s", r, ex.participant, ex.reason, ex.detail)
+    included = tuple(u.participant for u in valid_records)
+    excluded = tuple(exclusions)
+
+    for u in valid_records:
         if u.participant not in recorded:
             failures.append(VerificationError(r, "inclusion (valid update omitted)", participant=u.participant, expected="included", actual="omitted"))
     for p in agg.included:
@@ -258,28 +295,23 @@ def verify_round(
             why = next((f"{e.reason}: {e.detail}" for e in excluded if e.participant == p), "no recorded update")
             failures.append(VerificationError(r, "inclusion (invalid update included)", participant=p, expected="excluded", actual=f"included ({why})"))
     if failures:
-        return verdict(included, tuple(excluded))
-
-    total = sum(u.num_samples for u in valid)
-    updates = iter_valid_updates(history, store, valid, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
-    try:
-        params = strategy.aggregate(base, updates, total_samples=total)
-        blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
-    except FedchainError as err:
-        failures.append(VerificationError(r, "aggregate", expected="recomputable aggregate", actual=str(err)))
-        return verdict(included, tuple(excluded))
+        return verdict(included, excluded)
+    if aggregate_error is not None or blob is None:
+        failures.append(VerificationError(r, "aggregate", expected="recomputable aggregate", actual=str(aggregate_error)))
+        return verdict(included, excluded)
     recomputed = sha256(blob)
     if recomputed != agg.aggregate_hash:
         failures.append(VerificationError(r, "aggregate (recomputed)", expected=to_hex(agg.aggregate_hash), actual=to_hex(recomputed)))
-        return verdict(included, tuple(excluded))
+        return verdict(included, excluded)
     try:
         stored = store.get(agg.cid, max_size=max_blob_size)
     except StorageError as err:
         failures.append(VerificationError(r, "aggregate blob", expected=f"{to_hex(agg.aggregate_hash)} at {agg.cid}", actual=str(err)))
-        return verdict(included, tuple(excluded))
-    if sha256(stored) != agg.aggregate_hash:
+        return verdict(included, excluded)
+    # the recomputed blob hashes to the recorded digest, so equal bytes prove the stored one does too
+    if stored != blob:
         failures.append(VerificationError(r, "aggregate blob hash", expected=to_hex(agg.aggregate_hash), actual=to_hex(sha256(stored))))
-    return verdict(included, tuple(excluded))
+    return verdict(included, excluded)
 
 
 __all__ = ["Exclusion", "RoundVerdict", "ValidUpdate", "iter_valid_updates", "load_model", "screen_updates", "verify_round"]

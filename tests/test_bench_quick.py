@@ -1,0 +1,42 @@
+"""The benchmark harness runs end to end on its smallest grid and reports every field.
+
+Timings are not asserted: speed targets live in the benchmark's output, not in tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedchain.bench import main
+
+
+def _run(capsys: pytest.CaptureFixture[str], *parts: str) -> dict:  # type: ignore[type-arg]
+    assert main(["--tiny", "--json", "--parts", *parts]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_aggregation_and_scale_report_ratios_and_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _run(capsys, "aggregation", "scale")
+    row = out["parts"]["aggregation"]["rows"][0]
+    assert {"k", "p", "fedchain_seconds", "floor_seconds", "vs_floor", "flower"} <= set(row)
+    scale = out["parts"]["scale"]
+    assert scale["verified"] is True
+    assert {"baseline_rss", "peak_aggregate", "peak_verify", "rss_model_multiple", "model_bytes"} <= set(scale)
+    assert {"aggregation.vs_floor", "scale.rss_model_multiple"} <= set(out["targets"])
+    assert {"date", "nproc", "cpu"} <= set(out["machine"])
+
+
+def test_overhead_runs_the_same_federation_with_and_without_the_ledger(capsys: pytest.CaptureFixture[str]) -> None:
+    cell = _run(capsys, "overhead")["parts"]["overhead"]["cells"][0]
+    assert cell["same_model"] is True  # the ledger arm computes exactly the plain arm's model
+    assert cell["ratio"] > 0
+    assert {"train", "encode", "hash", "store", "chain", "verify", "aggregate"} <= set(cell["ledger"]["split"])
+
+
+def test_audit_measures_throughput_against_sha256_at_each_history_length(capsys: pytest.CaptureFixture[str]) -> None:
+    audit = _run(capsys, "audit")["parts"]["audit"]["chains"]["embedded"]
+    assert [p["rounds"] for p in audit["points"]] == [2, 4]
+    assert all(p["vs_sha256"] > 0 and p["mb"] > 0 for p in audit["points"])
+    assert audit["per_round_growth"] > 0
