@@ -68,6 +68,7 @@ _UPDATE_KEYS = frozenset({"codec", "kind", "round", "base", "sender", "samples"}
 _MODEL_KEYS = _UPDATE_KEYS | {"spec", "strategy"}
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,30}")
 _HEX_DIGEST = re.compile(r"0x[0-9a-f]{64}")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _STRATEGY = re.compile(r"[A-Za-z0-9_.:=,+-]{1,200}")
 
 
@@ -170,7 +171,7 @@ def _common_metadata(kind: str, round_id: int, base: Digest, sender: Address, sa
         _fail("metadata", f"round must be a non-negative int, got {round_id!r}")
     if not isinstance(base, bytes) or len(base) != 32:
         _fail("metadata", f"base must be a 32-byte digest, got {base!r}")
-    if not isinstance(sender, str) or not is_checksum_address(sender):
+    if not isinstance(sender, str) or not _ADDRESS.fullmatch(sender) or not is_checksum_address(sender):
         _fail("metadata", f"sender must be a checksummed address, got {sender!r}")
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < min_samples:
         _fail("metadata", f"samples must be an int >= {min_samples}, got {samples!r}")
@@ -207,7 +208,7 @@ def encode_update(delta: Mapping[str, Tensor], meta: UpdateMeta) -> bytes:
     Raises
     ------
     CodecError
-        ``dtype`` (not float32), ``nan`` (non-finite values) or ``metadata`` (bad field).
+        ``dtype`` (not float32), ``non-finite`` (NaN or infinite values) or ``metadata`` (bad field).
     """
     metadata = _common_metadata("update", meta.round_id, meta.base, meta.sender, meta.samples, 1)
     return _safetensors.render(_to_arrays(delta), metadata)
@@ -219,7 +220,7 @@ def encode_model(params: Mapping[str, Tensor], meta: ModelMeta) -> bytes:
     Raises
     ------
     CodecError
-        ``dtype``, ``nan``, ``metadata``, or ``shape`` / ``missing-tensor`` /
+        ``dtype``, ``non-finite``, ``metadata``, or ``shape`` / ``missing-tensor`` /
         ``unexpected-tensor`` when ``params`` does not fit ``meta.spec``.
     """
     metadata = _common_metadata("model", meta.round_id, meta.base, meta.sender, meta.samples, 0)
@@ -248,9 +249,9 @@ def _check_names_and_shapes(actual: Mapping[str, tuple[int, ...]], expected: Map
 def _parse_common(meta: Mapping[str, str], kind: str, keys: frozenset[str]) -> tuple[RoundId, Digest, Address, int]:
     codec = meta.get("codec")
     if codec != CODEC:
-        _fail("codec", f"unknown codec {codec!r}, expected {CODEC!r}" if codec is not None else "metadata field 'codec' is missing")
+        _fail("codec", f"unknown codec {codec[:80]!r}, expected {CODEC!r}" if codec is not None else "metadata field 'codec' is missing")
     if meta.get("kind") != kind:
-        _fail("kind", f"blob is a {meta.get('kind')!r}, expected {kind!r}")
+        _fail("kind", f"blob is a {str(meta.get('kind'))[:80]!r}, expected {kind!r}")
     for key in sorted(keys):
         if key not in meta:
             _fail("metadata", f"metadata field {key!r} is missing")
@@ -262,7 +263,7 @@ def _parse_common(meta: Mapping[str, str], kind: str, keys: frozenset[str]) -> t
             _fail("metadata", f"metadata field {key!r} is not a canonical decimal: {meta[key][:80]!r}")
     if not _HEX_DIGEST.fullmatch(meta["base"]):
         _fail("metadata", f"metadata field 'base' is not 0x + 64 lower-case hex digits: {meta['base'][:80]!r}")
-    if not is_checksum_address(meta["sender"]):
+    if not _ADDRESS.fullmatch(meta["sender"]) or not is_checksum_address(meta["sender"]):
         _fail("metadata", f"metadata field 'sender' is not a checksummed address: {meta['sender'][:80]!r}")
     return RoundId(int(meta["round"])), Digest(bytes.fromhex(meta["base"][2:])), Address(meta["sender"]), int(meta["samples"])
 

@@ -17,6 +17,8 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 from eth_utils import to_checksum_address
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import Tensor
 
 from fedchain.errors import CodecError
@@ -420,3 +422,37 @@ def test_every_single_byte_corruption_outside_the_data_is_refused() -> None:
             except CodecError:
                 continue
             assert i >= data_start, f"byte {i} changed and the blob still decoded"
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_only_ever_raise_codec_error(blob: bytes) -> None:
+    with pytest.raises(CodecError):
+        _decode(blob)
+    with pytest.raises(CodecError):
+        decode_model(blob)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_edited_blobs_only_ever_raise_codec_error_or_decode(data: st.DataObject) -> None:
+    blob = bytearray(encode_update({n: t[:2] if t.dim() == 1 else t[:2, :3] for n, t in _delta().items()}, META))
+    shapes = {"embedding.weight": (2, 3), "fc.bias": (2,), "fc.weight": (2, 3)}
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(blob)))
+        action = data.draw(st.sampled_from(["flip", "insert", "delete", "cut"]))
+        if action == "flip" and at < len(blob):
+            blob[at] = data.draw(st.integers(0, 255))
+        elif action == "insert":
+            blob[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif action == "delete":
+            del blob[at : at + data.draw(st.integers(1, 8))]
+        else:
+            del blob[at:]
+    try:
+        decode_update(bytes(blob), expected_shapes=shapes, max_norm=1e6)
+    except CodecError:
+        pass
