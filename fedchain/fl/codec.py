@@ -48,6 +48,7 @@ from torch import Tensor
 
 from fedchain.errors import CodecError
 from fedchain.fl import _safetensors
+from fedchain.fl._exact import sum_of_squares
 from fedchain.fl.model import ModelSpec, param_shapes
 from fedchain.types import Address, Digest, RoundId
 
@@ -331,23 +332,19 @@ def _check_values(blob: bytes, parsed: _safetensors.Parsed, max_norm: float | No
 
 
 def l2_norm(arrays: Mapping[str, np.ndarray | Tensor]) -> float:
-    """The L2 norm over all tensors, exactly rounded: the same float on every machine.
+    """The L2 norm over all float32 tensors, exactly rounded: the same float on every machine.
 
-    Squares of float32 values are exact in float64 and :func:`math.fsum` rounds their
-    sum once, so the result does not depend on summation order, SIMD or threads.
+    The sum of squares is computed exactly and rounded once (see :mod:`fedchain.fl._exact`),
+    then its square root is taken (correctly rounded by IEEE 754), so the result does not
+    depend on summation order, SIMD width or threads.
+
+    Raises
+    ------
+    ValueError
+        If a tensor is not float32.
     """
-
-    def all_squares() -> Iterator[float]:
-        for name in sorted(arrays):
-            a = arrays[name]
-            arr = a.detach().cpu().numpy() if isinstance(a, Tensor) else a
-            flat = np.asarray(arr, dtype=np.float64).ravel()
-            for lo in range(0, flat.size, 1 << 16):
-                chunk = flat[lo : lo + (1 << 16)]
-                squares: list[float] = (chunk * chunk).tolist()
-                yield from squares
-
-    return math.sqrt(math.fsum(all_squares()))
+    values = (a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a) for _, a in sorted(arrays.items()))
+    return math.sqrt(sum_of_squares(values))
 
 
 def _tensors(blob: bytes, parsed: _safetensors.Parsed) -> dict[str, Tensor]:
