@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from eth_utils import to_checksum_address
 
@@ -88,17 +89,24 @@ def _child(directory: Path, threads: int, env: dict[str, str]) -> list[str]:
 PINNED_AGGREGATE = "8a4582e36a9b30fb52b7bb5aede7633b5412defe40a20ee0b68ae9850c8b54db"
 
 
+def _training_digest_here() -> str:
+    namespace: dict[str, object] = {}
+    training = CHILD[CHILD.index("texts = ") :].replace("print(", "result = (")
+    exec("from fedchain.fl import *\nimport hashlib\n" + training, namespace)  # the child's code, in this process
+    return str(namespace["result"])
+
+
+@pytest.mark.slow
 def test_aggregate_and_training_are_identical_across_processes_and_thread_counts(tmp_path: Path) -> None:
     _write_blobs(tmp_path)
     runs = [
         _child(tmp_path, 1, {"OMP_NUM_THREADS": "1"}),
         _child(tmp_path, 2, {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}),
-        _child(tmp_path, 0, {"OMP_NUM_THREADS": "4"}),
     ]
     assert all(len(r) == 2 for r in runs)
-    assert len({r[0] for r in runs}) == 1, runs
-    assert len({r[1] for r in runs}) == 1, runs
+    assert runs[0] == runs[1]
     assert runs[0][0] == PINNED_AGGREGATE
+    assert runs[0][1] == _training_digest_here()  # this process: default thread count
 
 
 def test_the_aggregate_in_this_process_matches_a_fresh_process(tmp_path: Path) -> None:

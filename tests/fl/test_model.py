@@ -22,6 +22,7 @@ from fedchain.fl import (
 from fedchain.fl.model import build_model, featurize, text_buckets
 
 
+@pytest.mark.slow
 def test_ngrams_hash_to_the_same_buckets_in_every_process() -> None:
     spec = ModelSpec()
     assert text_buckets("Cholera due to Vibrio cholerae", spec) == [12135, 8842, 4804, 13778, 10574, 15107, 698, 6541, 3690]
