@@ -8,8 +8,11 @@ Prints three test accuracies on the demo's held-out ICD-10-CM test set:
   epochs as the federation trains in all;
 - majority: always predicting the most frequent training chapter.
 
-The demo through the ledger computes the same models as the federated line, because it
-runs the same functions (:func:`fedchain.fl.local_round`, :meth:`FedAvg.aggregate`).
+The ledger path runs the same maths (local training seeded by ``participant_seed``,
+:meth:`FedAvg.aggregate` in participant order), so with the same participant keys it
+computes bit-identical models (tests/fl/test_simulate.py shows it through the codec).
+This script keys participants by hospital name; the demo keys them by their (random)
+addresses, which changes seeds and summation order and so the last digits of accuracy.
 
 Usage: python scripts/accuracy_baseline.py [--rounds 5] [--seed 0] [--threads 1] [--json]
 """
