@@ -151,8 +151,10 @@ class ChainConfig:
     ----------
     rpc:
         JSON-RPC URL of the node.
-    fund:
-        On a development node (anvil), give this node's account ether at start.
+    dev:
+        The node is a development node (anvil): give this node's account ether at start,
+        and mine an empty block before a transaction when the last block is stale, so that
+        the contract sees the current time (anvil mines only on demand).
     retries, backoff, timeout:
         Per-request retries of the JSON-RPC client, its backoff factor and timeout (seconds).
     outage_seconds:
@@ -161,7 +163,7 @@ class ChainConfig:
     """
 
     rpc: str
-    fund: bool = False
+    dev: bool = False
     retries: int = 6
     backoff: float = 0.25
     timeout: float = 30.0
@@ -336,14 +338,14 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
 
     top = _Table(raw, "", ("chain", "ledger", "store", "key", "federation", "participant", "participants", "log"))
 
-    chain_t = top.table("chain", ("rpc", "fund", "retries", "backoff", "timeout", "outage_seconds"), required=True)
+    chain_t = top.table("chain", ("rpc", "dev", "retries", "backoff", "timeout", "outage_seconds"), required=True)
     rpc = chain_t.text("rpc", required=True)
     assert rpc is not None
     if not rpc.startswith(("http://", "https://")):
         raise ConfigError("chain.rpc", f"must be an http:// or https:// JSON-RPC URL, got {rpc!r}")
     chain = ChainConfig(
         rpc=rpc,
-        fund=chain_t.flag("fund"),
+        dev=chain_t.flag("dev"),
         retries=chain_t.integer("retries", default=6) or 6,
         backoff=chain_t.number("backoff", default=0.25) or 0.25,
         timeout=chain_t.number("timeout", default=30.0) or 30.0,

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     p.add_argument("--config", type=Path, required=True, help="the node's TOML config (see README, 'Multi-process deployment')")
-    p.set_defaults(handler=_run, error_exit_code=EXIT_FAILED)
+    p.set_defaults(handler=_run, error_exit_code=EXIT_ERROR)
 
 
 # --------------------------------------------------------------------------- shared with `participant`
@@ -90,19 +90,19 @@ def exit_on_sigterm() -> None:
 
 
 def open_node(config: NodeConfig, address: str, pacing: Pacing) -> tuple[ResilientRpcChain, BlobStore]:
-    """Connect to the chain and the store (waiting for them), funding ``address`` if asked."""
+    """Connect to the chain and the store (waiting for them), funding ``address`` on a dev node."""
     from fedchain.orchestrator.service import ResilientRpcChain, retrying
     from fedchain.storage import open_store
 
     c = config.chain
     chain: ResilientRpcChain = retrying(
-        lambda: ResilientRpcChain(c.rpc, retries=c.retries, backoff=c.backoff, timeout=c.timeout, pacing=pacing),
+        lambda: ResilientRpcChain(c.rpc, retries=c.retries, backoff=c.backoff, timeout=c.timeout, pacing=pacing, dev=c.dev),
         pacing,
         endpoint=c.rpc,
         what="the chain node",
     )
     store: BlobStore = retrying(lambda: open_store(config.store, max_blob_size=config.federation.max_blob_size), pacing, endpoint=config.store, what="the store")
-    if c.fund:
+    if c.dev:
         retrying(lambda: chain.fund(address), pacing, endpoint=c.rpc, what="funding")
     return chain, store
 

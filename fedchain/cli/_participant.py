@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedchain.cli._common import EXIT_FAILED, EXIT_OK
+from fedchain.cli._common import EXIT_ERROR, EXIT_OK
 from fedchain.cli._coordinator import SERVICE_EXIT_CODES, open_node, run_service, setup_service_logging
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     p.add_argument("--config", type=Path, required=True, help="the node's TOML config (see README, 'Multi-process deployment')")
-    p.set_defaults(handler=_run, error_exit_code=EXIT_FAILED)
+    p.set_defaults(handler=_run, error_exit_code=EXIT_ERROR)
 
 
 def _run(args: argparse.Namespace) -> int:

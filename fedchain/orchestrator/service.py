@@ -192,15 +192,26 @@ class ResilientRpcChain(RpcChain):
         As for :class:`RpcChain`.
     pacing:
         Backoff cap and how long to keep trying.
+    dev:
+        A development node that mines only on demand (anvil): before each transaction, mine
+        an empty block if the last one is from an earlier second, so the simulation and the
+        contract see the current time (a deadline that passed by the wall clock has passed
+        on the chain too). Real chains produce blocks on their own.
+    receipt_attempt_seconds:
+        Longest wait for a receipt before the same bytes are broadcast again (default: 15 s,
+        3 s on a development node, which mines at once).
     """
 
-    #: Longest wait for a receipt before the same bytes are broadcast again.
-    RECEIPT_ATTEMPT_SECONDS = 15.0
-
-    def __init__(self, url: str, *, retries: int = 6, backoff: float = 0.25, timeout: float = 30.0, pacing: Pacing = Pacing()) -> None:
+    def __init__(self, url: str, *, retries: int = 6, backoff: float = 0.25, timeout: float = 30.0, pacing: Pacing = Pacing(), dev: bool = False, receipt_attempt_seconds: float | None = None) -> None:
         super().__init__(url, retries=retries, backoff=backoff, timeout=timeout)
         self._pacing = pacing
+        self._dev = dev
+        self._receipt_attempt = receipt_attempt_seconds if receipt_attempt_seconds is not None else 3.0 if dev else 15.0
         self._in_flight: dict[bytes, bytes] = {}
+
+    def prepare(self) -> None:
+        if self._dev and int(self.w3.eth.get_block("latest")["timestamp"]) < int(time.time()):
+            self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
     def send_raw_transaction(self, raw: bytes) -> HexBytes:
         started = time.monotonic()
@@ -224,7 +235,7 @@ class ResilientRpcChain(RpcChain):
         delay = max(self._pacing.poll_seconds, 0.1)
         while True:
             try:
-                receipt = super().wait_for_receipt(tx_hash, timeout=min(timeout, self.RECEIPT_ATTEMPT_SECONDS))
+                receipt = super().wait_for_receipt(tx_hash, timeout=min(timeout, self._receipt_attempt))
                 self._in_flight.pop(bytes(tx_hash), None)
                 return receipt
             except TransactionError as err:

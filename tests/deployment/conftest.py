@@ -118,7 +118,7 @@ class Deployment:
         federation = f"""
 [chain]
 rpc = "{self.anvil.url}"
-fund = true
+dev = true
 retries = 4
 backoff = 0.2
 outage_seconds = 120

@@ -1,0 +1,101 @@
+"""Crashes and restarts with real processes: the chain is the source of truth.
+
+Each test kills a real process (SIGKILL: no cleanup, as a power cut) at a chosen point,
+restarts it, and checks on the ledger that no round was opened twice, no update was lost or
+submitted twice, and that the finished federation audits clean in a fresh process.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fedchain.records import RoundStatus
+
+
+def _finish_and_audit(d: Any, *, rounds: int = 3, included: int = 3) -> None:
+    for node in d.nodes:
+        if node.proc is not None:
+            assert node.wait_exit() == 0, f"{node.name}:\n{node.text()[-3000:]}"
+    d.assert_complete(rounds, included)
+    audit = d.audit()
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_coordinator_killed_mid_round_resumes_from_the_chain_without_a_duplicate_round(deployment: Any) -> None:
+    d = deployment.configure()
+    for node in d.nodes:
+        node.start()
+    # Kill -9 just after round 1 opened (participants are training on it), restart.
+    d.coordinator.wait_for("event=round_opened round=1 ")
+    d.coordinator.kill()
+    d.coordinator.start()
+    # Kill -9 again while it waits for round 2's updates (or is aggregating them), restart.
+    d.coordinator.wait_for("event=round_opened round=2 ")
+    d.coordinator.kill()
+    d.coordinator.start()
+    _finish_and_audit(d)
+    log = d.coordinator.text()
+    for r in range(3):
+        assert log.count(f"event=round_opened round={r} ") == 1, log
+        assert log.count(f"event=round_finalized round={r} ") == 1, log
+    for p in d.participants:
+        assert p.text().count("event=update_submitted") == 3
+
+
+def test_a_participant_killed_while_training_does_not_submit_twice_and_catches_up(deployment: Any) -> None:
+    d = deployment.configure()
+    for node in d.nodes:
+        node.start()
+    victim = d.participants[0]
+    # Mid-round 1, while it trains on (or uploads) its update; restart it at once.
+    victim.wait_for("event=round_seen round=1 ")
+    victim.kill()
+    victim.start()
+    # Again right after its round-2 submission, before it has seen anything else.
+    victim.wait_for("event=update_submitted round=2 ")
+    victim.kill()
+    victim.start()
+    _finish_and_audit(d)
+    text = victim.text()
+    assert text.count("event=update_submitted round=2 ") == 1
+    assert text.count("event=update_submitted") == 3, text  # each round's update exactly once
+    assert "--- start 3" in text and "event=federation_finished" in text.split("--- start 3")[1]
+
+
+def test_a_participant_that_leaves_for_good_does_not_stop_the_rounds(deployment: Any) -> None:
+    d = deployment.configure(rounds=2, round_seconds=25)
+    for node in d.nodes:
+        node.start()
+    leaver = d.participants[2]
+    leaver.wait_for("event=update_submitted round=0 ")
+    leaver.kill()
+    for node in [d.coordinator, *d.participants[:2]]:
+        assert node.wait_exit() == 0, f"{node.name}:\n{node.text()[-3000:]}"
+    ledger = d.ledger()
+    assert ledger.next_round() == 2
+    first, second = ledger.history()
+    assert len(first.aggregate.included) == 3
+    assert second.state.status is RoundStatus.FINALIZED
+    assert len(second.aggregate.included) == 2
+    assert d.addresses[leaver.name] not in second.aggregate.included
+    assert "after_deadline=True" in d.coordinator.text().split("event=round_finalized round=1 ")[1].splitlines()[0]
+    audit = d.audit()
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_processes_ride_out_a_chain_node_restart_and_carry_on(deployment: Any) -> None:
+    d = deployment.configure()
+    for node in d.nodes:
+        node.start()
+    d.coordinator.wait_for("event=round_opened round=1 ")
+    # Stop anvil (it dumps its state), leave it down a while, start it on the same port.
+    d.anvil.stop()
+    time.sleep(3)
+    d.anvil.start()
+    _finish_and_audit(d)
+    log = d.coordinator.text() + "".join(p.text() for p in d.participants)
+    assert "event=retrying" in log or "event=awaiting_receipt" in log or "event=resending_transaction" in log
+    coordinator_log = d.coordinator.text()
+    for r in range(3):
+        assert coordinator_log.count(f"event=round_opened round={r} ") == 1
