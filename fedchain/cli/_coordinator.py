@@ -109,7 +109,13 @@ def open_node(config: NodeConfig, address: str, pacing: Pacing) -> tuple[Resilie
 
 def run_service(body: Callable[[], int]) -> int:
     """Run a service body, mapping its errors to the exit codes of :data:`SERVICE_EXIT_CODES`."""
-    from fedchain.errors import ChainConnectionError, ConfigError, DataError, StoreUnavailableError, VerificationError
+    from fedchain.errors import (
+        ChainConnectionError,
+        ConfigError,
+        DataError,
+        StoreUnavailableError,
+        VerificationError,
+    )
     from fedchain.orchestrator.service import log_event
 
     exit_on_sigterm()

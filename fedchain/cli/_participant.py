@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedchain.cli._common import EXIT_ERROR, EXIT_OK
-from fedchain.cli._coordinator import SERVICE_EXIT_CODES, open_node, run_service, setup_service_logging
+from fedchain.cli._coordinator import (
+    SERVICE_EXIT_CODES,
+    open_node,
+    run_service,
+    setup_service_logging,
+)
 
 if TYPE_CHECKING:
     from fedchain.config import NodeConfig

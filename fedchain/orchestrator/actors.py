@@ -23,11 +23,17 @@ from fedchain.fl import (
     Strategy,
     TrainConfig,
     derive_seed,
-    train_local,
 )
-from fedchain.orchestrator._blobs import aggregate_blob, genesis_blob, update_blob
+from fedchain.fl.simulate import local_round
 from fedchain.hashing import sha256, short
-from fedchain.orchestrator.verify import RoundVerdict, iter_valid_updates, load_model, screen_updates, verify_round
+from fedchain.orchestrator._blobs import aggregate_blob, genesis_blob, update_blob
+from fedchain.orchestrator.verify import (
+    RoundVerdict,
+    iter_valid_updates,
+    load_model,
+    screen_updates,
+    verify_round,
+)
 from fedchain.records import RoundHistory, RoundStatus, TxResult
 from fedchain.storage import BlobStore
 from fedchain.types import Address, Cid, Digest
@@ -286,8 +292,9 @@ class Participant:
             return None
         base_hash = self.ledger.expected_base(round_id)
         params = self.accept_base(round_id)
-        seed = derive_seed(self.settings.seed, "train", round_id, self.address)
-        update = train_local(params, self.shard, self.strategy.configure(round_id, self.settings.train), spec=self.settings.spec, seed=seed)
+        # Seeded by the participant's name, as plain FedAvg (fedchain.fl.simulate) seeds it, so a
+        # ledger run and a plain run of the same federation train identically.
+        update = local_round(params, self.shard, spec=self.settings.spec, strategy=self.strategy, default=self.settings.train, round_id=round_id, seed=self.settings.seed, participant=self.name)
         blob = update_blob(update.delta, round_id=round_id, base_hash=base_hash, sender=self.address, num_samples=update.num_samples)
         cid = self.store.put(blob)
         self.store.pin(cid)

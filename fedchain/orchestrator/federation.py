@@ -19,8 +19,17 @@ from fedchain.config import Workdir
 from fedchain.errors import ConfigError
 from fedchain.fl import FederatedSplit, Strategy, evaluate
 from fedchain.hashing import sha256
-from fedchain.orchestrator.actors import Coordinator, FederationSettings, Participant, RoundReport
-from fedchain.orchestrator.settings import settings_from_json, settings_to_json, strategy_from_settings
+from fedchain.orchestrator.actors import (
+    Coordinator,
+    FederationSettings,
+    Participant,
+    RoundReport,
+)
+from fedchain.orchestrator.settings import (
+    settings_from_json,
+    settings_to_json,
+    strategy_from_settings,
+)
 from fedchain.storage import BlobStore, open_store
 
 logger = logging.getLogger(__name__)
