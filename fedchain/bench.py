@@ -75,12 +75,14 @@ class Grid:
     gas_calls: int = 20
     gas_round10_calls: int = 5
     gas_chains: tuple[str, ...] = ("anvil", "embedded")
-    overhead_k: tuple[int, ...] = (3, 10, 30)
-    overhead_p: tuple[int, ...] = (100_000, 1_000_000, 10_000_000)
-    overhead_chains: tuple[str, ...] = ("embedded", "anvil")
-    overhead_rounds: int = 3
-    overhead_records: int = 400
-    overhead_max_cells: tuple[tuple[int, int, int], ...] = ((30, 10_000_000, 2),)
+    #: (chain, K participants, P parameters, rounds) of each cell measured
+    overhead_cells: tuple[tuple[str, int, int, int], ...] = (
+        ("anvil", 3, 100_000, 3), ("anvil", 10, 100_000, 3), ("anvil", 30, 100_000, 3),
+        ("anvil", 3, 1_000_000, 3), ("anvil", 10, 1_000_000, 3), ("anvil", 30, 1_000_000, 2),
+        ("anvil", 3, 10_000_000, 2), ("anvil", 10, 10_000_000, 2),
+        ("embedded", 3, 100_000, 3), ("embedded", 10, 1_000_000, 3), ("embedded", 3, 10_000_000, 2),
+    )
+    overhead_records: int = 2000
     aggregation_k: tuple[int, ...] = (10, 100)
     aggregation_p: int = 1_000_000
     aggregation_repeats: int = 5
@@ -96,12 +98,8 @@ QUICK = Grid(
     gas_calls=20,
     gas_round10_calls=3,
     gas_chains=("anvil",),
-    overhead_k=(3,),
-    overhead_p=(100_000,),
-    overhead_chains=("embedded",),
-    overhead_rounds=3,
-    overhead_records=200,
-    overhead_max_cells=(),
+    overhead_cells=(("embedded", 3, 100_000, 3),),
+    overhead_records=500,
     aggregation_k=(10,),
     aggregation_p=1_000_000,
     aggregation_repeats=3,
@@ -118,8 +116,7 @@ TINY = replace(
     gas_calls=3,
     gas_round10_calls=1,
     gas_chains=("embedded",),
-    overhead_p=(10_000,),
-    overhead_rounds=2,
+    overhead_cells=(("embedded", 3, 10_000, 2),),
     overhead_records=60,
     aggregation_k=(3,),
     aggregation_p=10_000,
@@ -506,36 +503,31 @@ def bench_overhead(grid: Grid, anvil: str | None, workdir: Path, progress: Calla
 
     cells: list[dict[str, Any]] = []
     strategy = FedAvg()
-    for kind in grid.overhead_chains:
+    for kind, k, p, rounds in grid.overhead_cells:
         if kind == "anvil" and (why := _anvil_available(anvil)):
-            cells.append({"chain": kind, "skipped": why})
+            cells.append({"chain": kind, "k": k, "p": p, "skipped": why})
             continue
-        for p in grid.overhead_p:
-            for k in grid.overhead_k:
-                rounds = grid.overhead_rounds
-                for mk, mp, mr in grid.overhead_max_cells:
-                    if k >= mk and p >= mp:
-                        rounds = min(rounds, mr)
-                spec = ModelSpec.sized(p)
-                blob = spec.num_parameters * 4 + 4096
-                settings = FederationSettings(spec=spec, train=TrainConfig(epochs=1, batch_size=64), seed=7, round_seconds=3600, min_updates=k, max_blob_size=max(blob, 1 << 20))
-                shards = _shards(k, grid.overhead_records, seed=7)
-                signers = [_deterministic_signer(f"overhead participant {i}") for i in range(k)]
-                keys = [s.address for s in signers]
-                progress(f"overhead: {kind} K={k} P={p:,} ({rounds} rounds)")
-                _plain_run(shards[:1], keys[:1], settings, strategy, 1)  # warm-up: first-call costs land in neither arm
-                plain, plain_params = _plain_run(shards, keys, settings, strategy, rounds)
-                store_dir = workdir / f"overhead-{kind}-{k}-{p}"
-                with _chain(kind, anvil) as chain:
-                    ledgered, ledger_params = _ledger_run(chain, LocalBlockStore(store_dir, max_blob_size=settings.max_blob_size), shards, signers, settings, strategy, rounds)
-                shutil.rmtree(store_dir, ignore_errors=True)
-                same = all(torch.equal(plain_params[n], ledger_params[n]) for n in plain_params)
-                cells.append({
-                    "chain": kind, "k": k, "p": spec.num_parameters, "rounds": rounds, "records_per_participant": grid.overhead_records,
-                    "plain": plain, "ledger": ledgered, "ratio": ledgered["round_seconds"] / plain["round_seconds"],
-                    "same_model": same,
-                })
-                gc.collect()
+        spec = ModelSpec.sized(p)
+        blob = spec.num_parameters * 4 + 4096
+        settings = FederationSettings(spec=spec, train=TrainConfig(epochs=1, batch_size=64), seed=7, round_seconds=3600, min_updates=k, max_blob_size=max(blob, 1 << 20))
+        shards = _shards(k, grid.overhead_records, seed=7)
+        signers = [_deterministic_signer(f"overhead participant {i}") for i in range(k)]
+        keys = [s.address for s in signers]
+        progress(f"overhead: {kind} K={k} P={p:,} ({rounds} rounds)")
+        _plain_run(shards[:1], keys[:1], settings, strategy, 1)  # warm-up: first-call costs land in neither arm
+        plain, plain_params = _plain_run(shards, keys, settings, strategy, rounds)
+        store_dir = workdir / f"overhead-{kind}-{k}-{p}"
+        with _chain(kind, anvil) as chain:
+            ledgered, ledger_params = _ledger_run(chain, LocalBlockStore(store_dir, max_blob_size=settings.max_blob_size), shards, signers, settings, strategy, rounds)
+        shutil.rmtree(store_dir, ignore_errors=True)
+        same = all(torch.equal(plain_params[n], ledger_params[n]) for n in plain_params)
+        cells.append({
+            "chain": kind, "k": k, "p": spec.num_parameters, "rounds": rounds, "records_per_participant": grid.overhead_records,
+            "plain": plain, "ledger": ledgered, "ratio": ledgered["round_seconds"] / plain["round_seconds"],
+            "same_model": same,
+        })
+        del plain_params, ledger_params
+        gc.collect()
     return {"cells": cells}
 
 
@@ -689,7 +681,7 @@ def _build_history(chain: Any, store: Any, rounds: int, k: int, p: int, *, start
 
 def bench_audit(grid: Grid, anvil: str | None, workdir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """Audit throughput against sha256 over the same bytes, and audit time against history length."""
-    from fedchain.audit import audit_ledger
+    from fedchain.audit import _ReceiptLogLedger, audit_ledger
     from fedchain.fl import FedAvg
     from fedchain.storage import LocalBlockStore
 
@@ -709,9 +701,13 @@ def bench_audit(grid: Grid, anvil: str | None, workdir: Path, progress: Callable
                 state = _build_history(chain, store, n - built, grid.audit_k, grid.audit_p, start=state)
                 built = n
                 ledger, settings = state["ledger"], state["settings"]
+                # read the history as the audit does (see fedchain.audit: not eth-tester's get_logs)
+                reader = _ReceiptLogLedger(chain, ledger.address) if kind == "embedded" else ledger
                 # the bytes the audit verifies: every update and aggregate blob (and the genesis model)
                 blobs = [ledger.genesis_cid()]
-                histories = list(ledger.history())
+                t = time.perf_counter()
+                histories = list(reader.history())
+                chain_seconds = time.perf_counter() - t
                 for h in histories:
                     blobs += [u.cid for u in h.updates]
                     assert h.aggregate is not None
@@ -729,9 +725,6 @@ def bench_audit(grid: Grid, anvil: str | None, workdir: Path, progress: Callable
                 audit_seconds = time.perf_counter() - t
                 if not report.ok:
                     raise RuntimeError(f"the benchmark's own history failed its audit: {report.failures or [v.failures for v in report.rounds if not v.ok]}")
-                t = time.perf_counter()
-                list(ledger.history())
-                chain_seconds = time.perf_counter() - t
                 points.append({
                     "rounds": n, "mb": nbytes / MB, "audit_seconds": audit_seconds, "sha256_seconds": sha_seconds,
                     "chain_read_seconds": chain_seconds, "mb_per_s": nbytes / MB / audit_seconds,
@@ -984,6 +977,36 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_markdown(results: dict[str, Any]) -> str:
+    """The README's table: each target's figure, plus the run's context."""
+    m = results["machine"]
+    names = {
+        "gas.submitUpdate": "`submitUpdate` gas (median, anvil)",
+        "gas.round3": "one round of 3 participants, gas (open + 3 submits + finalize)",
+        "overhead.ratio_k10_p1m_anvil": "ledger overhead, K=10, P=1M, anvil (round time with / without)",
+        "aggregation.vs_flower": "aggregation speed / Flower's `aggregate` (worst K)",
+        "aggregation.vs_floor": "aggregation speed / numpy sum floor (worst K)",
+        "audit.vs_sha256": "audit throughput / sha256 over the same bytes (>= 50 rounds, worst chain)",
+        "scale.rss_model_multiple": "coordinator peak RSS above baseline, K=100, P=1M, in model sizes",
+    }
+    lines = [
+        f"Benchmarks ({results.get('grid', 'full')} run of `python scripts/bench.py`, {m['date']}, {m['nproc']} x {m['cpu']}, {m['memory_gb']} GB RAM, Python {m['python']}):",
+        "",
+        "| figure | measured | target | |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for name, t in results.get("targets", {}).items():
+        value = f"{t['value']:,.0f}" if t["value"] >= 1000 else f"{t['value']:.2f}"
+        lines.append(f"| {names.get(name, name)} | {value} | {t['target']} | {'met' if t['met'] else '**not met**'} |")
+    parts = results["parts"]
+    if "overhead" in parts:
+        lines += ["", "| chain | K | P | plain s/round | ledger s/round | ratio |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for c in parts["overhead"]["cells"]:
+            if "ratio" in c:
+                lines.append(f"| {c['chain']} | {c['k']} | {c['p']:,} | {c['plain']['round_seconds']:.2f} | {c['ledger']['round_seconds']:.2f} | {c['ratio']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``scripts/bench.py`` / ``fedchain bench``: run, print, exit 0 (targets are reported, not enforced)."""
     parser = build_parser(argparse.ArgumentParser(prog="bench", description="fedchain benchmarks (issue 7)"))
@@ -997,6 +1020,7 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a reduced grid that runs in under two minutes")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the test suite's smoke run
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--markdown", type=Path, default=None, help="render a JSON results file (from --output) as the README's table, and exit")
     parser.add_argument("--anvil", default=None, help="anvil executable (default: found as the chain tests find it)")
     parser.add_argument("--flower-python", default=None, help="a Python interpreter with flwr installed, when it is not installed here")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON results to this file")
@@ -1005,6 +1029,10 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Run what ``args`` (from :func:`build_parser`) ask for; print the results."""
+    if args.markdown is not None:
+        print(render_markdown(json.loads(args.markdown.read_text())))
+        return 0
     grid = TINY if args.tiny else QUICK if args.quick else Grid()
     progress = (lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)) if args.progress else (lambda s: None)
     results = run(args.parts, grid, anvil=args.anvil, flower_python=args.flower_python, progress=progress)
@@ -1015,4 +1043,4 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["PARTS", "QUICK", "TARGETS", "Grid", "build_parser", "check_targets", "main", "render", "run", "run_from_args"]
+__all__ = ["PARTS", "QUICK", "TARGETS", "Grid", "build_parser", "check_targets", "main", "render", "render_markdown", "run", "run_from_args"]
