@@ -32,11 +32,13 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+import requests
 from eth_account import Account
 from hexbytes import HexBytes
-from web3 import Web3
-from web3.providers.rpc.utils import ExceptionRetryConfiguration
-from web3.types import TxReceipt
+from urllib3.exceptions import NewConnectionError
+from web3 import HTTPProvider, Web3
+from web3.exceptions import TransactionNotFound
+from web3.types import RPCEndpoint, RPCResponse, TxReceipt
 
 from fedchain.errors import ChainConnectionError, ChainError, TransactionError
 
@@ -313,27 +315,85 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- JSON-RPC
 
 
+#: HTTP statuses worth retrying: rate limiting, and a node or gateway that is down or overloaded.
+_TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
+#: JSON-RPC error codes that mean "try again later" (EIP-1474's "limit exceeded").
+_TRANSIENT_RPC = frozenset({-32005})
+#: Development methods that act again each time they arrive: retried only when the request
+#: cannot have reached the node (a refused connection), never after a lost answer.
+_NOT_IDEMPOTENT = frozenset({"evm_increaseTime", "evm_mine", "anvil_mine", "evm_snapshot", "evm_revert", "anvil_reset"})
+
+
+class _RetryingHTTPProvider(HTTPProvider):
+    """web3's HTTP provider, retrying transient faults with exponential backoff.
+
+    Retried: connection errors and timeouts, the HTTP statuses of :data:`_TRANSIENT_HTTP` and
+    the JSON-RPC errors of :data:`_TRANSIENT_RPC`. Every other JSON-RPC error (a revert, "nonce
+    too low"...) is an answer, returned at once. Retrying is safe because every method fedchain
+    sends is idempotent (reads; ``eth_sendRawTransaction`` of the same signed bytes), except the
+    development methods of :data:`_NOT_IDEMPOTENT`. When the retries are used up, or a fault is
+    not transient, a :class:`~fedchain.errors.ChainConnectionError` names the URL and the method.
+    """
+
+    def __init__(self, url: str, *, retries: int, backoff: float, timeout: float) -> None:
+        super().__init__(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        self._retries = retries
+        self._backoff = backoff
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        url = str(self.endpoint_uri)
+        for attempt in range(self._retries + 1):
+            last = attempt == self._retries
+            try:
+                response = super().make_request(method, params)
+            except requests.HTTPError as err:
+                status = err.response.status_code if err.response is not None else None
+                if last or status not in _TRANSIENT_HTTP or method in _NOT_IDEMPOTENT:
+                    raise ChainConnectionError(url, f"{method}: HTTP {status} (attempt {attempt + 1})") from err
+                problem = f"HTTP {status}"
+            except (requests.ConnectionError, requests.Timeout) as err:
+                if last or (method in _NOT_IDEMPOTENT and not _never_sent(err)):
+                    raise ChainConnectionError(url, f"{method}: {_describe(err)} (attempt {attempt + 1})") from err
+                problem = type(err).__name__
+            else:
+                error = response.get("error")
+                if not isinstance(error, dict) or error.get("code") not in _TRANSIENT_RPC:
+                    return response
+                if last:
+                    raise ChainConnectionError(url, f"{method}: JSON-RPC error {error} (attempt {attempt + 1})")
+                problem = f"JSON-RPC error {error.get('code')}"
+            delay = self._backoff * 2**attempt
+            logger.warning("%s from %s for %s; retrying in %.2fs", problem, url, method, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _never_sent(err: BaseException) -> bool:
+    """Whether a requests error happened before the request could reach the server."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return isinstance(reason, NewConnectionError)
+
+
 class RpcChain(Chain):
     """Any JSON-RPC node (anvil, geth, besu, a testnet) over HTTP.
 
-    Reads and idempotent calls, including ``eth_sendRawTransaction`` (the same signed bytes
-    always have the same hash), are retried with exponential backoff when the node cannot be
-    reached; after the retries a :class:`~fedchain.errors.ChainConnectionError` names the URL.
+    Requests are retried with exponential backoff (``backoff``, twice that, ...) while the node
+    cannot be reached or answers with a transient error, ``retries`` times; then a
+    :class:`~fedchain.errors.ChainConnectionError` names the URL. Sending is idempotent: the
+    same signed bytes always have the same hash, and a send whose answer was lost is found on
+    the node rather than sent again.
     """
 
     def __init__(self, url: str, *, retries: int = 6, backoff: float = 0.25, timeout: float = 30.0) -> None:
-        import requests
-
         self.endpoint = url
-        retry = ExceptionRetryConfiguration(
-            errors=(requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError),
-            retries=retries,
-            backoff_factor=backoff,
-        )
-        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=retry))
+        self.w3 = Web3(_RetryingHTTPProvider(url, retries=retries, backoff=backoff, timeout=timeout))
         self._clock_offset = 0
         try:
             self._chain_id = int(self.w3.eth.chain_id)
+        except ChainConnectionError:
+            raise
         except Exception as err:  # requests/web3 errors of many kinds
             raise ChainConnectionError(url, _describe(err)) from err
 
@@ -346,26 +406,45 @@ class RpcChain(Chain):
         return max(latest, int(time.time()) + self._clock_offset)
 
     def send_raw_transaction(self, raw: bytes) -> HexBytes:
+        tx_hash = HexBytes(Web3.keccak(raw))
         try:
             return HexBytes(self.w3.eth.send_raw_transaction(raw))
+        except ChainConnectionError:
+            raise  # the node cannot be asked either; the caller learns the URL
         except Exception as err:
-            message = _describe(err)
-            if "already known" in message or "already imported" in message:
-                # Sent before a dropped connection; the node has it. Same bytes, same hash.
-                return HexBytes(Web3.keccak(raw))
+            # A send retried after its answer was lost finds the transaction already there:
+            # "already known"/"already imported" while pending, "nonce too low" once mined.
+            # The same bytes have the same hash, so if the node knows the hash it was sent once.
+            if self._knows(tx_hash):
+                logger.info("transaction %s was already on %s (%s)", tx_hash.to_0x_hex(), self.endpoint, _describe(err))
+                return tx_hash
             raise
+
+    def _knows(self, tx_hash: HexBytes) -> bool:
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return False
+        return True
 
     def fund(self, address: str, wei: int = DEV_FUNDING_WEI) -> None:
         # anvil and hardhat both answer this; a real network refuses it, as it should.
-        try:
-            self.w3.provider.make_request("anvil_setBalance", [Web3.to_checksum_address(address), hex(wei)])  # type: ignore[arg-type]
-        except Exception as err:
-            raise ChainError(f"cannot fund {address} on {self.endpoint}: {_describe(err)}") from err
+        self._dev_request("anvil_setBalance", [Web3.to_checksum_address(address), hex(wei)], f"cannot fund {address}")
 
     def advance_time(self, seconds: int) -> None:
-        self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
-        self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        self._dev_request("evm_increaseTime", [seconds], "cannot travel in time")
+        self._dev_request("evm_mine", [], "cannot mine a block")
         self._clock_offset += seconds
+
+    def _dev_request(self, method: str, params: list[Any], what: str) -> None:
+        try:
+            response = self.w3.provider.make_request(RPCEndpoint(method), params)
+        except ChainConnectionError:
+            raise
+        except Exception as err:
+            raise ChainError(f"{what} on {self.endpoint}: {_describe(err)}") from err
+        if response.get("error"):
+            raise ChainError(f"{what} on {self.endpoint}: {method} answered {response['error']}")
 
 
 def _describe(err: BaseException) -> str:

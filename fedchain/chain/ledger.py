@@ -24,7 +24,12 @@ from web3.contract import Contract
 from fedchain.chain._revert import RevertDecoder
 from fedchain.chain.accounts import Signer
 from fedchain.chain.connection import Chain
-from fedchain.errors import ChainError, ContractRevertError, TransactionError
+from fedchain.errors import (
+    ChainConnectionError,
+    ChainError,
+    ContractRevertError,
+    TransactionError,
+)
 from fedchain.records import (
     AggregateRecord,
     LedgerInfo,
@@ -315,6 +320,8 @@ def _send(
     chain.prepare()
     try:
         estimate = int(w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+    except ChainConnectionError:
+        raise  # already names the node; nothing was sent
     except Exception as err:
         decoded = decoder.from_exception(err)
         if decoded is not None:
@@ -322,8 +329,10 @@ def _send(
         raise TransactionError(action, _reason(err)) from err
 
     chain_id = chain.chain_id
-    nonce = signer.reserve_nonce(chain_id, lambda: w3.eth.get_transaction_count(signer.address, "pending"))
     base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+    # Reserved last, just before the send: a failure between reserving and sending would
+    # leave a gap in the actor's nonces, and every later transaction would wait behind it.
+    nonce = signer.reserve_nonce(chain_id, lambda: w3.eth.get_transaction_count(signer.address, "pending"))
     tx: dict[str, Any] = {
         "type": 2,
         "chainId": chain_id,
@@ -340,7 +349,7 @@ def _send(
     started = time.perf_counter()
     try:
         tx_hash = chain.send_raw_transaction(raw)
-    except ContractRevertError:
+    except (ContractRevertError, ChainConnectionError):
         signer.forget_nonce(chain_id)
         raise
     except Exception as err:
@@ -350,7 +359,12 @@ def _send(
         if decoded is not None:
             raise decoded from None
         raise TransactionError(action, _reason(err)) from err
-    receipt = chain.wait_for_receipt(tx_hash)
+    try:
+        receipt = chain.wait_for_receipt(tx_hash)
+    except ChainError:
+        # Sent, fate unknown (the node went away, or dropped it): ask the chain next time.
+        signer.forget_nonce(chain_id)
+        raise
     if int(receipt["status"]) != 1:
         # Mined but reverted: the state or the clock moved between simulation and inclusion.
         # Re-simulate in the block it was mined in (its state is unchanged by the reverted
