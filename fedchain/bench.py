@@ -395,6 +395,7 @@ def _instrumented(profile: Profile) -> Iterator[None]:
         setattr(module, name, profile.wrap_iter(category, original) if gen else profile.wrap(category, original))
 
     patch(actors, "train_local", "train")
+    patch(actors, "local_round", "train")
     for module in (actors, verify):
         patch(module, "update_blob", "encode")
         patch(module, "aggregate_blob", "encode")
@@ -433,7 +434,10 @@ def _shards(k: int, records: int, seed: int) -> list[Any]:
 
 
 def _plain_run(shards: list[Any], keys: list[str], settings: Any, strategy: Any, rounds: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """The same federation in memory: train each participant, stream-aggregate; nothing recorded."""
+    """The same federation in memory: train each participant, stream-aggregate; nothing recorded.
+
+    ``keys`` are the participants' addresses (the aggregation order of the ledger arm).
+    """
     from fedchain.fl.simulate import genesis_params, local_round
 
     profile = Profile()
@@ -447,7 +451,8 @@ def _plain_run(shards: list[Any], keys: list[str], settings: Any, strategy: Any,
 
         def updates(base: Any, r: int = r) -> Iterator[Any]:
             for i in order:
-                update = train(base, shards[i], spec=settings.spec, strategy=strategy, default=settings.train, round_id=r, seed=settings.seed, participant=keys[i])
+                # seeded by the participant's name and ordered by its address, as Participant does
+                update = train(base, shards[i], spec=settings.spec, strategy=strategy, default=settings.train, round_id=r, seed=settings.seed, participant=shards[i].name)
                 yield keys[i], update.num_samples, update.delta
                 del update
 
