@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,7 @@ def _chain(kind: str, anvil: str | None) -> Iterator[Any]:
     from fedchain.chain import EmbeddedChain, connect
     from fedchain.chain.anvil import AnvilNode
 
+    chain: Any
     if kind == "embedded":
         chain = EmbeddedChain()
         try:
@@ -257,7 +258,7 @@ def _gas_on(chain: Any, grid: Grid) -> dict[str, Any]:
     def digest(label: str) -> Any:
         return sha256(label.encode())
 
-    def cid(label: str) -> str:
+    def cid(label: str) -> Any:
         # a CIDv0 string of the usual length (46 characters), as the store records
         return "Qm" + hashlib.sha256(label.encode()).hexdigest()[:44]
 
@@ -277,6 +278,7 @@ def _gas_on(chain: Any, grid: Grid) -> dict[str, Any]:
     def one_round(members: list[Any], key3: str, key_round: str) -> None:
         nonlocal base, round_id, last_submit
         deadline = chain.now() + 3600
+        total: int
         total = opened = ledger.open_round(coordinator, round_id, base, cid(f"base {round_id}"), deadline, len(members)).gas_used
         gas["openRound"].append(opened)
         for p in members:
@@ -458,7 +460,8 @@ def _plain_run(shards: list[Any], keys: list[str], settings: Any, strategy: Any,
 
         params = profile.wrap("aggregate", strategy.aggregate)(params, updates(params), total_samples=total)
         per_round.append(time.perf_counter() - started)
-    return {"round_seconds": _median(per_round), "split": {k: v / rounds for k, v in profile.seconds.items()}}, params
+    result: dict[str, Any] = {"round_seconds": _median(per_round), "split": {k: v / rounds for k, v in profile.seconds.items()}}
+    return result, params
 
 
 def _ledger_run(chain: Any, store: Any, shards: list[Any], signers: list[Any], settings: Any, strategy: Any, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -479,8 +482,8 @@ def _ledger_run(chain: Any, store: Any, shards: list[Any], signers: list[Any], s
     tledger = _timed_ledger(Ledger(chain, ledger.address), profile)
     tstore = _TimedStore(store, profile)
     tstrategy = _TimedStrategy(strategy, profile)
-    coordinator = Coordinator(tledger, coordinator_key, tstore, tstrategy, settings)  # type: ignore[arg-type]
-    participants = [Participant(tledger, s, tstore, tstrategy, settings, shard, shard.name) for s, shard in zip(signers, shards, strict=True)]  # type: ignore[arg-type]
+    coordinator = Coordinator(tledger, coordinator_key, tstore, tstrategy, settings)  # type: ignore[arg-type,unused-ignore]
+    participants = [Participant(tledger, s, tstore, tstrategy, settings, shard, shard.name) for s, shard in zip(signers, shards, strict=True)]  # type: ignore[arg-type,unused-ignore]
     per_round: list[float] = []
     gas = 0
     last = None
@@ -554,18 +557,14 @@ print(json.dumps({"version": flwr.__version__, "seconds": sorted(times)[len(time
 
 def _flower_inprocess() -> Callable[..., Any] | None:
     try:
-        from flwr.server.strategy.aggregate import aggregate  # type: ignore[import-not-found]
+        from flwr.server.strategy.aggregate import aggregate
     except Exception:  # noqa: BLE001 - optional dependency: any import failure means "not installed"
         return None
-    return aggregate  # type: ignore[no-any-return]
+    return aggregate  # type: ignore[no-any-return,unused-ignore]
 
 
 def bench_aggregation(grid: Grid, flower_python: str | None, workdir: Path) -> dict[str, Any]:
     """fedchain's FedAvg, Flower's ``aggregate`` and a plain numpy sum over the same K arrays."""
-    import torch
-
-    from fedchain.fl import FedAvg
-
     rows = []
     p = grid.aggregation_p
     rng = np.random.default_rng(0)
@@ -573,61 +572,73 @@ def bench_aggregation(grid: Grid, flower_python: str | None, workdir: Path) -> d
         arrays = [rng.standard_normal(p, dtype=np.float32) * 1e-3 for _ in range(k)]
         base = rng.standard_normal(p, dtype=np.float32)
         counts = [int(100 + 7 * i) for i in range(k)]
-        total = sum(counts)
-        updates = [(f"0x{i:040x}", counts[i], {"w": torch.from_numpy(arrays[i])}) for i in range(k)]
-        strategy = FedAvg()
-
-        def fedchain_once() -> None:
-            strategy.aggregate({"w": torch.from_numpy(base)}, iter(updates), total_samples=total)
-
-        def floor_once() -> None:
-            acc = arrays[0].copy()
-            for a in arrays[1:]:
-                np.add(acc, a, out=acc)
-
-        def time_of(fn: Callable[[], Any]) -> float:
-            fn()  # warm up (page faults of first allocation)
-            times = []
-            for _ in range(grid.aggregation_repeats):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            return _median(times)
-
-        row: dict[str, Any] = {"k": k, "p": p, "bytes": k * p * 4}
-        row["fedchain_seconds"] = time_of(fedchain_once)
-        row["floor_seconds"] = time_of(floor_once)
-        flower = _flower_inprocess()
-        if flower is not None:
-            results = [([a], n) for a, n in zip(arrays, counts, strict=True)]
-            row["flower_seconds"] = time_of(lambda: flower(results))
-            import flwr  # type: ignore[import-not-found]
-
-            row["flower"] = f"flwr {flwr.__version__} (in process)"
-        elif flower_python:
-            paths = []
-            for i, a in enumerate(arrays):
-                path = workdir / f"agg-{k}-{i}.npy"
-                np.save(path, a)
-                paths.append(str(path))
-            proc = subprocess.run([flower_python, "-c", _FLOWER_SNIPPET, json.dumps([paths, counts, grid.aggregation_repeats])], capture_output=True, text=True, timeout=600)
-            for path_str in paths:
-                Path(path_str).unlink()
-            if proc.returncode == 0:
-                answer = json.loads(proc.stdout.strip().splitlines()[-1])
-                row["flower_seconds"] = answer["seconds"]
-                row["flower"] = f"flwr {answer['version']} (subprocess {flower_python})"
-            else:
-                row["flower"] = f"not run: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
-        else:
-            row["flower"] = "not installed"
+        row = _aggregation_row(arrays, base, counts, grid.aggregation_repeats, flower_python, workdir)
         row["vs_floor"] = row["floor_seconds"] / row["fedchain_seconds"]
         if "flower_seconds" in row:
             row["vs_flower"] = row["flower_seconds"] / row["fedchain_seconds"]
         rows.append(row)
-        del arrays, updates
+        del arrays
         gc.collect()
     return {"rows": rows}
+
+
+def _time_of(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call (first-touch page faults)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return _median(times)
+
+
+def _aggregation_row(arrays: list[np.ndarray], base: np.ndarray, counts: list[int], repeats: int, flower_python: str | None, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    from fedchain.fl import FedAvg
+
+    k, p = len(arrays), arrays[0].size
+    total = sum(counts)
+    updates = [(f"0x{i:040x}", counts[i], {"w": torch.from_numpy(arrays[i])}) for i in range(k)]
+    strategy = FedAvg()
+
+    def fedchain_once() -> None:
+        strategy.aggregate({"w": torch.from_numpy(base)}, iter(updates), total_samples=total)
+
+    def floor_once() -> None:
+        acc = arrays[0].copy()
+        for a in arrays[1:]:
+            np.add(acc, a, out=acc)
+
+    row: dict[str, Any] = {"k": k, "p": p, "bytes": k * p * 4}
+    row["fedchain_seconds"] = _time_of(fedchain_once, repeats)
+    row["floor_seconds"] = _time_of(floor_once, repeats)
+    flower = _flower_inprocess()
+    if flower is not None:
+        results = [([a], n) for a, n in zip(arrays, counts, strict=True)]
+        row["flower_seconds"] = _time_of(lambda: flower(results), repeats)
+        import flwr
+
+        row["flower"] = f"flwr {flwr.__version__} (in process)"
+    elif flower_python:
+        paths = []
+        for i, a in enumerate(arrays):
+            path = workdir / f"agg-{k}-{i}.npy"
+            np.save(path, a)
+            paths.append(str(path))
+        proc = subprocess.run([flower_python, "-c", _FLOWER_SNIPPET, json.dumps([paths, counts, repeats])], capture_output=True, text=True, timeout=600, check=False)
+        for path_str in paths:
+            Path(path_str).unlink()
+        if proc.returncode == 0:
+            answer = json.loads(proc.stdout.strip().splitlines()[-1])
+            row["flower_seconds"] = answer["seconds"]
+            row["flower"] = f"flwr {answer['version']} (subprocess {flower_python})"
+        else:
+            row["flower"] = f"not run: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+    else:
+        row["flower"] = "not installed"
+    return row
 
 
 # =========================================================================== 4. audit
@@ -762,8 +773,20 @@ def _scale_child(manifest_path: str) -> dict[str, Any]:
     from fedchain.fl import FedAvg, ModelSpec
     from fedchain.hashing import sha256
     from fedchain.orchestrator._blobs import aggregate_blob
-    from fedchain.orchestrator.verify import iter_valid_updates, load_model, screen_updates, verify_round
-    from fedchain.records import AggregateRecord, RoundHistory, RoundOpened, RoundState, RoundStatus, UpdateRecord
+    from fedchain.orchestrator.verify import (
+        iter_valid_updates,
+        load_model,
+        screen_updates,
+        verify_round,
+    )
+    from fedchain.records import (
+        AggregateRecord,
+        RoundHistory,
+        RoundOpened,
+        RoundState,
+        RoundStatus,
+        UpdateRecord,
+    )
     from fedchain.storage import LocalBlockStore
     from fedchain.types import Address, Cid, Digest, RoundId
 
@@ -849,7 +872,7 @@ def bench_scale(grid: Grid, workdir: Path, progress: Callable[[str], None]) -> d
     path = workdir / "scale.json"
     path.write_text(json.dumps(manifest))
     progress("scale: aggregating in a fresh interpreter")
-    proc = subprocess.run([sys.executable, "-c", _SCALE_CHILD, str(path)], capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run([sys.executable, "-c", _SCALE_CHILD, str(path)], capture_output=True, text=True, timeout=3600, check=False)
     shutil.rmtree(store_dir, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"scale child failed: {proc.stderr.strip()[-2000:]}")

@@ -11,7 +11,7 @@ from pathlib import Path
 # this checkout's fedchain, even where another one is installed
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fedchain.bench import main  # noqa: E402
+from fedchain.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

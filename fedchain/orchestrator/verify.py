@@ -30,8 +30,13 @@ from torch import Tensor
 
 from fedchain.errors import CodecError, FedchainError, StorageError, VerificationError
 from fedchain.fl import DecodedUpdate, ModelSpec, Strategy
-from fedchain.orchestrator._blobs import aggregate_blob, model_spec, read_model, read_update
 from fedchain.hashing import sha256, short, to_hex
+from fedchain.orchestrator._blobs import (
+    aggregate_blob,
+    model_spec,
+    read_model,
+    read_update,
+)
 from fedchain.records import RoundHistory, RoundStatus, UpdateRecord
 from fedchain.storage import BlobStore
 from fedchain.types import Address, Digest
@@ -159,7 +164,7 @@ def _fetch_update(
     actual = sha256(blob)
     if actual != record.update_hash:
         raise CodecError("hash", f"blob at {record.cid} hashes to {to_hex(actual)}, the ledger records {to_hex(record.update_hash)}")
-    return read_update(
+    decoded: DecodedUpdate = read_update(
         blob,
         spec=spec,
         max_size=max_blob_size,
@@ -169,6 +174,7 @@ def _fetch_update(
         num_samples=record.num_samples,
         max_norm=max_update_norm,
     )
+    return decoded
 
 
 def load_model(store: BlobStore, cid: str, digest: Digest, *, spec: ModelSpec | None, max_blob_size: int, round_id: int, what: str) -> tuple[ModelSpec, dict[str, Tensor]]:
@@ -243,10 +249,10 @@ def verify_round(
         return verdict()
 
     if agg is None:
-        valid, excluded = screen_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
-        for ex in excluded:
+        screened_valid, screened_out = screen_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
+        for ex in screened_out:
             logger.info("round %d: excluded %s: %s: %s", r, ex.participant, ex.reason, ex.detail)
-        return verdict(tuple(u.participant for u in valid), tuple(excluded))
+        return verdict(tuple(u.participant for u in screened_valid), tuple(screened_out))
 
     # One pass over the updates: each blob is fetched, hashed and checked once, and the ones
     # the coordinator included are fed to the aggregation as they come (in participant order,
