@@ -697,7 +697,7 @@ def _build_history(chain: Any, store: Any, rounds: int, k: int, p: int, *, start
 
 def bench_audit(grid: Grid, anvil: str | None, workdir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
     """Audit throughput against sha256 over the same bytes, and audit time against history length."""
-    from fedchain.audit import _ReceiptLogLedger, audit_ledger
+    from fedchain.audit import audit_ledger
     from fedchain.fl import FedAvg
     from fedchain.storage import LocalBlockStore
 
@@ -717,8 +717,7 @@ def bench_audit(grid: Grid, anvil: str | None, workdir: Path, progress: Callable
                 state = _build_history(chain, store, n - built, grid.audit_k, grid.audit_p, start=state)
                 built = n
                 ledger, settings = state["ledger"], state["settings"]
-                # read the history as the audit does (see fedchain.audit: not eth-tester's get_logs)
-                reader = _ReceiptLogLedger(chain, ledger.address) if kind == "embedded" else ledger
+                reader = ledger  # reads each round's own blocks, as the audit does
                 # the bytes the audit verifies: every update and aggregate blob (and the genesis model)
                 blobs = [ledger.genesis_cid()]
                 t = time.perf_counter()

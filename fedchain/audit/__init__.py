@@ -3,12 +3,7 @@
 Needs only chain and store access: no keys, no private data, no trust in the coordinator.
 Rounds are read one at a time from the blocks each round stores (never one giant
 ``eth_getLogs``), and each is verified as in :mod:`fedchain.orchestrator.verify`.
-
-On the in-process chain, eth-tester answers ``eth_getLogs`` by scanning from ``fromBlock`` to
-the chain's head whatever ``toBlock`` says, so reading old rounds that way makes an audit
-quadratic in the history's length. There the audit reads each round's events from the
-receipts of that round's own blocks instead (the same logs, filtered by ledger address,
-event and round), which keeps it linear.
+(On the in-process chain, :meth:`EmbeddedChain.get_logs` keeps those narrow queries narrow.)
 """
 
 from __future__ import annotations
@@ -18,10 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hexbytes import HexBytes
-from web3.datastructures import AttributeDict
-
-from fedchain.chain import EmbeddedChain, Ledger
+from fedchain.chain import Ledger
 from fedchain.errors import FedchainError, VerificationError
 from fedchain.fl import ModelSpec, Strategy
 from fedchain.hashing import to_hex
@@ -92,8 +84,6 @@ def audit_ledger(
     on_round:
         Called with each round's verdict as soon as it is known (for progress output).
     """
-    if isinstance(ledger.chain, EmbeddedChain) and not isinstance(ledger, _ReceiptLogLedger):
-        ledger = _ReceiptLogLedger(ledger.chain, ledger.address)
     info = ledger.info()
     genesis_cid = ledger.genesis_cid()
     failures: list[VerificationError] = []
@@ -128,46 +118,6 @@ def audit_ledger(
             break
         expected = history.aggregate.aggregate_hash
     return AuditReport(info, genesis_cid, tuple(verdicts), tuple(failures))
-
-
-class _ReceiptLogLedger(Ledger):
-    """A :class:`Ledger` reading a round's events from its own blocks' receipts (see the module docstring).
-
-    eth-tester's receipt lookup by transaction hash scans back from the head as well, so the
-    receipts are read block by block from the py-evm chain under it.
-    """
-
-    def _round_logs(self, round_id: int, start: int, end: int) -> list[Any]:
-        evm = getattr(getattr(self.chain, "_backend", None), "chain", None)
-        if evm is None:  # not the eth-tester chain this reader knows: the node's own filter
-            return super()._round_logs(round_id, start, end)
-        events = self._contract.events
-        by_topic = {int.from_bytes(HexBytes(ev().topic), "big"): ev() for ev in (events.RoundOpened, events.UpdateSubmitted, events.RoundFinalized)}
-        address = bytes(HexBytes(self.address))
-        out: list[Any] = []
-        for number in range(start, end + 1):
-            block = evm.get_canonical_block_by_number(number)
-            log_index = 0
-            for tx_index, (tx, receipt) in enumerate(zip(block.transactions, block.get_receipts(evm.chaindb), strict=True)):
-                for log in receipt.logs:
-                    index, log_index = log_index, log_index + 1
-                    topics = tuple(log.topics)
-                    if bytes(log.address) != address or len(topics) < 2 or topics[0] not in by_topic or topics[1] != round_id:
-                        continue
-                    raw = AttributeDict({
-                        "address": self.address,
-                        "topics": [HexBytes(t.to_bytes(32, "big")) for t in topics],
-                        "data": HexBytes(log.data),
-                        "blockNumber": number,
-                        "blockHash": HexBytes(block.hash),
-                        "transactionHash": HexBytes(tx.hash),
-                        "transactionIndex": tx_index,
-                        "logIndex": index,
-                        "removed": False,
-                    })
-                    out.append(by_topic[topics[0]].process_log(raw))
-        out.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
-        return out
 
 
 __all__ = ["AuditReport", "audit_ledger"]

@@ -275,7 +275,7 @@ class Ledger:
             by_topic[HexBytes(ev().topic)] = ev()
         for page_start in range(start, end + 1, LOG_PAGE_BLOCKS):
             page_end = min(end, page_start + LOG_PAGE_BLOCKS - 1)
-            raw_logs = self.chain.w3.eth.get_logs(
+            raw_logs = self.chain.get_logs(
                 {
                     "address": self.address,
                     "fromBlock": page_start,

@@ -40,7 +40,12 @@ def test_a_coordinator_killed_mid_round_resumes_from_the_chain_without_a_duplica
         assert log.count(f"event=round_opened round={r} ") == 1, log
         assert log.count(f"event=round_finalized round={r} ") == 1, log
     for p in d.participants:
-        assert p.text().count("event=update_submitted") == 3
+        text = p.text()
+        for r in range(3):
+            # Submitted once; under load a send retried after a timeout may find it already
+            # mined and log it as on chain instead (the ledger checks above hold either way).
+            assert text.count(f"event=update_submitted round={r} ") <= 1, text
+            assert f"event=update_submitted round={r} " in text or f"event=update_on_chain round={r} " in text, text
 
 
 def test_a_participant_killed_while_training_does_not_submit_twice_and_catches_up(deployment: Any) -> None:
