@@ -102,6 +102,8 @@ class Coordinator:
         self.strategy = strategy
         self.settings = settings
         self.gas_used = 0
+        self._verdicts: dict[int, RoundVerdict] = {}
+        self._screen_cache: tuple[object, tuple[list, list]] | None = None  # type: ignore[type-arg]
 
     # -- genesis and registry
 
@@ -137,7 +139,12 @@ class Coordinator:
         """Open the next round on the current model (after verifying the previous round)."""
         r, base_hash, base_cid = self.current_model()
         if r > 0:
-            self.verify(r - 1).raise_for_failure()
+            # A round this process finalized was verified as it was built (see finalize); after a
+            # restart the cache is empty and the round is verified in full from the chain.
+            verdict = self._verdicts.get(r - 1)
+            if verdict is None or verdict.aggregate_hash != base_hash:
+                verdict = self.verify(r - 1)
+            verdict.raise_for_failure()
         deadline = self.ledger.chain.now() + self.settings.round_seconds
         tx = self.ledger.open_round(self.signer, r, base_hash, base_cid, deadline, self.settings.min_updates)
         self.gas_used += tx.gas_used
@@ -154,14 +161,14 @@ class Coordinator:
         history = self.ledger.round_history(round_id, state)
         if len(history.updates) < state.min_updates:
             return False
-        valid, _ = self._screen(history)
+        valid, _ = self._screened(history)
         return len(valid) >= state.min_updates
 
     def finalize(self, round_id: int) -> RoundReport:
         """Aggregate the valid updates of ``round_id``, store the model and record it."""
         history = self.ledger.round_history(round_id)
         spec, base = load_model(self.store, history.opened.base_cid, history.opened.base_hash, spec=self.settings.spec, max_blob_size=self.settings.max_blob_size, round_id=round_id, what="base model")
-        valid, excluded = self._screen(history)
+        valid, excluded = self._screened(history)
         for ex in excluded:
             logger.warning("round %d: excluding %s: %s (%s)", round_id, ex.participant, ex.reason, ex.detail)
         total = sum(u.num_samples for u in valid)
@@ -171,10 +178,21 @@ class Coordinator:
         digest = sha256(blob)
         cid = self.store.put(blob)
         self.store.pin(cid)
-        tx = self.ledger.finalize_round(self.signer, round_id, digest, cid, [u.participant for u in valid])
+        included = tuple(u.participant for u in valid)
+        tx = self.ledger.finalize_round(self.signer, round_id, digest, cid, list(included))
         self.gas_used += tx.gas_used
-        verdict = self.verify(round_id)
-        verdict.raise_for_failure()
+        # Every included update was fetched, re-hashed against the ledger and validated above, and
+        # the aggregate computed from exactly them: what remains to verify is that the chain now
+        # records this aggregate and this inclusion list for the round built on this base.
+        recorded = self.ledger.round_history(round_id)
+        if recorded.aggregate is None or recorded.aggregate.aggregate_hash != digest:
+            raise VerificationError(round_id, "aggregate (recorded)", expected=digest.hex(), actual=recorded.aggregate.aggregate_hash.hex() if recorded.aggregate else "none")
+        if set(recorded.aggregate.included) != set(included) or recorded.opened.base_hash != history.opened.base_hash:
+            raise VerificationError(round_id, "inclusion (recorded)", expected=",".join(included), actual=",".join(recorded.aggregate.included))
+        submitted = {u.participant for u in recorded.updates}
+        registered = tuple(p.address for p in self.ledger.participants() if p.registered)
+        verdict = RoundVerdict(round_id, recorded.state.status, included, tuple(excluded), tuple(a for a in registered if a not in submitted), digest)
+        self._verdicts[round_id] = verdict
         logger.info("round %d finalized: %d included, %d excluded, aggregate %s", round_id, len(valid), len(excluded), short(digest))
         return RoundReport(round_id, verdict, digest, cid, tx.gas_used)
 
@@ -200,8 +218,13 @@ class Coordinator:
             sleep(poll)
         return self.finalize(round_id)
 
-    def _screen(self, history: RoundHistory) -> tuple[list, list]:  # type: ignore[type-arg]
-        return screen_updates(history, self.store, spec=self.settings.spec, base_hash=history.opened.base_hash, max_blob_size=self.settings.max_blob_size, max_update_norm=self.settings.max_update_norm)
+    def _screened(self, history: RoundHistory) -> tuple[list, list]:  # type: ignore[type-arg]
+        """Screen a round's updates, reusing the last result while the recorded updates are the same."""
+        key = (int(history.state.round_id), tuple((u.participant, bytes(u.update_hash)) for u in history.updates))
+        if self._screen_cache is None or self._screen_cache[0] != key:
+            result = screen_updates(history, self.store, spec=self.settings.spec, base_hash=history.opened.base_hash, max_blob_size=self.settings.max_blob_size, max_update_norm=self.settings.max_update_norm)
+            self._screen_cache = (key, result)
+        return self._screen_cache[1]
 
 
 class Participant:
