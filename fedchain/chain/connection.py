@@ -141,6 +141,10 @@ class EmbeddedChain(Chain):
         self._tester = EthereumTester(self._backend)
         self.w3 = Web3(EthereumTesterProvider(self._tester))
         self._faucet = Account.from_key(self._backend.account_keys[0].to_bytes())
+        # A call without "from" is given eth-tester's first account, the faucet, which web3's
+        # tester middleware looks up (listing every test account, thrice) for each call;
+        # naming it once here cuts the cost of a read from ~9 ms to ~3 ms.
+        self.w3.eth.default_account = self._faucet.address
         self._journal_file: Any = None
         if entries:
             self._replay(entries[1:])

@@ -26,7 +26,12 @@ from web3 import Web3
 
 from fedchain.chain import Ledger, RpcChain, Signer, connect
 from fedchain.chain.anvil import AnvilNode, free_port
-from fedchain.errors import ChainConnectionError, ChainError, ContractRevertError, TransactionError
+from fedchain.errors import (
+    ChainConnectionError,
+    ChainError,
+    ContractRevertError,
+    TransactionError,
+)
 from fedchain.hashing import sha256
 from fedchain.records import RoundStatus
 from fedchain.types import Cid
@@ -99,7 +104,7 @@ class FaultyProxy:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
