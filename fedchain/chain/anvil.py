@@ -1,8 +1,9 @@
 """Start and stop a local anvil node (npm ``@foundry-rs/anvil``) for development and tests.
 
-anvil is started on a loopback port with ``--prune-history`` and a temporary ``HOME``:
-otherwise it keeps every historical state and writes under ``~/.foundry`` (gigabytes over
-a long run) and can stall. With ``state_file`` it loads and dumps its state there, so a
+anvil is started on a loopback port with ``--prune-history 256`` (the last 256 states, in
+memory only: a bare ``--prune-history`` kept so few that a call at a block just mined was
+refused) and a temporary ``HOME``: otherwise it keeps every historical state and writes under
+``~/.foundry`` (gigabytes over a long run) and can stall. With ``state_file`` it loads and dumps its state there, so a
 restarted node carries on from where it stopped.
 """
 
@@ -111,7 +112,7 @@ class AnvilNode:
     def start(self, timeout: float = 30.0) -> AnvilNode:
         """Start anvil and wait until it answers ``eth_chainId``."""
         self._home = tempfile.TemporaryDirectory(prefix="fedchain-anvil-home-")
-        args = [str(self._binary), "--host", "127.0.0.1", "--port", str(self.port), "--prune-history", "--silent"]
+        args = [str(self._binary), "--host", "127.0.0.1", "--port", str(self.port), "--prune-history", "256", "--silent"]
         if self.state_file is not None:
             args += ["--state", str(self.state_file), "--state-interval", "1"]
         if self._block_time is not None:
