@@ -5,11 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 
 from fedchain.audit import AuditReport
+from fedchain.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK  # defined once there; re-exported here
 from fedchain.hashing import short
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_ERROR = 2
 
 
 def print_audit(out: Console, report: AuditReport) -> int:
@@ -32,3 +29,6 @@ def print_audit(out: Console, report: AuditReport) -> int:
             out.print(f"    {e}", markup=False, highlight=False)
     out.print("audit: every round verifies" if report.ok else "audit: DISCREPANCIES FOUND")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+__all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_OK", "print_audit"]

@@ -33,7 +33,6 @@ from fedchain.fl import DecodedUpdate, ModelSpec, Strategy
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.orchestrator._blobs import (
     aggregate_blob,
-    model_spec,
     read_model,
     read_update,
 )
@@ -74,14 +73,6 @@ class RoundVerdict:
         """Raise the first failure, if any."""
         if self.failures:
             raise self.failures[0]
-
-
-@dataclass(frozen=True)
-class ValidUpdate:
-    """A recorded update that passed every check, ready to aggregate."""
-
-    record: UpdateRecord
-    delta: Mapping[str, Tensor]
 
 
 def screen_updates(
@@ -196,7 +187,7 @@ def load_model(store: BlobStore, cid: str, digest: Digest, *, spec: ModelSpec | 
         model = read_model(blob, spec=spec, max_size=max_blob_size)
     except CodecError as err:
         raise VerificationError(round_id, what, expected="a valid model blob", actual=str(err)) from err
-    return model_spec(model), dict(model.params)
+    return model.meta.spec, dict(model.params)
 
 
 def verify_round(
@@ -320,4 +311,4 @@ def verify_round(
     return verdict(included, excluded)
 
 
-__all__ = ["Exclusion", "RoundVerdict", "ValidUpdate", "iter_valid_updates", "load_model", "screen_updates", "verify_round"]
+__all__ = ["Exclusion", "RoundVerdict", "iter_valid_updates", "load_model", "screen_updates", "verify_round"]
