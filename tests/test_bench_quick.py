@@ -31,7 +31,11 @@ def test_aggregation_and_scale_report_ratios_and_memory(capsys: pytest.CaptureFi
 def test_overhead_runs_the_same_federation_with_and_without_the_ledger(capsys: pytest.CaptureFixture[str]) -> None:
     cell = _run(capsys, "overhead")["parts"]["overhead"]["cells"][0]
     assert cell["same_model"] is True  # the ledger arm computes exactly the plain arm's model
-    assert cell["ratio"] > 0
+    assert cell["ratio"] > 0 and cell["serial_ratio"] > 0
+    for arm in ("plain", "ledger"):
+        # participants in parallel can only shorten a round that ran them one after the other
+        assert 0 < cell[arm]["critical_seconds"] <= cell[arm]["round_seconds"]
+    assert cell["train_for_1_10"] >= 0
     assert {"train", "encode", "hash", "store", "chain", "verify", "aggregate"} <= set(cell["ledger"]["split"])
 
 
