@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
 from fedchain.chain import Ledger, Signer
-from fedchain.errors import ContractRevertError, VerificationError
+from fedchain.errors import AggregationError, ContractRevertError, VerificationError
 from fedchain.fl import (
     Dataset,
     ModelSpec,
@@ -28,13 +29,14 @@ from fedchain.fl.simulate import local_round
 from fedchain.hashing import sha256, short
 from fedchain.orchestrator._blobs import aggregate_blob, genesis_blob, update_blob
 from fedchain.orchestrator.verify import (
+    Exclusion,
     RoundVerdict,
     iter_valid_updates,
     load_model,
-    screen_updates,
     verify_round,
 )
-from fedchain.records import RoundHistory, RoundStatus, TxResult
+from fedchain.orchestrator.verify import _check_updates as check_updates
+from fedchain.records import RoundHistory, RoundStatus, TxResult, UpdateRecord
 from fedchain.storage import BlobStore
 from fedchain.types import Address, Cid, Digest
 
@@ -103,7 +105,7 @@ class Coordinator:
         self.settings = settings
         self.gas_used = 0
         self._verdicts: dict[int, RoundVerdict] = {}
-        self._screen_cache: tuple[object, tuple[list, list]] | None = None  # type: ignore[type-arg]
+        self._prepared_cache: _Prepared | None = None
 
     # -- genesis and registry
 
@@ -152,7 +154,11 @@ class Coordinator:
         return r
 
     def ready_to_finalize(self, round_id: int) -> bool:
-        """Whether the quorum of valid updates arrived or the deadline passed."""
+        """Whether the quorum of valid updates arrived or the deadline passed.
+
+        Once enough updates are recorded they are screened, and (optimistically, in the same
+        pass) aggregated, so that :meth:`finalize` right after does not fetch them again.
+        """
         state = self.ledger.round_state(round_id)
         if state.status is not RoundStatus.OPEN:
             return False
@@ -161,20 +167,21 @@ class Coordinator:
         history = self.ledger.round_history(round_id, state)
         if len(history.updates) < state.min_updates:
             return False
-        valid, _ = self._screened(history)
-        return len(valid) >= state.min_updates
+        return len(self._prepared(history).valid) >= state.min_updates
 
     def finalize(self, round_id: int) -> RoundReport:
         """Aggregate the valid updates of ``round_id``, store the model and record it."""
         history = self.ledger.round_history(round_id)
-        spec, base = load_model(self.store, history.opened.base_cid, history.opened.base_hash, spec=self.settings.spec, max_blob_size=self.settings.max_blob_size, round_id=round_id, what="base model")
-        valid, excluded = self._screened(history)
+        prepared = self._prepared(history)
+        valid, excluded, params = prepared.valid, prepared.excluded, prepared.params
+        self._prepared_cache = None  # hold no model past its round
         for ex in excluded:
             logger.warning("round %d: excluding %s: %s (%s)", round_id, ex.participant, ex.reason, ex.detail)
         total = sum(u.num_samples for u in valid)
-        updates = iter_valid_updates(history, self.store, valid, spec=spec, base_hash=history.opened.base_hash, max_blob_size=self.settings.max_blob_size, max_update_norm=self.settings.max_update_norm)
-        params = self.strategy.aggregate(base, updates, total_samples=total)
+        spec = prepared.spec
+        del prepared
         blob = aggregate_blob(params, spec=spec, strategy=self.strategy, round_id=round_id, base_hash=history.opened.base_hash, sender=self.signer.address, num_samples=total)
+        del params
         digest = sha256(blob)
         cid = self.store.put(blob)
         self.store.pin(cid)
@@ -218,13 +225,65 @@ class Coordinator:
             sleep(poll)
         return self.finalize(round_id)
 
-    def _screened(self, history: RoundHistory) -> tuple[list, list]:  # type: ignore[type-arg]
-        """Screen a round's updates, reusing the last result while the recorded updates are the same."""
+    def _prepared(self, history: RoundHistory) -> _Prepared:
+        """Screen a round's recorded updates and aggregate the valid ones, in one pass over the blobs.
+
+        The aggregation weighs each update by ``n_k / n`` with ``n`` the valid updates' total,
+        known only once all are screened; the pass assumes every recorded update is valid (the
+        usual case) and aggregates as it screens. If any is excluded, a second pass aggregates
+        the valid ones with the right ``n``. The result is reused while the recorded updates
+        stay the same (``ready_to_finalize`` polls, then ``finalize``).
+        """
         key = (int(history.state.round_id), tuple((u.participant, bytes(u.update_hash)) for u in history.updates))
-        if self._screen_cache is None or self._screen_cache[0] != key:
-            result = screen_updates(history, self.store, spec=self.settings.spec, base_hash=history.opened.base_hash, max_blob_size=self.settings.max_blob_size, max_update_norm=self.settings.max_update_norm)
-            self._screen_cache = (key, result)
-        return self._screen_cache[1]
+        cached = self._prepared_cache
+        if cached is not None and cached.key == key:
+            return cached
+        self._prepared_cache = None  # let the previous model go before building this one
+        round_id = int(history.state.round_id)
+        checks: dict[str, Any] = {"spec": self.settings.spec, "base_hash": history.opened.base_hash, "max_blob_size": self.settings.max_blob_size, "max_update_norm": self.settings.max_update_norm}
+        spec, base = load_model(self.store, history.opened.base_cid, history.opened.base_hash, spec=self.settings.spec, max_blob_size=self.settings.max_blob_size, round_id=round_id, what="base model")
+        valid: list[UpdateRecord] = []
+        excluded: list[Exclusion] = []
+
+        def screened_updates() -> Iterator[tuple[Address, int, Mapping[str, Tensor]]]:
+            for record, outcome in check_updates(history, self.store, keep=True, **checks):
+                if isinstance(outcome, Exclusion):
+                    excluded.append(outcome)
+                    continue
+                valid.append(record)
+                yield record.participant, record.num_samples, outcome.delta
+                del outcome
+
+        optimistic = sum(u.num_samples for u in history.updates)
+        updates = screened_updates()
+        params: dict[str, Tensor] | None = None
+        error: AggregationError | None = None
+        try:
+            params = self.strategy.aggregate(base, updates, total_samples=optimistic)
+        except AggregationError as err:
+            error = err
+        for _ in updates:  # finish screening if the aggregation stopped early
+            pass
+        if excluded:  # the optimistic total was wrong (and the aggregation said so): again, with the valid ones only
+            params = None
+            params = self.strategy.aggregate(base, iter_valid_updates(history, self.store, valid, **checks), total_samples=sum(u.num_samples for u in valid))
+        elif error is not None:
+            raise error  # every update was valid: the failure is the aggregation's own
+        assert params is not None
+        prepared = _Prepared(key, spec, valid, excluded, params)
+        self._prepared_cache = prepared
+        return prepared
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One screening of a round's recorded updates, with the aggregate of the valid ones."""
+
+    key: tuple[object, ...]
+    spec: ModelSpec
+    valid: list[UpdateRecord]
+    excluded: list[Exclusion]
+    params: dict[str, Tensor]
 
 
 class Participant:
@@ -319,16 +378,18 @@ class Participant:
         # ledger run and a plain run of the same federation train identically.
         update = local_round(params, self.shard, spec=self.settings.spec, strategy=self.strategy, default=self.settings.train, round_id=round_id, seed=self.settings.seed, participant=self.name)
         blob = update_blob(update.delta, round_id=round_id, base_hash=base_hash, sender=self.address, num_samples=update.num_samples)
+        digest = sha256(blob)
         cid = self.store.put(blob)
         self.store.pin(cid)
+        del blob
         try:
-            tx = self.ledger.submit_update(self.signer, round_id, sha256(blob), cid, update.num_samples)
+            tx = self.ledger.submit_update(self.signer, round_id, digest, cid, update.num_samples)
         except ContractRevertError as err:
             if err.name == "FederatedLedgerAlreadySubmitted":
                 return None
             raise
         self.gas_used += tx.gas_used
-        logger.info("%s: submitted round %d update %s (%d samples, gas %d)", self.name, round_id, short(sha256(blob)), update.num_samples, tx.gas_used)
+        logger.info("%s: submitted round %d update %s (%d samples, gas %d)", self.name, round_id, short(digest), update.num_samples, tx.gas_used)
         return tx
 
 
