@@ -2,7 +2,10 @@
 
 Everything else uses :class:`BlobStore`: ``put`` bytes or a stream and get a CID, ``get``
 a CID and get bytes back that were verified block by block against it, whatever the
-backend. :func:`open_store` picks the backend from a location string.
+backend; or, holding the blob's sha256 from the ledger, ``get_verified`` it: one pass
+that hashes each byte once and returns the bytes only if they hash to that digest (see
+:mod:`fedchain.storage._base` for why that is sound). :func:`open_store` picks the
+backend from a location string.
 
 CIDs are exactly those of kubo's default ``ipfs add`` (UnixFS, 262,144-byte chunks,
 balanced DAG of at most 174 links, dag-pb leaves, sha2-256, CIDv0). On request
@@ -29,6 +32,7 @@ from typing import BinaryIO
 from fedchain.errors import StoreUnavailableError
 from fedchain.storage._base import DEFAULT_MAX_BLOB_SIZE, BlobStore
 from fedchain.storage._cid import parse_cid
+from fedchain.storage._errors import DigestMismatchError
 from fedchain.storage._kubo import KuboStore
 from fedchain.storage._local import LocalBlockStore
 from fedchain.storage._unixfs import CHUNK_SIZE, MAX_LINKS, import_bytes, import_stream
@@ -117,6 +121,7 @@ __all__ = [
     "DEFAULT_MAX_BLOB_SIZE",
     "MAX_LINKS",
     "BlobStore",
+    "DigestMismatchError",
     "KuboStore",
     "LocalBlockStore",
     "cid_of",

@@ -1,17 +1,38 @@
-"""The :class:`BlobStore` interface and the verified read path every backend shares."""
+"""The :class:`BlobStore` interface and the verified read paths every backend shares.
+
+Two ways to read a blob, both verified, neither ever returning bytes nobody checked:
+
+- :meth:`DagStore.get` checks every block against the CID that names it. It needs nothing
+  but the CID, so it is what a caller uses who holds nothing else.
+- :meth:`DagStore.get_verified` is for a caller who holds the blob's sha256 from an
+  authority it trusts more than the store, the ledger: by the design's "One hash" rule
+  the on-chain digest, sha256 of the blob's bytes, is what makes a blob the right one,
+  and the CID beside it only says where to fetch it. The blob's bytes are hashed once,
+  as they are copied into one buffer of the blob's exact size, and returned only if
+  they hash to that digest. A blob that hashes to the ledger's digest is the blob the
+  ledger recorded (short of a sha256 collision), whichever blocks it came from; hashing
+  every leaf block against its CID as well would hash every byte a second time and
+  prove nothing more about the bytes. What it no longer proves by default is that the
+  recorded CID names those bytes, i.e. that the store holds the right blocks under the
+  right names (an honest store computes the names from the bytes, so only a damaged or
+  lying store could break it, and another IPFS node asked for that CID would then serve
+  other bytes). ``check_cid=True`` keeps that check, at the cost of the second hash.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from fedchain.errors import BlobTooLargeError
+from fedchain.errors import BlobTooLargeError, IntegrityError
 from fedchain.storage._car import write_car
 from fedchain.storage._cid import BlockRef, parse_cid
-from fedchain.storage._unixfs import iter_dag, iter_file, read_root
+from fedchain.storage._errors import DigestMismatchError
+from fedchain.storage._unixfs import iter_dag, iter_file, read_file, read_root
 from fedchain.types import Cid
 
 logger = logging.getLogger(__name__)
@@ -49,6 +70,10 @@ class BlobStore(Protocol):
 
     def get(self, cid: str, *, max_size: int | None = None) -> bytes:
         """Return the blob's bytes, verified; refuse before reading if over the limit."""
+        ...
+
+    def get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
+        """Return the blob's bytes in a new buffer, only if they hash to ``sha256``; each byte hashed once."""
         ...
 
     def get_to(self, cid: str, out: BinaryIO, *, max_size: int | None = None) -> int:
@@ -148,6 +173,69 @@ class DagStore(ABC):
         BlobNotFoundError, IntegrityError, CidFormatError
         """
         return b"".join(self.iter_blob(cid, max_size=max_size))
+
+    def get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
+        """Return the blob's bytes, only if they hash to ``sha256``: one pass, one buffer.
+
+        The bytes are copied block by block into one new buffer of the blob's exact size
+        and hashed as they arrive, so the read holds one copy of the blob (plus a block)
+        and hashes each byte once. Why that is a sound check, and what it leaves out
+        unless ``check_cid`` is set, is in the module docstring. The root and internal
+        nodes are checked against their CIDs and all UnixFS sizes are checked, as by
+        :meth:`get`.
+
+        Parameters
+        ----------
+        cid:
+            Where the blob is (v0 or v1).
+        sha256:
+            The digest the bytes must have (32 bytes), from an authority the caller
+            trusts: for fedchain, the ledger.
+        max_size:
+            Refuse blobs larger than this (the store's own limit applies as well).
+        check_cid:
+            Also check every leaf block against its CID, as :meth:`get` does (hashes
+            every byte a second time).
+
+        Returns
+        -------
+        bytearray
+            A buffer owned by the caller (nothing else refers to it).
+
+        Raises
+        ------
+        DigestMismatchError
+            If the blob's bytes do not hash to ``sha256``; its ``actual`` is their digest.
+            Nothing is returned.
+        IntegrityError
+            If a block the read relied on is malformed or does not match its CID; after a
+            digest mismatch or a malformed leaf, the blob is read again with every block
+            checked, so a damaged block is reported naming the block, exactly as
+            :meth:`get` reports it.
+        BlobTooLargeError, BlobNotFoundError, CidFormatError
+            As :meth:`get`.
+        """
+        if len(sha256) != 32:
+            raise ValueError(f"sha256 must be a 32-byte digest, not {len(sha256)} bytes")
+        ref = parse_cid(cid)
+        limit = self._limit(max_size)
+        try:
+            return read_file(self._read_block, ref, limit=limit, sha256=bytes(sha256), check_leaves=check_cid)
+        except IntegrityError as err:
+            if check_cid:
+                raise
+            # The rare failure path: find out, block by block, what a full check says
+            # (a damaged block, named; or whole bytes that are simply other bytes).
+            self._diagnose(ref, limit, err)
+            raise
+
+    def _diagnose(self, ref: BlockRef, limit: int, err: IntegrityError) -> None:
+        """Re-read ``ref`` checking every block; raise what that finds (else return, to re-raise ``err``)."""
+        h = hashlib.sha256()
+        for piece in iter_file(self._read_block, ref, limit=limit):
+            h.update(piece)
+        if isinstance(err, DigestMismatchError) and h.digest() != err.actual:
+            raise DigestMismatchError(err.cid, err.expected, h.digest()) from None  # the store changed meanwhile
 
     def get_to(self, cid: str, out: BinaryIO, *, max_size: int | None = None) -> int:
         """Write the blob to ``out`` chunk by chunk; return the number of bytes written.

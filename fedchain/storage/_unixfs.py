@@ -13,6 +13,11 @@ and checking the UnixFS sizes at every level, so a block that is missing, corrup
 truncated, or lies about its size is reported (naming the blob and the block) before any
 byte after it is handed out. The root's ``filesize`` is checked against the caller's
 limit before any other block is read.
+
+:func:`read_file` reads a whole blob into one buffer of its exact size. Given the sha256
+the caller trusts (the ledger's), it hashes the file's bytes as they arrive instead of
+every leaf block, so each byte is hashed once; internal nodes (one per 174 leaves) are
+still checked against their CIDs, and so are all the sizes.
 """
 
 from __future__ import annotations
@@ -21,9 +26,14 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from fedchain.errors import BlobNotFoundError, BlobTooLargeError, CidFormatError, IntegrityError
+from fedchain.errors import (
+    BlobNotFoundError,
+    BlobTooLargeError,
+    CidFormatError,
+    IntegrityError,
+)
 from fedchain.storage._cid import DAG_PB, RAW, BlockRef, check_block, read_binary_cid
 from fedchain.storage._dagpb import (
     UNIXFS_FILE,
@@ -36,6 +46,7 @@ from fedchain.storage._dagpb import (
     file_node,
     leaf_envelope,
 )
+from fedchain.storage._errors import DigestMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -218,12 +229,18 @@ def load_block(source: BlockSource, ref: BlockRef, root: str) -> bytes:
     IntegrityError
         If the block is over :data:`MAX_BLOCK_SIZE` or does not hash to ``ref``.
     """
+    block = _fetch(source, ref, root)
+    check_block(ref, block, root)
+    return block
+
+
+def _fetch(source: BlockSource, ref: BlockRef, root: str) -> bytes:
+    """Fetch a block (not checked against its CID), refusing one over :data:`MAX_BLOCK_SIZE`."""
     block = source(ref)
     if block is None:
         raise BlobNotFoundError(root, str(ref))
     if len(block) > MAX_BLOCK_SIZE:
         raise IntegrityError(root, str(ref), f"block of {len(block)} bytes is over the {MAX_BLOCK_SIZE}-byte block limit")
-    check_block(ref, block, root)
     return block
 
 
@@ -295,6 +312,99 @@ def _walk(source: BlockSource, ref: BlockRef, node: FileNode, root: str, depth: 
         yield from _walk(source, child_ref, child, root, depth + 1)
 
 
+def read_file(
+    source: BlockSource,
+    ref: BlockRef,
+    *,
+    limit: int | None,
+    sha256: bytes | None = None,
+    check_leaves: bool = True,
+    what: str = "blob",
+) -> bytearray:
+    """Read the whole file into a new buffer of its exact size.
+
+    Parameters
+    ----------
+    source, ref:
+        Where the blocks are, and the file's root.
+    limit:
+        Refuse (before reading anything but the root) a file larger than this.
+    sha256:
+        If given, the file's bytes must hash to it; they are hashed as they are copied in.
+    check_leaves:
+        Hash every leaf block against its CID as well. Without a ``sha256`` it must be
+        true (nothing else would check the leaves). Internal nodes are always checked.
+
+    Raises
+    ------
+    BlobTooLargeError, BlobNotFoundError, IntegrityError
+        As :func:`iter_file`.
+    DigestMismatchError
+        If the bytes read do not hash to ``sha256`` (nothing is returned).
+    """
+    if sha256 is None and not check_leaves:
+        raise ValueError("read_file without a sha256 must check the leaf blocks")
+    root_text = str(ref)
+    node = read_root(source, ref, root_text)
+    if limit is not None and node.filesize > limit:
+        raise BlobTooLargeError(node.filesize, limit, what=what)
+    buf = bytearray(node.filesize)
+    view = memoryview(buf)
+    hasher = hashlib.sha256() if sha256 is not None else None
+    filled = _fill(source, ref, node, root_text, 0, view, 0, hasher, check_leaves)
+    if filled != len(buf):  # the sizes were checked level by level; this cannot differ
+        raise IntegrityError(root_text, root_text, f"read {filled} bytes of a {len(buf)}-byte file")
+    view.release()
+    if hasher is not None and sha256 is not None:
+        actual = hasher.digest()
+        if actual != sha256:
+            raise DigestMismatchError(root_text, sha256, actual)
+    return buf
+
+
+def _fill(
+    source: BlockSource,
+    ref: BlockRef,
+    node: FileNode,
+    root: str,
+    depth: int,
+    out: memoryview,
+    pos: int,
+    hasher: Any,
+    check_leaves: bool,
+) -> int:
+    """Copy ``node``'s bytes into ``out`` from ``pos`` on (hashing them into ``hasher``); return the new position."""
+    if node.data:
+        pos = _put(out, pos, node.data, hasher, root, ref)
+    for child_ref, expected in node.children:
+        if depth >= MAX_DEPTH:
+            raise IntegrityError(root, str(child_ref), f"DAG deeper than {MAX_DEPTH} levels")
+        if check_leaves:
+            child = decode_file_node(child_ref, load_block(source, child_ref, root), root)
+        else:
+            block = _fetch(source, child_ref, root)
+            # Decoding reads untrusted bytes safely and uses nothing yet; a node with
+            # children is checked against its CID before its links are followed. A
+            # leaf's bytes are covered by the caller's digest instead.
+            child = decode_file_node(child_ref, block, root)
+            if child.children:
+                check_block(child_ref, block, root)
+        if child.filesize != expected:
+            raise IntegrityError(root, str(child_ref), f"holds {child.filesize} bytes but its parent {ref} says {expected}")
+        pos = _fill(source, child_ref, child, root, depth + 1, out, pos, hasher, check_leaves)
+    return pos
+
+
+def _put(out: memoryview, pos: int, data: memoryview, hasher: Any, root: str, ref: BlockRef) -> int:
+    end = pos + len(data)
+    if end > len(out):
+        raise IntegrityError(root, str(ref), f"the DAG holds more than the root's filesize of {len(out)} bytes")
+    out[pos:end] = data
+    if hasher is not None:
+        hasher.update(data)
+    return end
+
+
 def iter_dag(source: BlockSource, ref: BlockRef) -> Iterator[tuple[BlockRef, bytes]]:
     """Yield every block of the DAG under ``ref``, verified, depth-first pre-order, each once.
 
@@ -337,5 +447,6 @@ __all__ = [
     "iter_file",
     "known_size",
     "load_block",
+    "read_file",
     "read_root",
 ]
