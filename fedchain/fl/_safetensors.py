@@ -103,6 +103,50 @@ def render(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> byt
     return b"".join([struct.pack("<Q", len(header)), header, *chunks])
 
 
+def matches(blob: bytes | bytearray | memoryview, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bool:
+    """Whether ``blob`` is exactly ``render(arrays, metadata)``, compared piece by piece without building it.
+
+    Mirrors :func:`render` step for step: the same entries, the same header bytes, the same
+    tensor bytes in the same order. So it is true exactly when ``render`` would return
+    ``blob``: every byte of the blob is compared, the length prefix, the header, each
+    tensor's data, and the total length (nothing may follow the last tensor). It costs
+    a memory comparison of the data instead of a copy of it (and of a hash, for a caller
+    that would have hashed the rendering).
+
+    Raises
+    ------
+    CodecError
+        ``dtype``, as :func:`render` does.
+    """
+    entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+    datas: list[np.ndarray] = []
+    offset = 0
+    for name in sorted(arrays):
+        arr = np.asarray(arrays[name])
+        le = arr.astype(arr.dtype.newbyteorder("<"), copy=False) if arr.dtype.itemsize > 1 else arr
+        code = _DTYPE_CODES.get(le.dtype)
+        if code is None:
+            _fail("dtype", f"tensor {name!r} has unsupported dtype {arr.dtype}")
+        data = np.ascontiguousarray(le).reshape(-1).view(np.uint8)  # the bytes render's tobytes() gives
+        entries[name] = (code, tuple(int(d) for d in arr.shape), offset, offset + data.size)
+        datas.append(data)
+        offset += data.size
+    header = render_header(entries, metadata)
+    view = memoryview(blob).cast("B")
+    start = PREFIX_SIZE + len(header)
+    if len(view) != start + offset or view[:PREFIX_SIZE].tobytes() != struct.pack("<Q", len(header)) or view[PREFIX_SIZE:start].tobytes() != header:
+        return False
+    position = start
+    for data in datas:
+        # as int32 words where the length allows (float32 data always does): one pass, 4 bytes a step
+        unit = np.dtype("<i4") if data.size % 4 == 0 else np.dtype(np.uint8)
+        stored = np.frombuffer(view, dtype=unit, count=data.size // unit.itemsize, offset=position)
+        if not np.array_equal(stored, data.view(unit)):
+            return False
+        position += data.size
+    return True
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -120,7 +164,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def parse(blob: bytes, *, max_header: int) -> Parsed:
+def parse(blob: bytes | bytearray | memoryview, *, max_header: int) -> Parsed:
     """Parse and structurally check a blob's header; the data section is not read.
 
     Raises
@@ -173,4 +217,4 @@ def parse(blob: bytes, *, max_header: int) -> Parsed:
     return Parsed(metadata=dict(raw_meta), entries=tuple(entries), header=header, data_start=PREFIX_SIZE + size)
 
 
-__all__ = ["ALIGNMENT", "DTYPES", "PREFIX_SIZE", "Entry", "Parsed", "parse", "render", "render_header"]
+__all__ = ["ALIGNMENT", "DTYPES", "PREFIX_SIZE", "Entry", "Parsed", "matches", "parse", "render", "render_header"]

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
@@ -233,6 +234,30 @@ def encode_model(params: Mapping[str, Tensor], meta: ModelMeta) -> bytes:
     return _safetensors.render(_to_arrays(params), metadata)
 
 
+def model_blob_matches(blob: bytes | bytearray | memoryview, params: Mapping[str, Tensor], meta: ModelMeta) -> bool:
+    """Whether ``blob == encode_model(params, meta)``, decided without encoding (or hashing) anything.
+
+    The same checks as :func:`encode_model` run first and raise as it raises; then the
+    blob is compared with what it would write, piece by piece and byte for byte
+    (:func:`fedchain.fl._safetensors.matches`): the length prefix, the header (rendered
+    from ``params``' names, shapes and offsets and from ``meta``), every tensor's data,
+    and the total length. A verifier holding a stored blob already checked against its
+    digest learns from ``True`` exactly what re-encoding and comparing would tell it.
+
+    Raises
+    ------
+    CodecError
+        Whenever :func:`encode_model` would.
+    """
+    metadata = _common_metadata("model", meta.round_id, meta.base, meta.sender, meta.samples, 0)
+    if not isinstance(meta.strategy, str) or not _STRATEGY.fullmatch(meta.strategy):
+        _fail("metadata", f"strategy must be a short plain name, got {meta.strategy!r}")
+    metadata["spec"] = meta.spec.to_json()
+    metadata["strategy"] = meta.strategy
+    _check_names_and_shapes({n: tuple(t.shape) for n, t in params.items()}, param_shapes(meta.spec))
+    return _safetensors.matches(blob, _to_arrays(params), metadata)
+
+
 # --------------------------------------------------------------------------- decoding
 
 
@@ -311,20 +336,24 @@ def _check_canonical(parsed: _safetensors.Parsed) -> None:
         _fail("non-canonical", "header is not in canonical form (key order, whitespace, escaping or padding)")
 
 
-def _arrays(blob: bytes, parsed: _safetensors.Parsed) -> Iterator[tuple[str, np.ndarray]]:
-    """Read-only float32 views of the data, one tensor at a time, in sorted name order."""
+def _arrays(blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed) -> Iterator[tuple[str, np.ndarray]]:
+    """float32 views of the data (read-only over ``bytes``), one tensor at a time, in sorted name order."""
     for entry in sorted(parsed.entries, key=lambda e: e.name):
         count = math.prod(entry.shape)
         view = np.frombuffer(blob, dtype="<f4", count=count, offset=parsed.data_start + entry.start)
         yield entry.name, view.reshape(entry.shape)
 
 
-def _check_values(blob: bytes, parsed: _safetensors.Parsed, max_norm: float | None) -> None:
-    for name, view in _arrays(blob, parsed):
-        finite = np.isfinite(view)
-        if not finite.all():
-            n_nan = int(np.isnan(view).sum())
-            _fail("non-finite", f"tensor {name!r} holds {n_nan} NaN and {int(finite.size - finite.sum()) - n_nan} infinite values")
+def _check_values(blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed, max_norm: float | None) -> None:
+    # _check_layout has made the tensors one contiguous float32 run: one pass over all of
+    # it, and tensor by tensor only to name the culprit
+    total = sum(math.prod(e.shape) for e in parsed.entries)
+    if not np.isfinite(np.frombuffer(blob, dtype="<f4", count=total, offset=parsed.data_start)).all():
+        for name, view in _arrays(blob, parsed):
+            finite = np.isfinite(view)
+            if not finite.all():
+                n_nan = int(np.isnan(view).sum())
+                _fail("non-finite", f"tensor {name!r} holds {n_nan} NaN and {int(finite.size - finite.sum()) - n_nan} infinite values")
     if max_norm is not None:
         norm = l2_norm(dict(_arrays(blob, parsed)))
         if not norm <= max_norm:
@@ -347,21 +376,24 @@ def l2_norm(arrays: Mapping[str, np.ndarray | Tensor]) -> float:
     return math.sqrt(sum_of_squares(values))
 
 
-def _tensors(blob: bytes, parsed: _safetensors.Parsed) -> dict[str, Tensor]:
+def _tensors(blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed, copy: bool) -> dict[str, Tensor]:
+    if not copy and isinstance(blob, bytearray) and sys.byteorder == "little":
+        # views of the caller's buffer, which it handed over: no allocation at all
+        return {name: torch.from_numpy(view) for name, view in _arrays(blob, parsed)}
     # the only allocation proportional to the blob, made after every check has passed
     return {name: torch.from_numpy(view.astype(np.float32, copy=True)) for name, view in _arrays(blob, parsed)}
 
 
-def _as_bytes(blob: object) -> bytes:
-    if isinstance(blob, bytes):
+def _as_buffer(blob: object) -> bytes | bytearray | memoryview:
+    if isinstance(blob, (bytes, bytearray)):
         return blob
-    if isinstance(blob, (bytearray, memoryview)):
-        return bytes(blob)
+    if isinstance(blob, memoryview):
+        return blob.cast("B") if blob.format != "B" or blob.ndim != 1 else blob
     _fail("not-safetensors", f"expected bytes, got {type(blob).__name__}")
 
 
-def _start(blob: object, max_size: int) -> tuple[bytes, _safetensors.Parsed]:
-    data = _as_bytes(blob)
+def _start(blob: object, max_size: int) -> tuple[bytes | bytearray | memoryview, _safetensors.Parsed]:
+    data = _as_buffer(blob)
     if len(data) > max_size:
         _fail("too-large", f"blob of {len(data)} bytes exceeds the limit of {max_size} bytes")
     return data, _safetensors.parse(data, max_header=MAX_HEADER_SIZE)
@@ -372,12 +404,13 @@ def _default_max_size(shapes: Mapping[str, tuple[int, ...]]) -> int:
 
 
 def decode_update(
-    blob: bytes,
+    blob: bytes | bytearray | memoryview,
     *,
     expected_shapes: Mapping[str, tuple[int, ...]],
     max_size: int | None = None,
     expect: ExpectedMeta | None = None,
     max_norm: float | None = None,
+    copy: bool = True,
 ) -> DecodedUpdate:
     """Validate and decode an update blob.
 
@@ -393,6 +426,10 @@ def decode_update(
         What the ledger says (round, base, sender, samples); given fields must match the header.
     max_norm:
         If given, the update's L2 norm over all tensors must not exceed it.
+    copy:
+        ``False`` lets the tensors be views of ``blob`` when it is a ``bytearray`` the
+        caller hands over (a fresh read, say), saving a copy of the blob; the caller must
+        not change the buffer afterwards. Any other blob is copied.
 
     Returns
     -------
@@ -412,15 +449,16 @@ def decode_update(
     _check_layout(parsed, len(data))
     _check_canonical(parsed)
     _check_values(data, parsed, max_norm)
-    return DecodedUpdate(delta=_tensors(data, parsed), meta=UpdateMeta(round_id, base, sender, samples))
+    return DecodedUpdate(delta=_tensors(data, parsed, copy), meta=UpdateMeta(round_id, base, sender, samples))
 
 
 def decode_model(
-    blob: bytes,
+    blob: bytes | bytearray | memoryview,
     *,
     spec: ModelSpec | None = None,
     max_size: int | None = None,
     expect: ExpectedMeta | None = None,
+    copy: bool = True,
 ) -> DecodedModel:
     """Validate and decode a model blob.
 
@@ -436,6 +474,8 @@ def decode_model(
         header, or :data:`DEFAULT_MAX_BLOB_SIZE` without a spec.
     expect:
         What the ledger says (round, base, sender, samples); given fields must match the header.
+    copy:
+        As for :func:`decode_update`.
 
     Returns
     -------
@@ -462,7 +502,7 @@ def decode_model(
     _check_canonical(parsed)
     _check_values(data, parsed, None)
     meta = ModelMeta(round_id, base, sender, samples, header_spec, strategy)
-    return DecodedModel(params=_tensors(data, parsed), meta=meta)
+    return DecodedModel(params=_tensors(data, parsed, copy), meta=meta)
 
 
 __all__ = [
@@ -481,4 +521,5 @@ __all__ = [
     "encode_model",
     "encode_update",
     "l2_norm",
+    "model_blob_matches",
 ]

@@ -18,6 +18,23 @@ For round ``r`` with recorded history ``H`` (from :meth:`Ledger.round_history`):
 
 Exclusions are normal (they are what protects the federation); any mismatch in steps 1, 4 or
 5, or an unreachable or corrupted blob the ledger points to, is a failure.
+
+How it is done, cheaply, without checking less:
+
+- every blob is read with :meth:`BlobStore.get_verified` against the digest the ledger
+  records for it: its bytes are hashed once, as they are read, and a blob is never used
+  before its digest matched (see :mod:`fedchain.storage._base` for why the ledger's
+  sha256, not the CID, is the check that matters);
+- step 5 first reads the stored aggregate (checked against the recorded digest as it is
+  read) and compares it byte for byte with what encoding the recomputed aggregate would
+  produce, without encoding it (:func:`fedchain.fl.codec.model_blob_matches`). If they are
+  equal, the recomputed encoding hashes to the recorded digest too (it is the same bytes),
+  which is all the old re-encode-and-hash check established; if anything differs or
+  cannot be read, the original steps run (encode, hash, fetch, compare), so every
+  failure is reported exactly as before;
+- :func:`verify_round_chained` takes the round's base as already verified by the caller
+  (the previous round's aggregate, or the genesis model) when it is the same CID and
+  digest the round records, and returns this round's verified aggregate for the next.
 """
 
 from __future__ import annotations
@@ -33,12 +50,13 @@ from fedchain.fl import DecodedUpdate, ModelSpec, Strategy
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.orchestrator._blobs import (
     aggregate_blob,
+    aggregate_matches,
     read_model,
     read_update,
 )
 from fedchain.records import RoundHistory, RoundStatus, UpdateRecord
-from fedchain.storage import BlobStore
-from fedchain.types import Address, Digest
+from fedchain.storage import BlobStore, DigestMismatchError
+from fedchain.types import Address, Cid, Digest
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +91,24 @@ class RoundVerdict:
         """Raise the first failure, if any."""
         if self.failures:
             raise self.failures[0]
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A model blob verified against the ledger in this process, and its parameters.
+
+    Attributes
+    ----------
+    cid, digest:
+        Where the blob is and its recorded sha256.
+    spec, params:
+        Its shape and (float32) parameters, to be read, not changed.
+    """
+
+    cid: Cid
+    digest: Digest
+    spec: ModelSpec
+    params: Mapping[str, Tensor]
 
 
 def screen_updates(
@@ -151,10 +187,10 @@ def _fetch_update(
     max_blob_size: int,
     max_update_norm: float | None,
 ) -> DecodedUpdate:
-    blob = store.get(record.cid, max_size=max_blob_size)
-    actual = sha256(blob)
-    if actual != record.update_hash:
-        raise CodecError("hash", f"blob at {record.cid} hashes to {to_hex(actual)}, the ledger records {to_hex(record.update_hash)}")
+    try:
+        blob = store.get_verified(record.cid, record.update_hash, max_size=max_blob_size)
+    except DigestMismatchError as err:
+        raise CodecError("hash", f"blob at {record.cid} hashes to {to_hex(err.actual)}, the ledger records {to_hex(record.update_hash)}") from None
     decoded: DecodedUpdate = read_update(
         blob,
         spec=spec,
@@ -164,6 +200,7 @@ def _fetch_update(
         sender=record.participant,
         num_samples=record.num_samples,
         max_norm=max_update_norm,
+        copy=False,  # the tensors may keep the fresh buffer: one copy of the blob, not two
     )
     return decoded
 
@@ -177,14 +214,13 @@ def load_model(store: BlobStore, cid: str, digest: Digest, *, spec: ModelSpec | 
         If the blob cannot be fetched, does not hash to ``digest``, or is not a valid model.
     """
     try:
-        blob = store.get(cid, max_size=max_blob_size)
+        blob = store.get_verified(cid, digest, max_size=max_blob_size)
+    except DigestMismatchError as err:
+        raise VerificationError(round_id, f"{what} hash", expected=to_hex(digest), actual=to_hex(err.actual)) from None
     except StorageError as err:
         raise VerificationError(round_id, what, expected=f"{to_hex(digest)} at {cid}", actual=str(err)) from err
-    actual = sha256(blob)
-    if actual != digest:
-        raise VerificationError(round_id, f"{what} hash", expected=to_hex(digest), actual=to_hex(actual))
     try:
-        model = read_model(blob, spec=spec, max_size=max_blob_size)
+        model = read_model(blob, spec=spec, max_size=max_blob_size, copy=False)
     except CodecError as err:
         raise VerificationError(round_id, what, expected="a valid model blob", actual=str(err)) from err
     return model.meta.spec, dict(model.params)
@@ -221,6 +257,44 @@ def verify_round(
     spec:
         The model's spec, if already known (else read from the base model).
     """
+    verdict, _ = verify_round_chained(
+        history, store, strategy, base=None, expected_base=expected_base, coordinator=coordinator,
+        registered=registered, spec=spec, max_blob_size=max_blob_size, max_update_norm=max_update_norm,
+    )
+    return verdict
+
+
+def verify_round_chained(
+    history: RoundHistory,
+    store: BlobStore,
+    strategy: Strategy,
+    *,
+    base: VerifiedModel | None,
+    expected_base: Digest,
+    coordinator: Address,
+    registered: tuple[Address, ...] = (),
+    spec: ModelSpec | None = None,
+    max_blob_size: int,
+    max_update_norm: float | None = None,
+) -> tuple[RoundVerdict, VerifiedModel | None]:
+    """:func:`verify_round`, for a caller verifying rounds one after the other (an audit).
+
+    Parameters
+    ----------
+    base:
+        A model the caller verified before, normally the previous round's aggregate (or
+        the genesis model). It is used as the round's base, instead of fetching and
+        checking the same blob again, only if it is the very blob the round records:
+        the same CID and the same digest.
+    history, store, strategy, expected_base, coordinator, registered, spec, max_blob_size, max_update_norm:
+        As for :func:`verify_round`.
+
+    Returns
+    -------
+    tuple
+        The verdict, and the round's aggregate as a :class:`VerifiedModel` if the round
+        verified (``None`` otherwise: the next round then fetches its base itself).
+    """
     r = int(history.state.round_id)
     failures: list[VerificationError] = []
     submitted = {u.participant for u in history.updates}
@@ -232,18 +306,21 @@ def verify_round(
 
     if history.opened.base_hash != expected_base:
         failures.append(VerificationError(r, "lineage", expected=to_hex(expected_base), actual=to_hex(history.opened.base_hash)))
-        return verdict()
-    try:
-        spec, base = load_model(store, history.opened.base_cid, expected_base, spec=spec, max_blob_size=max_blob_size, round_id=r, what="base model")
-    except VerificationError as err:
-        failures.append(err)
-        return verdict()
+        return verdict(), None
+    if base is not None and base.cid == history.opened.base_cid and base.digest == expected_base and spec in (None, base.spec):
+        spec, base_params = base.spec, base.params
+    else:
+        try:
+            spec, base_params = load_model(store, history.opened.base_cid, expected_base, spec=spec, max_blob_size=max_blob_size, round_id=r, what="base model")
+        except VerificationError as err:
+            failures.append(err)
+            return verdict(), None
 
     if agg is None:
         screened_valid, screened_out = screen_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
         for ex in screened_out:
             logger.info("round %d: excluded %s: %s: %s", r, ex.participant, ex.reason, ex.detail)
-        return verdict(tuple(u.participant for u in screened_valid), tuple(screened_out))
+        return verdict(tuple(u.participant for u in screened_valid), tuple(screened_out)), None
 
     # One pass over the updates: each blob is fetched, hashed and checked once, and the ones
     # the coordinator included are fed to the aggregation as they come (in participant order,
@@ -267,12 +344,10 @@ def verify_round(
         screened.append(True)
 
     aggregate_error: FedchainError | None = None
-    blob: bytes | None = None
+    params: Mapping[str, Tensor] | None = None
     updates = included_updates()
     try:
-        params = strategy.aggregate(base, updates, total_samples=total)
-        blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
-        del params
+        params = strategy.aggregate(base_params, updates, total_samples=total)
     except FedchainError as err:
         aggregate_error = err
     for _ in updates:  # finish screening if the aggregation stopped early
@@ -292,23 +367,45 @@ def verify_round(
             why = next((f"{e.reason}: {e.detail}" for e in excluded if e.participant == p), "no recorded update")
             failures.append(VerificationError(r, "inclusion (invalid update included)", participant=p, expected="excluded", actual=f"included ({why})"))
     if failures:
-        return verdict(included, excluded)
+        return verdict(included, excluded), None
+    if params is not None:
+        # The stored aggregate, read only if it hashes to the recorded digest, equal byte for
+        # byte to the encoding of the recomputed aggregate: then that encoding hashes to the
+        # recorded digest (same bytes), and the stored blob is it. Nothing is encoded.
+        try:
+            stored = store.get_verified(agg.cid, agg.aggregate_hash, max_size=max_blob_size)
+            same = aggregate_matches(stored, params, spec=spec, strategy=strategy, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
+            del stored
+        except (StorageError, CodecError):
+            same = False  # whatever it is, the steps below find it and name it as they always did
+        if same:
+            return verdict(included, excluded), VerifiedModel(agg.cid, agg.aggregate_hash, spec, params)
+    # Something differs: re-encode, hash and compare as the checks are specified, to report it.
+    blob: bytes | None = None
+    if params is not None:
+        try:
+            blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
+        except FedchainError as err:
+            aggregate_error = err
+    del params
     if aggregate_error is not None or blob is None:
         failures.append(VerificationError(r, "aggregate", expected="recomputable aggregate", actual=str(aggregate_error)))
-        return verdict(included, excluded)
+        return verdict(included, excluded), None
     recomputed = sha256(blob)
     if recomputed != agg.aggregate_hash:
         failures.append(VerificationError(r, "aggregate (recomputed)", expected=to_hex(agg.aggregate_hash), actual=to_hex(recomputed)))
-        return verdict(included, excluded)
+        return verdict(included, excluded), None
     try:
-        stored = store.get(agg.cid, max_size=max_blob_size)
+        stored_blob = store.get(agg.cid, max_size=max_blob_size)
     except StorageError as err:
         failures.append(VerificationError(r, "aggregate blob", expected=f"{to_hex(agg.aggregate_hash)} at {agg.cid}", actual=str(err)))
-        return verdict(included, excluded)
+        return verdict(included, excluded), None
     # the recomputed blob hashes to the recorded digest, so equal bytes prove the stored one does too
-    if stored != blob:
-        failures.append(VerificationError(r, "aggregate blob hash", expected=to_hex(agg.aggregate_hash), actual=to_hex(sha256(stored))))
-    return verdict(included, excluded)
+    if stored_blob != blob:
+        failures.append(VerificationError(r, "aggregate blob hash", expected=to_hex(agg.aggregate_hash), actual=to_hex(sha256(stored_blob))))
+        return verdict(included, excluded), None
+    # Reached only if the stored blob changed between the two reads: it verified the second time.
+    return verdict(included, excluded), None
 
 
-__all__ = ["Exclusion", "RoundVerdict", "iter_valid_updates", "load_model", "screen_updates", "verify_round"]
+__all__ = ["Exclusion", "RoundVerdict", "VerifiedModel", "iter_valid_updates", "load_model", "screen_updates", "verify_round", "verify_round_chained"]
