@@ -1,9 +1,11 @@
 """The audit: replay a ledger's whole history and verify every round.
 
 Needs only chain and store access: no keys, no private data, no trust in the coordinator.
-Rounds are read one at a time from the blocks each round stores (never one giant
-``eth_getLogs``), and each is verified as in :mod:`fedchain.orchestrator.verify`.
-(On the in-process chain, :meth:`EmbeddedChain.get_logs` keeps those narrow queries narrow.)
+Rounds are read with :meth:`Ledger.history`, a bounded window of blocks at a time from where
+the first round opened (never one giant ``eth_getLogs``), and each is verified as in
+:mod:`fedchain.orchestrator.verify`, each round's verified aggregate serving as the next
+round's base. (On the in-process chain, :meth:`EmbeddedChain.get_logs` keeps those narrow
+queries narrow.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from fedchain.chain import Ledger
 from fedchain.errors import FedchainError, VerificationError
 from fedchain.fl import ModelSpec, Strategy
 from fedchain.hashing import to_hex
-from fedchain.orchestrator.verify import RoundVerdict, load_model, verify_round
+from fedchain.orchestrator.verify import (
+    RoundVerdict,
+    VerifiedModel,
+    load_model,
+    verify_round_chained,
+)
 from fedchain.records import LedgerInfo, RoundStatus
 from fedchain.storage import BlobStore
 
@@ -88,20 +95,25 @@ def audit_ledger(
     genesis_cid = ledger.genesis_cid()
     failures: list[VerificationError] = []
     try:
-        spec, _ = load_model(store, genesis_cid, info.genesis_hash, spec=spec, max_blob_size=max_blob_size, round_id=0, what="genesis model")
+        spec, params = load_model(store, genesis_cid, info.genesis_hash, spec=spec, max_blob_size=max_blob_size, round_id=0, what="genesis model")
     except VerificationError as e:
         failures.append(e)
         return AuditReport(info, genesis_cid, (), tuple(failures))
     registered = tuple(p.address for p in ledger.participants())
     verdicts: list[RoundVerdict] = []
     expected = info.genesis_hash
-    for round_id in range(ledger.next_round()):
-        history = ledger.round_history(round_id)
+    # the model the next round builds on, as verified here: each round's base is then the
+    # previous round's aggregate already checked, not the same blob fetched a second time
+    model: VerifiedModel | None = VerifiedModel(genesis_cid, info.genesis_hash, spec, params)
+    del params
+    for history in ledger.history():
+        round_id = int(history.state.round_id)
         try:
-            verdict = verify_round(
+            verdict, model = verify_round_chained(
                 history,
                 store,
                 strategy,
+                base=model,
                 expected_base=expected,
                 coordinator=info.coordinator,
                 registered=registered,
@@ -110,6 +122,7 @@ def audit_ledger(
                 max_update_norm=max_update_norm,
             )
         except FedchainError as e:  # an unexpected failure still names the round
+            model = None
             verdict = RoundVerdict(round_id, history.state.status, (), (), (), None, (VerificationError(round_id, "round", expected="verifiable", actual=str(e)),))
         verdicts.append(verdict)
         if on_round is not None:

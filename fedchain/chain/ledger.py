@@ -9,15 +9,27 @@ History is read from events, one round at a time: each round stores the block it
 in and the block it was finalized in, so reading a round's events queries only those few
 blocks, never the chain from block 0 (eth-tester's ``get_logs`` walks every receipt of its
 range, taking seconds over a few hundred blocks).
+
+Replaying many rounds (:meth:`Ledger.history`, what an audit does) reads the ledger's round
+events in consecutive windows of :data:`HISTORY_WINDOW_BLOCKS` blocks, starting where the
+first round wanted was opened: one ``eth_getLogs`` per window instead of two RPC calls per
+round, and never one query over the whole history. A finalized round's state is then taken
+from its own two events, which carry exactly what the contract stored (see
+:meth:`Ledger.history`). Logs are decoded here with ``eth_abi`` from the contract's ABI,
+about ten times faster than web3's generic event processing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from eth_abi.abi import decode as abi_decode
+from eth_utils.abi import event_abi_to_log_topic
+from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 from web3.contract import Contract
 
@@ -47,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 #: Largest block range asked of ``eth_getLogs`` at once.
 LOG_PAGE_BLOCKS = 2_000
+#: Blocks per ``eth_getLogs`` when :meth:`Ledger.history` replays many rounds: a few dozen
+#: rounds of a busy ledger per query, and a bounded answer however long the history.
+HISTORY_WINDOW_BLOCKS = 256
+_ROUND_EVENTS = ("RoundOpened", "UpdateSubmitted", "RoundFinalized")
 _GAS_MARGIN_NUM, _GAS_MARGIN_DEN = 6, 5  # 20 % over the estimate
 _PRIORITY_FEE = 10**9
 
@@ -55,6 +71,62 @@ def _artifact() -> dict[str, Any]:
     from fedchain.chain.compile import load_artifact
 
     return load_artifact()
+
+
+@dataclass(frozen=True)
+class _Log:
+    """One of the ledger's events, decoded: what the history readers need of a log."""
+
+    name: str
+    args: Mapping[str, Any]
+    block_number: int
+    log_index: int
+    tx_hash: str
+
+
+class _EventDecoder:
+    """Decodes the ledger's logs with ``eth_abi``, as web3's event processing would (addresses checksummed)."""
+
+    def __init__(self, abi: list[dict[str, Any]]) -> None:
+        self._events: dict[bytes, tuple[str, list[tuple[str, str]], list[tuple[str, str]], list[str]]] = {}
+        self.topics: dict[str, bytes] = {}
+        for item in abi:
+            if item.get("type") != "event" or item.get("anonymous"):
+                continue
+            inputs = item["inputs"]
+            indexed = [(i["name"], i["type"]) for i in inputs if i["indexed"]]
+            plain = [(i["name"], i["type"]) for i in inputs if not i["indexed"]]
+            if any(t in ("string", "bytes") or t.endswith("]") for _, t in indexed):  # topics hold their hashes
+                raise ChainError(f"event {item['name']}: indexed dynamic types are not supported")
+            topic = bytes(event_abi_to_log_topic(item))  # type: ignore[arg-type]  # an ABI entry read from JSON
+            self._events[topic] = (item["name"], indexed, plain, [i["name"] for i in inputs])
+            self.topics[item["name"]] = topic
+
+    def decode(self, raw: Mapping[str, Any]) -> _Log:
+        topics = [bytes(HexBytes(t)) for t in raw["topics"]]
+        name, indexed, plain, order = self._events[topics[0]]
+        if len(topics) != 1 + len(indexed):
+            raise ChainError(f"{name} log with {len(topics)} topics")
+        values: dict[str, Any] = {}
+        for (arg, kind), topic in zip(indexed, topics[1:], strict=True):
+            values[arg] = _normalize(kind, abi_decode([kind], topic)[0])
+        for (arg, kind), value in zip(plain, abi_decode([k for _, k in plain], bytes(HexBytes(raw["data"]))), strict=True):
+            values[arg] = _normalize(kind, value)
+        return _Log(
+            name=name,
+            args={arg: values[arg] for arg in order},
+            block_number=int(raw["blockNumber"]),
+            log_index=int(raw["logIndex"]),
+            tx_hash=HexBytes(raw["transactionHash"]).to_0x_hex(),
+        )
+
+
+def _normalize(kind: str, value: Any) -> Any:
+    if kind == "address":
+        return to_checksum_address(value)
+    if kind == "address[]":
+        return tuple(to_checksum_address(v) for v in value)
+    return value
 
 
 class Ledger:
@@ -74,6 +146,7 @@ class Ledger:
         self.address = Address(chain.w3.to_checksum_address(address))
         self._contract: Contract = chain.w3.eth.contract(address=self.address, abi=artifact["abi"])
         self._decoder = RevertDecoder(artifact["abi"])
+        self._events = _EventDecoder(artifact["abi"])
         self._info: LedgerInfo | None = None
         if not chain.w3.eth.get_code(self.address):
             raise ChainError(f"no contract at {self.address} on {chain.endpoint}")
@@ -163,10 +236,10 @@ class Ledger:
     def genesis_cid(self) -> Cid:
         """The genesis model's CID, from the ``LedgerCreated`` event of the deployment block."""
         block = self.info().deployed_block
-        logs = self._contract.events.LedgerCreated().get_logs(from_block=block, to_block=block)
+        logs = self._logs(block, block, [self._events.topics["LedgerCreated"]])
         if not logs:
             raise ChainError(f"ledger {self.address}: no LedgerCreated event in block {block}")
-        return Cid(logs[0]["args"]["genesisModelCid"])
+        return Cid(logs[0].args["genesisModelCid"])
 
     def next_round(self) -> RoundId:
         """The next round to open: the number of rounds opened so far."""
@@ -216,14 +289,76 @@ class Ledger:
             raise ChainError(f"round {round_id} has not been opened on ledger {self.address}")
         start = state.opened_block
         end = state.finalized_block if state.status is RoundStatus.FINALIZED else int(self.chain.w3.eth.block_number)
+        topic_round = int(round_id).to_bytes(32, "big")
+        logs: list[_Log] = []
+        for page_start in range(start, end + 1, LOG_PAGE_BLOCKS):
+            page_end = min(end, page_start + LOG_PAGE_BLOCKS - 1)
+            logs += self._logs(page_start, page_end, self._round_topics(), topic_round)
+        return self._assemble(round_id, state, logs)
+
+    def history(self, start: int = 0, stop: int | None = None) -> Iterator[RoundHistory]:
+        """Every opened round from ``start`` (to ``stop``, exclusive), oldest first.
+
+        Each round is what :meth:`round_history` returns for it, read with far fewer
+        calls: the ledger's round events are read in windows of
+        :data:`HISTORY_WINDOW_BLOCKS` blocks from the block where round ``start`` was
+        opened, and a round is yielded once its ``RoundFinalized`` event has been read.
+        Its :class:`RoundState` is then built from its two events rather than read from
+        storage: ``openRound`` stores the deadline and quorum it emits in ``RoundOpened``
+        and the number of the block it runs in, ``finalizeRound`` stores the length of the
+        ``included`` list and the aggregate digest it emits in ``RoundFinalized`` and the
+        number of its block, and nothing changes a round afterwards, so for a finalized
+        round the two agree field for field. A round not finalized by the time the windows
+        reach the chain's head (the open round) is read by :meth:`round_history`.
+        """
+        end = self.next_round() if stop is None else min(stop, self.next_round())
+        if start >= end:
+            return
+        head = int(self.chain.w3.eth.block_number)
+        block = self.round_state(start).opened_block
+        pending: dict[int, list[_Log]] = {}
+        r = start
+        while r < end and block <= head:
+            window_end = min(head, block + HISTORY_WINDOW_BLOCKS - 1)
+            for log in self._logs(block, window_end, self._round_topics()):
+                round_id = int(log.args["roundId"])
+                if r <= round_id < end:
+                    pending.setdefault(round_id, []).append(log)
+            block = window_end + 1
+            while r < end and any(log.name == "RoundFinalized" for log in pending.get(r, ())):
+                yield self._history_from_logs(r, pending.pop(r))
+                r += 1
+            if r < end and r not in pending and block <= head:
+                # nothing of round r yet: skip the blocks before it opened (a quiet stretch)
+                block = max(block, self.round_state(r).opened_block)
+        for round_id in range(r, end):
+            yield self.round_history(round_id)
+
+    def _history_from_logs(self, round_id: int, logs: list[_Log]) -> RoundHistory:
+        opened = next((log for log in logs if log.name == "RoundOpened"), None)
+        finalized = next(log for log in logs if log.name == "RoundFinalized")
+        if opened is None:
+            raise ChainError(f"ledger {self.address}: round {round_id} was finalized in block {finalized.block_number} but no RoundOpened event was read")
+        aggregate = bytes(finalized.args["aggregateHash"])
+        state = RoundState(
+            round_id=RoundId(int(round_id)),
+            status=RoundStatus.FINALIZED,
+            deadline=int(opened.args["deadline"]),
+            min_updates=int(opened.args["minUpdates"]),
+            included_count=len(finalized.args["included"]),
+            opened_block=opened.block_number,
+            finalized_block=finalized.block_number,
+            aggregate_hash=Digest(aggregate) if any(aggregate) else None,
+        )
+        return self._assemble(round_id, state, logs)
+
+    def _assemble(self, round_id: int, state: RoundState, logs: list[_Log]) -> RoundHistory:
         opened: RoundOpened | None = None
         updates: list[UpdateRecord] = []
         aggregate: AggregateRecord | None = None
-        for log in self._round_logs(round_id, start, end):
-            name, args = log["event"], log["args"]
-            tx_hash = HexBytes(log["transactionHash"]).to_0x_hex()
-            block = int(log["blockNumber"])
-            if name == "RoundOpened":
+        for log in sorted(logs, key=lambda log: (log.block_number, log.log_index)):
+            args, block, tx_hash = log.args, log.block_number, log.tx_hash
+            if log.name == "RoundOpened":
                 opened = RoundOpened(
                     round_id=RoundId(int(args["roundId"])),
                     base_hash=Digest(bytes(args["baseModelHash"])),
@@ -233,7 +368,7 @@ class Ledger:
                     block_number=block,
                     tx_hash=tx_hash,
                 )
-            elif name == "UpdateSubmitted":
+            elif log.name == "UpdateSubmitted":
                 updates.append(
                     UpdateRecord(
                         round_id=RoundId(int(args["roundId"])),
@@ -245,7 +380,7 @@ class Ledger:
                         tx_hash=tx_hash,
                     )
                 )
-            elif name == "RoundFinalized":
+            elif log.name == "RoundFinalized":
                 aggregate = AggregateRecord(
                     round_id=RoundId(int(args["roundId"])),
                     aggregate_hash=Digest(bytes(args["aggregateHash"])),
@@ -255,39 +390,22 @@ class Ledger:
                     tx_hash=tx_hash,
                 )
         if opened is None:
-            raise ChainError(f"ledger {self.address}: no RoundOpened event for round {round_id} in block {start}")
+            raise ChainError(f"ledger {self.address}: no RoundOpened event for round {round_id} in block {state.opened_block}")
         updates.sort(key=lambda u: int(u.participant, 16))
         return RoundHistory(state=state, opened=opened, updates=tuple(updates), aggregate=aggregate)
 
-    def history(self, start: int = 0, stop: int | None = None) -> Iterator[RoundHistory]:
-        """Every opened round from ``start`` (to ``stop``, exclusive), oldest first."""
-        end = self.next_round() if stop is None else min(stop, self.next_round())
-        for round_id in range(start, end):
-            yield self.round_history(round_id)
+    def _round_topics(self) -> list[bytes]:
+        return [self._events.topics[name] for name in _ROUND_EVENTS]
 
-    def _round_logs(self, round_id: int, start: int, end: int) -> list[Any]:
-        events = self._contract.events
-        topic_round = "0x" + int(round_id).to_bytes(32, "big").hex()
-        out: list[Any] = []
-        event_types = (events.RoundOpened, events.UpdateSubmitted, events.RoundFinalized)
-        by_topic = {}
-        for ev in event_types:
-            by_topic[HexBytes(ev().topic)] = ev()
-        for page_start in range(start, end + 1, LOG_PAGE_BLOCKS):
-            page_end = min(end, page_start + LOG_PAGE_BLOCKS - 1)
-            raw_logs = self.chain.get_logs(
-                {
-                    "address": self.address,
-                    "fromBlock": page_start,
-                    "toBlock": page_end,
-                    "topics": [[t.to_0x_hex() for t in by_topic], topic_round],
-                }
-            )
-            for raw in raw_logs:
-                event = by_topic[HexBytes(raw["topics"][0])]
-                out.append(event.process_log(raw))
-        out.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
-        return out
+    def _logs(self, start: int, end: int, events: list[bytes], round_topic: bytes | None = None) -> list[_Log]:
+        """The ledger's logs of ``events`` (topic 0) in blocks ``start..end``, decoded, in chain order."""
+        topics: list[Any] = [[HexBytes(t).to_0x_hex() for t in events]]
+        if round_topic is not None:
+            topics.append(HexBytes(round_topic).to_0x_hex())
+        raw_logs = self.chain.get_logs({"address": self.address, "fromBlock": start, "toBlock": end, "topics": topics})
+        logs = [self._events.decode(raw) for raw in raw_logs]
+        logs.sort(key=lambda log: (log.block_number, log.log_index))
+        return logs
 
     # ------------------------------------------------------------------ sending
 
@@ -391,4 +509,4 @@ def _reason(err: BaseException) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-__all__ = ["LOG_PAGE_BLOCKS", "Ledger"]
+__all__ = ["HISTORY_WINDOW_BLOCKS", "LOG_PAGE_BLOCKS", "Ledger"]

@@ -1,0 +1,89 @@
+"""The audit replays a history through the fast paths and reaches the verdicts a round-by-round replay reaches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support.federation import SPEC, Federation
+
+from fedchain.audit import AuditReport
+from fedchain.chain import Chain
+from fedchain.fl import FederatedSplit
+from fedchain.orchestrator.verify import load_model, verify_round
+from fedchain.records import RoundStatus
+from fedchain.storage import LocalBlockStore
+from fedchain.storage._cid import block_key, parse_cid
+from fedchain.storage._unixfs import iter_dag
+
+
+def _replayed_round_by_round(fed: Federation) -> list[tuple[int, bool, tuple[str, ...], list[str]]]:
+    """What the audit did before: each round's history read alone, each base fetched again."""
+    info = fed.ledger.info()
+    load_model(fed.store, fed.ledger.genesis_cid(), info.genesis_hash, spec=SPEC, max_blob_size=fed.settings.max_blob_size, round_id=0, what="genesis model")
+    registered = tuple(p.address for p in fed.ledger.participants())
+    out = []
+    expected = info.genesis_hash
+    for r in range(fed.ledger.next_round()):
+        history = fed.ledger.round_history(r)
+        v = verify_round(history, fed.store, fed.strategy, expected_base=expected, coordinator=info.coordinator, registered=registered, spec=SPEC, max_blob_size=fed.settings.max_blob_size, max_update_norm=fed.settings.max_update_norm)
+        out.append((v.round_id, v.ok, v.included, [str(f) for f in v.failures]))
+        if history.state.status is not RoundStatus.FINALIZED or history.aggregate is None:
+            break
+        expected = history.aggregate.aggregate_hash
+    return out
+
+
+def _summary(report: AuditReport) -> list[tuple[int, bool, tuple[str, ...], list[str]]]:
+    return [(v.round_id, v.ok, v.included, [str(f) for f in v.failures]) for v in report.rounds]
+
+
+def _run_rounds(fed: Federation, n: int) -> None:
+    for _ in range(n):
+        r = fed.coordinator.open_round()
+        for p in fed.participants:
+            p.participate(r)
+        fed.coordinator.finalize(r)
+
+
+def _damage_first_block(store: LocalBlockStore, cid: str) -> str:
+    ref = next(ref for ref, _ in iter_dag(store._read_block, parse_cid(cid)))
+    key = block_key(ref)
+    path = Path(store.location, "blocks", key[-3:-1], key + ".data")
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x04
+    path.write_bytes(bytes(raw))
+    return str(ref)
+
+
+def test_an_honest_history_audits_as_a_round_by_round_replay_does(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+    fed = Federation(chain, store, split)
+    _run_rounds(fed, 3)
+    report = fed.audit()
+    assert report.ok and len(report.rounds) == 3
+    assert _summary(report) == _replayed_round_by_round(fed)
+
+
+def test_a_damaged_aggregate_fails_its_round_and_the_next_round_that_builds_on_it(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+    fed = Federation(chain, store, split)
+    _run_rounds(fed, 3)
+    damaged = fed.ledger.round_history(1).aggregate
+    assert damaged is not None
+    block = _damage_first_block(store, damaged.cid)
+    report = fed.audit()
+    assert [v.ok for v in report.rounds] == [True, False, False]
+    [f1], [f2] = report.rounds[1].failures, report.rounds[2].failures
+    assert (f1.round_id, f1.what) == (1, "aggregate blob") and block in str(f1.actual)
+    assert (f2.round_id, f2.what) == (2, "base model") and block in str(f2.actual)
+    assert _summary(report) == _replayed_round_by_round(fed)
+
+
+def test_a_damaged_update_is_named_with_its_participant(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+    fed = Federation(chain, store, split)
+    _run_rounds(fed, 2)
+    update = fed.ledger.round_history(0).updates[1]
+    block = _damage_first_block(store, update.cid)
+    report = fed.audit()
+    assert not report.ok
+    [failure] = report.rounds[0].failures
+    assert failure.participant == update.participant and "invalid update included" in failure.what and block in str(failure.actual)
+    assert _summary(report) == _replayed_round_by_round(fed)
