@@ -64,6 +64,10 @@ MAX_DEPTH = 16
 BlockSink = Callable[[bytes, Sequence[bytes | bytearray | memoryview]], None]
 #: Returns a block's bytes (not yet verified), or ``None`` if the store does not have it.
 BlockSource = Callable[[BlockRef], bytes | None]
+#: Reads a block into the given buffers in order, as ``readv`` does, and returns the
+#: block's size (which may differ from the buffers' total: then the buffers' contents are
+#: meaningless), or ``None`` if the store does not have it.
+BlockReader = Callable[[BlockRef, Sequence[memoryview]], int | None]
 
 
 class FileImporter:
@@ -320,6 +324,7 @@ def read_file(
     sha256: bytes | None = None,
     check_leaves: bool = True,
     what: str = "blob",
+    read_into: BlockReader | None = None,
 ) -> bytearray:
     """Read the whole file into a new buffer of its exact size.
 
@@ -334,6 +339,11 @@ def read_file(
     check_leaves:
         Hash every leaf block against its CID as well. Without a ``sha256`` it must be
         true (nothing else would check the leaves). Internal nodes are always checked.
+    read_into:
+        The store's scatter read, if it has one: a leaf in the layout kubo writes (or a
+        raw leaf) is then read straight into its place in the buffer, its envelope into
+        scratch space and compared with the one a leaf of that size has. Anything else
+        (or any mismatch) is read and decoded block by block as usual.
 
     Raises
     ------
@@ -351,7 +361,7 @@ def read_file(
     buf = bytearray(node.filesize)
     view = memoryview(buf)
     hasher = hashlib.sha256() if sha256 is not None else None
-    filled = _fill(source, ref, node, root_text, 0, view, 0, hasher, check_leaves)
+    filled = _fill(source, ref, node, root_text, 0, view, 0, hasher, check_leaves, read_into)
     if filled != len(buf):  # the sizes were checked level by level; this cannot differ
         raise IntegrityError(root_text, root_text, f"read {filled} bytes of a {len(buf)}-byte file")
     view.release()
@@ -372,6 +382,7 @@ def _fill(
     pos: int,
     hasher: Any,
     check_leaves: bool,
+    read_into: BlockReader | None,
 ) -> int:
     """Copy ``node``'s bytes into ``out`` from ``pos`` on (hashing them into ``hasher``); return the new position."""
     if node.data:
@@ -379,6 +390,9 @@ def _fill(
     for child_ref, expected in node.children:
         if depth >= MAX_DEPTH:
             raise IntegrityError(root, str(child_ref), f"DAG deeper than {MAX_DEPTH} levels")
+        if read_into is not None and _read_leaf(read_into, child_ref, expected, out, pos, hasher, check_leaves, root):
+            pos += expected
+            continue
         if check_leaves:
             child = decode_file_node(child_ref, load_block(source, child_ref, root), root)
         else:
@@ -391,8 +405,49 @@ def _fill(
                 check_block(child_ref, block, root)
         if child.filesize != expected:
             raise IntegrityError(root, str(child_ref), f"holds {child.filesize} bytes but its parent {ref} says {expected}")
-        pos = _fill(source, child_ref, child, root, depth + 1, out, pos, hasher, check_leaves)
+        pos = _fill(source, child_ref, child, root, depth + 1, out, pos, hasher, check_leaves, read_into)
     return pos
+
+
+def _read_leaf(
+    read_into: BlockReader, ref: BlockRef, size: int, out: memoryview, pos: int, hasher: Any, check: bool, root: str
+) -> bool:
+    """Read ``ref`` into ``out[pos:pos + size]`` if it is a leaf holding exactly ``size`` bytes; else return ``False``.
+
+    A raw leaf is its data. A dag-pb leaf as kubo writes it is ``prefix + data + suffix``
+    with the envelope :func:`leaf_envelope` gives for its size, which
+    :func:`decode_file_node` decodes to exactly that data and nothing else; so a block of
+    that exact size whose envelope is that envelope is such a leaf. ``False`` (whatever
+    was written into ``out``) sends the caller to the general path, which reads the block
+    again and says precisely what is wrong with it, if anything.
+    """
+    if size <= 0 or pos + size > len(out) or size > MAX_BLOCK_SIZE:
+        return False
+    target = out[pos : pos + size]
+    if ref.codec == RAW:
+        prefix, suffix = b"", b""
+        got = read_into(ref, [target])
+        if got != size:
+            return False
+    elif ref.codec == DAG_PB:
+        prefix, suffix = leaf_envelope(size)
+        head, tail = bytearray(len(prefix)), bytearray(len(suffix))
+        got = read_into(ref, [memoryview(head), target, memoryview(tail)])
+        if got != len(prefix) + size + len(suffix) or head != prefix or tail != suffix:
+            return False
+    else:
+        return False
+    if check:
+        if ref.multihash[:2] != b"\x12\x20" or len(ref.multihash) != 34:
+            return False
+        h = hashlib.sha256(prefix)
+        h.update(target)
+        h.update(suffix)
+        if h.digest() != ref.multihash[2:]:
+            return False
+    if hasher is not None:
+        hasher.update(target)
+    return True
 
 
 def _put(out: memoryview, pos: int, data: memoryview, hasher: Any, root: str, ref: BlockRef) -> int:
@@ -436,6 +491,7 @@ __all__ = [
     "CHUNK_SIZE",
     "MAX_BLOCK_SIZE",
     "MAX_LINKS",
+    "BlockReader",
     "BlockSink",
     "BlockSource",
     "FileImporter",

@@ -13,7 +13,8 @@ from fedchain.storage import LocalBlockStore
 
 @pytest.fixture(scope="module")
 def split() -> FederatedSplit:
-    return small_split()
+    split: FederatedSplit = small_split()
+    return split
 
 
 @pytest.fixture

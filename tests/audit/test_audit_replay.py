@@ -21,7 +21,7 @@ def _replayed_round_by_round(fed: Federation) -> list[tuple[int, bool, tuple[str
     info = fed.ledger.info()
     load_model(fed.store, fed.ledger.genesis_cid(), info.genesis_hash, spec=SPEC, max_blob_size=fed.settings.max_blob_size, round_id=0, what="genesis model")
     registered = tuple(p.address for p in fed.ledger.participants())
-    out = []
+    out: list[tuple[int, bool, tuple[str, ...], list[str]]] = []
     expected = info.genesis_hash
     for r in range(fed.ledger.next_round()):
         history = fed.ledger.round_history(r)
