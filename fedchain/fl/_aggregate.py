@@ -32,8 +32,9 @@ How it is executed changes no bit of the result:
 - An in-memory sequence of updates is summed a chunk at a time: all the updates into one
   float64 chunk, which is then rounded into the result, so no float64 copy of the model
   is made. An iterator is consumed one update at a time, holding no update while the next
-  one is produced: memory is the float64 accumulator (twice the model's size), a float64
-  chunk per thread and, at the end, one tensor's float32 result beside the accumulator.
+  one is produced. Its memory is the float64 accumulator (twice the model's size), a
+  float64 chunk per thread (together at most the model's size) and, at the end, one
+  tensor's float32 result beside the accumulator: at most three times the model's size.
 """
 
 from __future__ import annotations
@@ -170,9 +171,13 @@ def _run(pool: Executor | None, tasks: Sequence[Callable[[], None]]) -> None:
         future.result()
 
 
-def _scratch(spans: Sequence[tuple[int, int, int]], chunk: int) -> np.ndarray:
-    """A thread's float64 scratch: ``chunk`` elements, or fewer if its ranges are all shorter."""
-    return np.empty(min(chunk, max((stop - start for _, start, stop in spans), default=0)), dtype=np.float64)
+def _scratch(spans: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """A thread's float64 chunk: ``_CHUNK`` elements, or half its share if that is less.
+
+    Half, so that the threads' chunks together take no more memory than the float32 model.
+    """
+    share = sum(stop - start for _, start, stop in spans)
+    return np.empty(min(_CHUNK, (share + 1) // 2), dtype=np.float64)
 
 
 def _cast(sources: Sequence[np.ndarray], targets: Sequence[np.ndarray] | Mapping[int, np.ndarray], spans: Sequence[tuple[int, int, int]]) -> None:
@@ -203,10 +208,11 @@ def _add_scaled(
 
 
 def _sum_chunks(
-    thetas: Sequence[np.ndarray], updates: Sequence[tuple[np.float64, list[np.ndarray]]], outs: Sequence[np.ndarray], spans: Sequence[tuple[int, int, int]], chunk: int
+    thetas: Sequence[np.ndarray], updates: Sequence[tuple[np.float64, list[np.ndarray]]], outs: Sequence[np.ndarray], spans: Sequence[tuple[int, int, int]]
 ) -> None:
     """The whole formula over ``spans``, a chunk at a time: every update into one accumulator chunk."""
-    acc, tmp = _scratch(spans, chunk), _scratch(spans, chunk)
+    acc, tmp = _scratch(spans), _scratch(spans)
+    chunk = acc.size
     for index, start, stop in spans:
         theta, out = thetas[index], outs[index]
         deltas = [(c_k, flats[index]) for c_k, flats in updates]
@@ -234,7 +240,7 @@ def _in_memory(
         raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
     outs = [np.empty(shape, dtype=np.float32) for shape in shapes]
     flat_outs = [out.reshape(-1) for out in outs]
-    _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, spans, _CHUNK) for spans in plan])
+    _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, spans) for spans in plan])
     logger.debug("aggregated %d updates held in memory", len(checked))
     return outs
 
@@ -247,7 +253,7 @@ def _streamed(
     # The update being added: the threads find it here, and it is emptied once they are done,
     # since a thread may hold on to its finished task (and the task's arguments) for a while.
     current: list[tuple[np.float64, list[np.ndarray]]] = []
-    scratch = [_scratch(spans, _CHUNK) for spans in plan]
+    scratch = [_scratch(spans) for spans in plan]
     add_first = [partial(_add_scaled, acc, current, spans, tmp, thetas) for spans, tmp in zip(plan, scratch, strict=True)]
     add = [partial(_add_scaled, acc, current, spans, tmp, None) for spans, tmp in zip(plan, scratch, strict=True)]
     seen = 0
