@@ -21,6 +21,7 @@ about ten times faster than web3's generic event processing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -109,7 +110,12 @@ class _EventDecoder:
             raise ChainError(f"{name} log with {len(topics)} topics")
         values: dict[str, Any] = {}
         for (arg, kind), topic in zip(indexed, topics[1:], strict=True):
-            values[arg] = _normalize(kind, abi_decode([kind], topic)[0])
+            if kind == "uint256":
+                values[arg] = int.from_bytes(topic, "big")
+            elif kind == "address" and len(topic) == 32 and not any(topic[:12]):
+                values[arg] = _checksummed("0x" + topic[12:].hex())
+            else:
+                values[arg] = _normalize(kind, abi_decode([kind], topic)[0])
         for (arg, kind), value in zip(plain, abi_decode([k for _, k in plain], bytes(HexBytes(raw["data"]))), strict=True):
             values[arg] = _normalize(kind, value)
         return _Log(
@@ -123,10 +129,16 @@ class _EventDecoder:
 
 def _normalize(kind: str, value: Any) -> Any:
     if kind == "address":
-        return to_checksum_address(value)
+        return _checksummed(value)
     if kind == "address[]":
-        return tuple(to_checksum_address(v) for v in value)
+        return tuple(_checksummed(v) for v in value)
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksummed(address: str) -> str:
+    """EIP-55 form, remembered: a ledger's few participants recur in every round (a keccak each otherwise)."""
+    return str(to_checksum_address(address))
 
 
 class Ledger:

@@ -34,6 +34,7 @@ differs from what the ledger says.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -44,7 +45,7 @@ from typing import NoReturn
 
 import numpy as np
 import torch
-from eth_utils.address import is_checksum_address
+from eth_utils.address import is_checksum_address as _is_checksum_address
 from torch import Tensor
 
 from fedchain.errors import CodecError
@@ -72,6 +73,12 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]{0,30}")
 _HEX_DIGEST = re.compile(r"0x[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _STRATEGY = re.compile(r"[A-Za-z0-9_.:=,+-]{1,200}")
+
+
+@functools.lru_cache(maxsize=4096)
+def is_checksum_address(address: str) -> bool:
+    """EIP-55 check, remembered: a federation's few senders recur in every blob (a keccak each time otherwise)."""
+    return bool(_is_checksum_address(address))
 
 
 @dataclass(frozen=True)
