@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fedchain.audit._readahead import ReadAhead
 from fedchain.chain import Ledger
 from fedchain.errors import FedchainError, VerificationError
 from fedchain.fl import ModelSpec, Strategy
@@ -106,30 +107,33 @@ def audit_ledger(
     # previous round's aggregate already checked, not the same blob fetched a second time
     model: VerifiedModel | None = VerifiedModel(genesis_cid, info.genesis_hash, spec, params)
     del params
-    for history in ledger.history():
-        round_id = int(history.state.round_id)
-        try:
-            verdict, model = verify_round_chained(
-                history,
-                store,
-                strategy,
-                base=model,
-                expected_base=expected,
-                coordinator=info.coordinator,
-                registered=registered,
-                spec=spec,
-                max_blob_size=max_blob_size,
-                max_update_norm=max_update_norm,
-            )
-        except FedchainError as e:  # an unexpected failure still names the round
-            model = None
-            verdict = RoundVerdict(round_id, history.state.status, (), (), (), None, (VerificationError(round_id, "round", expected="verifiable", actual=str(e)),))
-        verdicts.append(verdict)
-        if on_round is not None:
-            on_round(verdict)
-        if history.state.status is not RoundStatus.FINALIZED or history.aggregate is None:
-            break
-        expected = history.aggregate.aggregate_hash
+    # rounds and blobs are read (and the blobs hashed) in a thread of their own, a few blobs
+    # ahead of the verification: see fedchain.audit._readahead for why that checks the same
+    with ReadAhead(ledger, store, max_blob_size=max_blob_size) as reader:
+        for history in reader.rounds():
+            round_id = int(history.state.round_id)
+            try:
+                verdict, model = verify_round_chained(
+                    history,
+                    reader.store,
+                    strategy,
+                    base=model,
+                    expected_base=expected,
+                    coordinator=info.coordinator,
+                    registered=registered,
+                    spec=spec,
+                    max_blob_size=max_blob_size,
+                    max_update_norm=max_update_norm,
+                )
+            except FedchainError as e:  # an unexpected failure still names the round
+                model = None
+                verdict = RoundVerdict(round_id, history.state.status, (), (), (), None, (VerificationError(round_id, "round", expected="verifiable", actual=str(e)),))
+            verdicts.append(verdict)
+            if on_round is not None:
+                on_round(verdict)
+            if history.state.status is not RoundStatus.FINALIZED or history.aggregate is None:
+                break
+            expected = history.aggregate.aggregate_hash
     return AuditReport(info, genesis_cid, tuple(verdicts), tuple(failures))
 
 

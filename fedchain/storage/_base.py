@@ -60,6 +60,11 @@ class BlobStore(Protocol):
         """The largest blob, in bytes, this store accepts or returns."""
         ...
 
+    @property
+    def concurrent_reads(self) -> bool:
+        """Whether the read methods may be called from several threads at once."""
+        ...
+
     def put(self, data: bytes, *, version: int = 0) -> Cid:
         """Store ``data`` as one UnixFS file; return its CID (v0 unless ``version=1``)."""
         ...
@@ -125,6 +130,11 @@ class DagStore(ABC):
     def max_blob_size(self) -> int:
         """The largest blob, in bytes, this store accepts or returns."""
         return self._max_blob_size
+
+    @property
+    def concurrent_reads(self) -> bool:
+        """Whether the read methods may be called from several threads at once (not unless a backend says so)."""
+        return False
 
     @property
     @abstractmethod

@@ -97,6 +97,11 @@ class LocalBlockStore(DagStore):
         """The store directory (absolute)."""
         return self._path
 
+    @property
+    def concurrent_reads(self) -> bool:
+        """True: a read opens its own files and shares no state."""
+        return True
+
     # ------------------------------------------------------------------ blocks on disk
 
     def _block_path(self, ref: BlockRef) -> tuple[str, str]:
