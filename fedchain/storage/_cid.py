@@ -18,6 +18,7 @@ produces the error messages; the tests check both paths agree.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -117,8 +118,9 @@ _B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
 _B32_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 
 
+@functools.lru_cache(maxsize=4096)
 def _b58encode(data: bytes) -> str:
-    """base58btc of ``data`` (which has no leading zero bytes: a sha2-256 multihash starts 0x12)."""
+    """base58btc of ``data`` (which has no leading zero bytes: a sha2-256 multihash starts 0x12); remembered, as a read names its root several times."""
     n = int.from_bytes(data, "big")
     out = []
     while n:
