@@ -100,7 +100,7 @@ def audit_ledger(
     except VerificationError as e:
         failures.append(e)
         return AuditReport(info, genesis_cid, (), tuple(failures))
-    registered = tuple(p.address for p in ledger.participants())
+    registered = ledger.participant_addresses()
     verdicts: list[RoundVerdict] = []
     expected = info.genesis_hash
     # the model the next round builds on, as verified here: each round's base is then the

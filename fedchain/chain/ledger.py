@@ -290,7 +290,11 @@ class Ledger:
 
     def participants(self) -> tuple[ParticipantInfo, ...]:
         """Every address ever registered, in registration order, with its current entry."""
-        return tuple(self.participant(a) for a in self._contract.functions.participants().call())
+        return tuple(self.participant(a) for a in self.participant_addresses())
+
+    def participant_addresses(self) -> tuple[Address, ...]:
+        """Every address ever registered, in registration order (one call, no entries)."""
+        return tuple(Address(a) for a in self._contract.functions.participants().call())
 
     # ------------------------------------------------------------------ history
 
@@ -314,8 +318,8 @@ class Ledger:
         Each round is what :meth:`round_history` returns for it, read with far fewer
         calls: the ledger's round events are read in windows of
         :data:`HISTORY_WINDOW_BLOCKS` blocks from the block where round ``start`` was
-        opened, and a round is yielded once its ``RoundFinalized`` event has been read.
-        Its :class:`RoundState` is then built from its two events rather than read from
+        opened (from the deployment, for round 0), and a round is yielded once its
+        ``RoundFinalized`` event has been read. Its :class:`RoundState` is then built from its two events rather than read from
         storage: ``openRound`` stores the deadline and quorum it emits in ``RoundOpened``
         and the number of the block it runs in, ``finalizeRound`` stores the length of the
         ``included`` list and the aggregate digest it emits in ``RoundFinalized`` and the
@@ -327,7 +331,8 @@ class Ledger:
         if start >= end:
             return
         head = int(self.chain.w3.eth.block_number)
-        block = self.round_state(start).opened_block
+        # no round opens before the ledger exists: from there, round 0 needs no lookup
+        block = self.info().deployed_block if start == 0 else self.round_state(start).opened_block
         pending: dict[int, list[_Log]] = {}
         r = start
         while r < end and block <= head:
