@@ -128,6 +128,7 @@ def screen_updates(
             excluded.append(outcome)
         else:
             valid.append(record)
+        del outcome  # not alive while the next blob is read
     return valid, excluded
 
 
@@ -145,6 +146,7 @@ def iter_valid_updates(
     for record in records:
         decoded = _fetch_update(record, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
         yield record.participant, record.num_samples, decoded.delta
+        del decoded  # not alive while the next blob is read
 
 
 def _check_updates(
