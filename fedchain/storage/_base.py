@@ -207,9 +207,10 @@ class DagStore(ABC):
         The bytes are copied block by block into one new buffer of the blob's exact size
         and hashed as they arrive, so the read holds one copy of the blob (plus a block)
         and hashes each byte once. Why that is a sound check, and what it leaves out
-        unless ``check_cid`` is set, is in the module docstring. The root and internal
-        nodes are checked against their CIDs and all UnixFS sizes are checked, as by
-        :meth:`get`.
+        unless ``check_cid`` is set, is in the module docstring. Every node with children
+        (the root of a blob of more than one block, and any inner node) is checked
+        against its CID before its links are followed, and all UnixFS sizes are checked,
+        as by :meth:`get`.
 
         Parameters
         ----------

@@ -16,8 +16,9 @@ limit before any other block is read.
 
 :func:`read_file` reads a whole blob into one buffer of its exact size. Given the sha256
 the caller trusts (the ledger's), it hashes the file's bytes as they arrive instead of
-every leaf block, so each byte is hashed once; internal nodes (one per 174 leaves) are
-still checked against their CIDs, and so are all the sizes.
+every leaf block, so each byte is hashed once; nodes with children (one per 174 leaves)
+are still checked against their CIDs before their links are followed, and all the sizes
+are checked.
 """
 
 from __future__ import annotations
@@ -337,8 +338,9 @@ def read_file(
     sha256:
         If given, the file's bytes must hash to it; they are hashed as they are copied in.
     check_leaves:
-        Hash every leaf block against its CID as well. Without a ``sha256`` it must be
-        true (nothing else would check the leaves). Internal nodes are always checked.
+        Hash every leaf block against its CID as well (a one-block file's root is its
+        leaf). Without a ``sha256`` it must be true (nothing else would check the leaves).
+        Nodes with children are always checked.
     read_into:
         The store's scatter read, if it has one: a leaf in the layout kubo writes (or a
         raw leaf) is then read straight into its place in the buffer, its envelope into
@@ -355,7 +357,10 @@ def read_file(
     if sha256 is None and not check_leaves:
         raise ValueError("read_file without a sha256 must check the leaf blocks")
     root_text = str(ref)
-    node = read_root(source, ref, root_text)
+    if check_leaves:
+        node = read_root(source, ref, root_text)
+    else:
+        node = _read_unless_leaf(source, ref, root_text)  # a one-block file is covered by the digest
     if limit is not None and node.filesize > limit:
         raise BlobTooLargeError(node.filesize, limit, what=what)
     buf = bytearray(node.filesize)
@@ -396,17 +401,25 @@ def _fill(
         if check_leaves:
             child = decode_file_node(child_ref, load_block(source, child_ref, root), root)
         else:
-            block = _fetch(source, child_ref, root)
-            # Decoding reads untrusted bytes safely and uses nothing yet; a node with
-            # children is checked against its CID before its links are followed. A
-            # leaf's bytes are covered by the caller's digest instead.
-            child = decode_file_node(child_ref, block, root)
-            if child.children:
-                check_block(child_ref, block, root)
+            child = _read_unless_leaf(source, child_ref, root)
         if child.filesize != expected:
             raise IntegrityError(root, str(child_ref), f"holds {child.filesize} bytes but its parent {ref} says {expected}")
         pos = _fill(source, child_ref, child, root, depth + 1, out, pos, hasher, check_leaves, read_into)
     return pos
+
+
+def _read_unless_leaf(source: BlockSource, ref: BlockRef, root: str) -> FileNode:
+    """Fetch and decode a block, checking it against its CID only if it has children.
+
+    Decoding reads untrusted bytes safely and uses nothing yet; a node with children is
+    checked before its links are followed. A leaf's bytes are covered by the caller's
+    digest instead.
+    """
+    block = _fetch(source, ref, root)
+    node = decode_file_node(ref, block, root)
+    if node.children:
+        check_block(ref, block, root)
+    return node
 
 
 def _read_leaf(

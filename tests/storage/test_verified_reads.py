@@ -103,6 +103,16 @@ def test_a_corrupted_block_on_disk_is_caught_and_named(which: str, store: LocalB
         assert not isinstance(info.value, DigestMismatchError)
 
 
+def test_a_corrupted_one_block_blob_is_caught_and_named(store: LocalBlockStore) -> None:
+    data = b"a small blob, its root is its only leaf" * 100
+    cid = store.put(data)
+    [root] = _blocks(store, cid)
+    _flip(_block_file(store, root))
+    with pytest.raises(IntegrityError) as info:
+        store.get_verified(cid, _sha(data))
+    assert (info.value.cid, info.value.block) == (cid, str(root))
+
+
 def test_a_corrupted_inner_node_is_caught_before_its_links_are_followed(store: LocalBlockStore) -> None:
     # root -> two inner nodes -> two leaves each: inner nodes are checked against their CIDs
     chunks = [bytes([65 + i]) * (10 + i) for i in range(4)]
