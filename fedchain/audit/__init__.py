@@ -84,6 +84,7 @@ def audit_ledger(
     max_blob_size: int,
     max_update_norm: float | None = None,
     on_round: Callable[[RoundVerdict], None] | None = None,
+    check_cids: bool = False,
 ) -> AuditReport:
     """Replay ``ledger``'s history from the chain and verify every round.
 
@@ -91,25 +92,31 @@ def audit_ledger(
     ----------
     on_round:
         Called with each round's verdict as soon as it is known (for progress output).
+    check_cids:
+        Also check every block of every blob against the CID that names it. By default a
+        blob is checked against its recorded sha256 only, which is what makes it the
+        recorded blob (see :mod:`fedchain.storage._base`); this adds the proof that the
+        recorded CIDs name those bytes in this store, for a second hash of every byte.
     """
     info = ledger.info()
     genesis_cid = ledger.genesis_cid()
     failures: list[VerificationError] = []
-    try:
-        spec, params = load_model(store, genesis_cid, info.genesis_hash, spec=spec, max_blob_size=max_blob_size, round_id=0, what="genesis model")
-    except VerificationError as e:
-        failures.append(e)
-        return AuditReport(info, genesis_cid, (), tuple(failures))
-    registered = ledger.participant_addresses()
     verdicts: list[RoundVerdict] = []
-    expected = info.genesis_hash
-    # the model the next round builds on, as verified here: each round's base is then the
-    # previous round's aggregate already checked, not the same blob fetched a second time
-    model: VerifiedModel | None = VerifiedModel(genesis_cid, info.genesis_hash, spec, params)
-    del params
-    # rounds and blobs are read (and the blobs hashed) in a thread of their own, a few blobs
-    # ahead of the verification: see fedchain.audit._readahead for why that checks the same
-    with ReadAhead(ledger, store, max_blob_size=max_blob_size) as reader:
+    # Blobs are read (and hashed) in worker threads, a few ahead of the verification; the
+    # chain is read here, a round or so ahead: see fedchain.audit._readahead for why that
+    # checks exactly what reading each blob when it is needed would.
+    with ReadAhead(ledger, store, max_blob_size=max_blob_size, check_cids=check_cids) as reader:
+        try:
+            spec, params = load_model(reader.store, genesis_cid, info.genesis_hash, spec=spec, max_blob_size=max_blob_size, round_id=0, what="genesis model")
+        except VerificationError as e:
+            failures.append(e)
+            return AuditReport(info, genesis_cid, (), tuple(failures))
+        registered = ledger.participant_addresses()
+        expected = info.genesis_hash
+        # the model the next round builds on, as verified here: each round's base is then the
+        # previous round's aggregate already checked, not the same blob fetched a second time
+        model: VerifiedModel | None = VerifiedModel(genesis_cid, info.genesis_hash, spec, params)
+        del params
         for history in reader.rounds():
             round_id = int(history.state.round_id)
             try:

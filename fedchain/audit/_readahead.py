@@ -47,7 +47,7 @@ DEPTH = 4
 #: Worker threads reading blobs when the store allows concurrent reads.
 WORKERS = 2
 
-_Key = tuple[str, bytes, int]
+_Key = tuple[str, bytes, int, bool]  # get_verified's cid, sha256, max_size, check_cid
 
 
 class RoundSource(Protocol):
@@ -80,14 +80,18 @@ class ReadAhead:
         Where the history and the blobs are.
     max_blob_size:
         The size limit the verifier passes to ``get_verified``.
+    check_cids:
+        Make every ``get_verified`` call through :attr:`store` with ``check_cid=True``
+        (every leaf block checked against its CID as well as the blob against its digest).
     """
 
-    def __init__(self, ledger: RoundSource, store: BlobStore, *, max_blob_size: int) -> None:
+    def __init__(self, ledger: RoundSource, store: BlobStore, *, max_blob_size: int, check_cids: bool = False) -> None:
         self._histories = ledger.history()
         self._max_blob_size = max_blob_size
+        self._check_cids = check_cids
         concurrent = bool(getattr(store, "concurrent_reads", False))
         # a store that is not safe to call from several threads at once is called by one at a time
-        self.store = _ReadAheadStore(store, self, None if concurrent else threading.Lock())
+        self.store = _ReadAheadStore(store, self, None if concurrent else threading.Lock(), check_cids)
         self._pool = ThreadPoolExecutor(WORKERS if concurrent else 1, thread_name_prefix="fedchain-audit-read")
         self._read_rounds: collections.deque[tuple[int, RoundHistory] | BaseException] = collections.deque()
         self._unsent: collections.deque[_Read] = collections.deque()
@@ -150,7 +154,7 @@ class ReadAhead:
         index = self._pulled
         self._pulled += 1
         self._read_rounds.append((index, history))
-        self._unsent.extend(_Read(index, key) for key in _reads_of(history, self._max_blob_size))
+        self._unsent.extend(_Read(index, key) for key in _reads_of(history, self._max_blob_size, self._check_cids))
         return True
 
     def _send(self) -> None:
@@ -161,8 +165,8 @@ class ReadAhead:
             if not self._unsent:
                 continue  # a round with no blobs to read
             read = self._unsent.popleft()
-            cid, digest, max_size = read.key
-            read.future = self._pool.submit(self.store.real_get_verified, cid, digest, max_size=max_size)
+            cid, digest, max_size, check_cid = read.key
+            read.future = self._pool.submit(self.store.real_get_verified, cid, digest, max_size=max_size, check_cid=check_cid)
             self._sent.append(read)
 
     def _drop_stale(self) -> None:
@@ -184,21 +188,22 @@ class ReadAhead:
         return read.future
 
 
-def _reads_of(history: RoundHistory, max_blob_size: int) -> list[_Key]:
+def _reads_of(history: RoundHistory, max_blob_size: int, check_cid: bool) -> list[_Key]:
     """The ``get_verified`` calls verifying ``history`` makes, in order (see :mod:`fedchain.orchestrator.verify`)."""
-    keys = [(str(u.cid), bytes(u.update_hash), max_blob_size) for u in history.updates]
+    keys = [(str(u.cid), bytes(u.update_hash), max_blob_size, check_cid) for u in history.updates]
     if history.aggregate is not None:
-        keys.append((str(history.aggregate.cid), bytes(history.aggregate.aggregate_hash), max_blob_size))
+        keys.append((str(history.aggregate.cid), bytes(history.aggregate.aggregate_hash), max_blob_size, check_cid))
     return keys
 
 
 class _ReadAheadStore:
     """A :class:`BlobStore` serving the blobs read ahead, and passing every other call to the real store."""
 
-    def __init__(self, store: BlobStore, owner: ReadAhead, lock: threading.Lock | None) -> None:
+    def __init__(self, store: BlobStore, owner: ReadAhead, lock: threading.Lock | None, check_cids: bool) -> None:
         self._store = store
         self._owner = owner
         self._lock = lock
+        self._check_cids = check_cids
 
     def real_get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
         if self._lock is None:
@@ -208,8 +213,9 @@ class _ReadAheadStore:
 
     def get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
         """The blob read ahead for exactly these arguments, or else a read made now."""
-        if not check_cid and max_size is not None:
-            future = self._owner._take((str(cid), bytes(sha256), max_size))
+        check_cid = check_cid or self._check_cids
+        if max_size is not None:
+            future = self._owner._take((str(cid), bytes(sha256), max_size, check_cid))
             if future is not None:
                 return future.result()  # raises what the read raised
         return self.real_get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from support.federation import SPEC, Federation
 
-from fedchain.audit import AuditReport
+from fedchain.audit import AuditReport, audit_ledger
 from fedchain.chain import Chain
 from fedchain.fl import FederatedSplit
 from fedchain.orchestrator.verify import load_model, verify_round
@@ -87,3 +87,23 @@ def test_a_damaged_update_is_named_with_its_participant(chain: Chain, store: Loc
     [failure] = report.rounds[0].failures
     assert failure.participant == update.participant and "invalid update included" in failure.what and block in str(failure.actual)
     assert _summary(report) == _replayed_round_by_round(fed)
+
+
+def test_checking_cids_finds_a_block_stored_under_a_name_that_is_not_its_own(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+    # the same bytes of an update, re-encoded as another block (UnixFS Raw instead of File)
+    # and stored under the recorded CID's name: the digest still vouches for the bytes;
+    # only checking the CIDs shows the store does not hold what the CID names
+    fed = Federation(chain, store, split)
+    _run_rounds(fed, 1)
+    update = fed.ledger.round_history(0).updates[0]
+    [ref] = [ref for ref, _ in iter_dag(store._read_block, parse_cid(update.cid))]  # a one-block blob
+    key = block_key(ref)
+    path = Path(store.location, "blocks", key[-3:-1], key + ".data")
+    block = path.read_bytes()
+    at = block.index(b"\x08\x02")
+    assert at <= 4
+    path.write_bytes(block[:at] + b"\x08\x00" + block[at + 2 :])
+    assert fed.audit().ok
+    checked = audit_ledger(fed.ledger, store, fed.strategy, spec=SPEC, max_blob_size=fed.settings.max_blob_size, check_cids=True)
+    [failure] = checked.rounds[0].failures
+    assert failure.participant == update.participant and str(ref) in str(failure.actual) and "do not hash" in str(failure.actual)
