@@ -146,6 +146,7 @@ class EmbeddedChain(Chain):
         self._lock = threading.RLock()
         self._clock_offset = 0
         self._snapshot_offsets: dict[int, int] = {}
+        self._logs_by_block: dict[bytes, list[AttributeDict[str, Any]]] = {}  # block hash -> its logs
         entries = _read_journal(journal) if journal is not None and journal.exists() else []
         if entries:
             genesis_ts = int(entries[0]["timestamp"])
@@ -191,6 +192,7 @@ class EmbeddedChain(Chain):
             self._set_pending_timestamp(ts)
             tx_hash = HexBytes(self._tester.send_raw_transaction(HexBytes(raw).to_0x_hex()))
             receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+            self._index_logs(receipt)
             block = self.w3.eth.get_block(receipt["blockNumber"])
             self._append(
                 {
@@ -288,32 +290,47 @@ class EmbeddedChain(Chain):
         with self._lock:
             head = int(evm.get_canonical_head().block_number)
             for number in range(start, min(end, head) + 1):
-                block = evm.get_canonical_block_by_number(number)
-                log_index = 0
-                for tx_index, (tx, receipt) in enumerate(zip(block.transactions, block.get_receipts(evm.chaindb), strict=True)):
-                    for log in receipt.logs:
-                        index, log_index = log_index, log_index + 1
-                        topics = [t.to_bytes(32, "big") for t in log.topics]
-                        if address is not None and bytes(log.address) != address:
-                            continue
-                        if len(topics) < len(wanted) or any(w is not None and topics[i] not in w for i, w in enumerate(wanted)):
-                            continue
-                        out.append(
-                            AttributeDict(
-                                {
-                                    "address": Web3.to_checksum_address(log.address),
-                                    "topics": [HexBytes(t) for t in topics],
-                                    "data": HexBytes(log.data),
-                                    "blockNumber": number,
-                                    "blockHash": HexBytes(block.hash),
-                                    "transactionHash": HexBytes(tx.hash),
-                                    "transactionIndex": tx_index,
-                                    "logIndex": index,
-                                    "removed": False,
-                                }
-                            )
-                        )
+                # Keyed by block hash, so a block reverted away (snapshots) is never served.
+                block_hash = bytes(evm.chaindb.get_canonical_block_hash(number))
+                logs = self._logs_by_block.get(block_hash)
+                if logs is None:
+                    logs = self._logs_by_block[block_hash] = self._read_block_logs(number)
+                for log in logs:
+                    if address is not None and bytes(HexBytes(log["address"])) != address:
+                        continue
+                    topics = log["topics"]
+                    if len(topics) < len(wanted) or any(w is not None and bytes(topics[i]) not in w for i, w in enumerate(wanted)):
+                        continue
+                    out.append(log)
         return out
+
+    def _read_block_logs(self, number: int) -> list[AttributeDict[str, Any]]:
+        """Every log of canonical block ``number``, decoded from py-evm's receipts."""
+        evm = self._backend.chain
+        block = evm.get_canonical_block_by_number(number)
+        out = []
+        log_index = 0
+        for tx_index, (tx, receipt) in enumerate(zip(block.transactions, block.get_receipts(evm.chaindb), strict=True)):
+            for log in receipt.logs:
+                out.append(_log_entry(log.address, [t.to_bytes(32, "big") for t in log.topics], log.data, number, block.hash, tx.hash, tx_index, log_index))
+                log_index += 1
+        return out
+
+    def _index_logs(self, receipt: Any) -> None:
+        """Remember the logs of the block ``receipt``'s transaction was mined in.
+
+        eth-tester mines one block per transaction, so those are the block's logs: indexed as
+        the block is mined (as a node indexes receipts on import), a later ``get_logs`` of it
+        decodes nothing.
+        """
+        evm = self._backend.chain
+        number = int(receipt["blockNumber"])
+        if len(evm.get_canonical_block_by_number(number).transactions) != 1:
+            return  # not the one-transaction block expected: read it from py-evm when asked
+        self._logs_by_block[bytes(HexBytes(receipt["blockHash"]))] = [
+            _log_entry(HexBytes(log["address"]), [bytes(HexBytes(t)) for t in log["topics"]], HexBytes(log["data"]), number, HexBytes(receipt["blockHash"]), HexBytes(receipt["transactionHash"]), 0, i)
+            for i, log in enumerate(receipt["logs"])
+        ]
 
     # -- internals
 
@@ -355,6 +372,7 @@ class EmbeddedChain(Chain):
             except Exception as err:  # eth-tester raises ValidationError and friends
                 raise ChainError(f"chain journal {self._journal_path}, line {n}: transaction does not replay: {err}") from err
             receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+            self._index_logs(receipt)
             if tx_hash != HexBytes(entry["hash"]) or int(receipt["status"]) != int(entry["status"]):
                 raise ChainError(
                     f"chain journal {self._journal_path}, line {n}: replay gave transaction "
@@ -362,6 +380,23 @@ class EmbeddedChain(Chain):
                     f"status {entry['status']}"
                 )
         logger.info("replayed %d transactions from %s in %.2fs", len(entries), self._journal_path, time.perf_counter() - started)
+
+
+def _log_entry(address: bytes, topics: list[bytes], data: bytes, number: int, block_hash: bytes, tx_hash: bytes, tx_index: int, log_index: int) -> AttributeDict[str, Any]:
+    """One log as ``eth_getLogs`` returns it through web3."""
+    return AttributeDict(
+        {
+            "address": Web3.to_checksum_address(bytes(address)),
+            "topics": [HexBytes(t) for t in topics],
+            "data": HexBytes(data),
+            "blockNumber": number,
+            "blockHash": HexBytes(block_hash),
+            "transactionHash": HexBytes(tx_hash),
+            "transactionIndex": tx_index,
+            "logIndex": log_index,
+            "removed": False,
+        }
+    )
 
 
 def _topic_set(topic: Any) -> set[bytes] | None:
