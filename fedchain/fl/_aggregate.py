@@ -63,7 +63,7 @@ UpdateItem = tuple[str, int, Mapping[str, Tensor]]
 #: chunks of 2**15..2**17 were slower: each thread then switches more often between numpy
 #: calls (taking the GIL each time), and a float32 -> float64 cast streamed from memory
 #: into a chunk kept hot in L2 ran at half speed.
-_CHUNK = 1 << 18
+_CHUNK = 1 << 17
 #: Fewest elements worth a thread of their own (starting one costs about 0.1 ms).
 _MIN_PER_THREAD = 1 << 16
 #: More threads gain little: the work is mostly bound by memory bandwidth.
@@ -246,10 +246,27 @@ def _in_memory(
 
 
 def _streamed(
-    pool: Executor | None, plan: _Plan, thetas: list[np.ndarray], shapes: list[tuple[int, ...]], updates: Iterable[UpdateItem], names: list[str], total_samples: int, eta: float
+    pool: Executor | None,
+    plan: _Plan,
+    thetas: list[np.ndarray],
+    shapes: list[tuple[int, ...]],
+    updates: Iterable[UpdateItem],
+    names: list[str],
+    total_samples: int,
+    eta: float,
+    *,
+    release_base: bool = False,
 ) -> list[np.ndarray]:
-    """Add the updates into a float64 accumulator one at a time, holding none while the next is produced."""
+    """Add the updates into a float64 accumulator one at a time, holding none while the next is produced.
+
+    With ``release_base`` the accumulator is set to theta before the first update is asked for
+    and ``thetas`` is emptied, so the base (if nobody else holds it) is freed before any update
+    is in memory.
+    """
     acc = [np.empty(theta.size, dtype=np.float64) for theta in thetas]
+    if release_base:
+        _run(pool, [partial(_cast, thetas, acc, spans) for spans in plan])  # exact
+        thetas.clear()
     # The update being added: the threads find it here, and it is emptied once they are done,
     # since a thread may hold on to its finished task (and the task's arguments) for a while.
     current: list[tuple[np.float64, list[np.ndarray]]] = []
@@ -257,16 +274,18 @@ def _streamed(
     add_first = [partial(_add_scaled, acc, current, spans, tmp, thetas) for spans, tmp in zip(plan, scratch, strict=True)]
     add = [partial(_add_scaled, acc, current, spans, tmp, None) for spans, tmp in zip(plan, scratch, strict=True)]
     seen = 0
+    started = release_base  # whether the accumulator already holds theta
     for participant, n_k, delta in _ordered(updates):
         current.append(_checked(participant, n_k, delta, names, shapes, total_samples, eta))
         del delta  # let the caller's generator free it before decoding the next one
-        _run(pool, add if seen else add_first)
+        _run(pool, add if started else add_first)
+        started = True
         current.clear()
         seen += n_k
         logger.debug("aggregated update from %s (n_k=%d)", participant, n_k)
     if seen != total_samples:
         raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
-    if not seen:  # no update: the accumulator is just theta
+    if not started:  # no update: the accumulator is just theta
         _run(pool, [partial(_cast, thetas, acc, spans) for spans in plan])  # exact
     del add, add_first, scratch
     outs = []
@@ -286,6 +305,7 @@ def fedavg_stream(
     total_samples: int,
     server_lr: float = 1.0,
     threads: int | None = None,
+    release_base: bool = False,
 ) -> dict[str, Tensor]:
     """Aggregate updates with FedAvg, exactly as the module docstring specifies.
 
@@ -306,6 +326,11 @@ def fedavg_stream(
     threads:
         How many threads share the elements (default :func:`default_threads`; 1 does
         everything on the calling thread). It changes the speed, never a bit.
+    release_base:
+        ``base`` is a dict the caller gives up: it is emptied once read, and with an iterator
+        of updates the accumulator takes theta before the first update is asked for, so the
+        base's memory can be freed before any update is held (what a coordinator streaming
+        many updates wants). It changes the memory, never a bit.
 
     Returns
     -------
@@ -327,8 +352,12 @@ def fedavg_stream(
         threads = default_threads()
     elif not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise AggregationError(f"threads must be a positive int, got {threads!r}")
+    if release_base and not isinstance(base, dict):
+        raise AggregationError(f"release_base needs the base as a dict to empty, got a {type(base).__name__}")
     names = sorted(base)
     bases = [_as_float32(name, base[name], None) for name in names]
+    if release_base:
+        base.clear()  # type: ignore[attr-defined]
     shapes = [b.shape for b in bases]
     thetas = [b.reshape(-1) for b in bases]  # views, unless a tensor is not contiguous
     del bases
@@ -338,7 +367,7 @@ def fedavg_stream(
         if isinstance(updates, Sequence):
             outs = _in_memory(pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr))
         else:
-            outs = _streamed(pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr))
+            outs = _streamed(pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr), release_base=release_base)
     return {name: torch.from_numpy(out) for name, out in zip(names, outs, strict=True)}
 
 

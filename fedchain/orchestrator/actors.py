@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from torch import Tensor
 
 from fedchain.chain import Ledger, Signer
-from fedchain.errors import AggregationError, ContractRevertError, VerificationError
+from fedchain.errors import ContractRevertError, VerificationError
 from fedchain.fl import (
     Dataset,
     ModelSpec,
@@ -31,11 +30,10 @@ from fedchain.orchestrator._blobs import aggregate_blob, genesis_blob, update_bl
 from fedchain.orchestrator.verify import (
     Exclusion,
     RoundVerdict,
-    iter_valid_updates,
     load_model,
+    screen_and_aggregate,
     verify_round,
 )
-from fedchain.orchestrator.verify import _check_updates as check_updates
 from fedchain.records import RoundHistory, RoundStatus, TxResult, UpdateRecord
 from fedchain.storage import BlobStore
 from fedchain.types import Address, Cid, Digest
@@ -226,13 +224,10 @@ class Coordinator:
         return self.finalize(round_id)
 
     def _prepared(self, history: RoundHistory) -> _Prepared:
-        """Screen a round's recorded updates and aggregate the valid ones, in one pass over the blobs.
+        """:func:`~fedchain.orchestrator.verify.screen_and_aggregate` of the round's recorded updates.
 
-        The aggregation weighs each update by ``n_k / n`` with ``n`` the valid updates' total,
-        known only once all are screened; the pass assumes every recorded update is valid (the
-        usual case) and aggregates as it screens. If any is excluded, a second pass aggregates
-        the valid ones with the right ``n``. The result is reused while the recorded updates
-        stay the same (``ready_to_finalize`` polls, then ``finalize``).
+        The result is reused while the recorded updates stay the same (``ready_to_finalize``
+        polls, then ``finalize``).
         """
         key = (int(history.state.round_id), tuple((u.participant, bytes(u.update_hash)) for u in history.updates))
         cached = self._prepared_cache
@@ -240,36 +235,12 @@ class Coordinator:
             return cached
         self._prepared_cache = None  # let the previous model go before building this one
         round_id = int(history.state.round_id)
-        checks: dict[str, Any] = {"spec": self.settings.spec, "base_hash": history.opened.base_hash, "max_blob_size": self.settings.max_blob_size, "max_update_norm": self.settings.max_update_norm}
-        spec, base = load_model(self.store, history.opened.base_cid, history.opened.base_hash, spec=self.settings.spec, max_blob_size=self.settings.max_blob_size, round_id=round_id, what="base model")
-        valid: list[UpdateRecord] = []
-        excluded: list[Exclusion] = []
+        spec = self.settings.spec
 
-        def screened_updates() -> Iterator[tuple[Address, int, Mapping[str, Tensor]]]:
-            for record, outcome in check_updates(history, self.store, keep=True, **checks):
-                if isinstance(outcome, Exclusion):
-                    excluded.append(outcome)
-                    continue
-                valid.append(record)
-                yield record.participant, record.num_samples, outcome.delta
-                del outcome
+        def load_base() -> dict[str, Tensor]:
+            return load_model(self.store, history.opened.base_cid, history.opened.base_hash, spec=spec, max_blob_size=self.settings.max_blob_size, round_id=round_id, what="base model")[1]
 
-        optimistic = sum(u.num_samples for u in history.updates)
-        updates = screened_updates()
-        params: dict[str, Tensor] | None = None
-        error: AggregationError | None = None
-        try:
-            params = self.strategy.aggregate(base, updates, total_samples=optimistic)
-        except AggregationError as err:
-            error = err
-        for _ in updates:  # finish screening if the aggregation stopped early
-            pass
-        if excluded:  # the optimistic total was wrong (and the aggregation said so): again, with the valid ones only
-            params = None
-            params = self.strategy.aggregate(base, iter_valid_updates(history, self.store, valid, **checks), total_samples=sum(u.num_samples for u in valid))
-        elif error is not None:
-            raise error  # every update was valid: the failure is the aggregation's own
-        assert params is not None
+        valid, excluded, params = screen_and_aggregate(history, self.store, self.strategy, load_base, spec=spec, max_blob_size=self.settings.max_blob_size, max_update_norm=self.settings.max_update_norm)
         prepared = _Prepared(key, spec, valid, excluded, params)
         self._prepared_cache = prepared
         return prepared

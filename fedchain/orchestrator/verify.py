@@ -40,12 +40,18 @@ How it is done, cheaply, without checking less:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from fedchain.errors import CodecError, FedchainError, StorageError, VerificationError
+from fedchain.errors import (
+    AggregationError,
+    CodecError,
+    FedchainError,
+    StorageError,
+    VerificationError,
+)
 from fedchain.fl import DecodedUpdate, ModelSpec, Strategy
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.orchestrator._blobs import (
@@ -147,6 +153,66 @@ def iter_valid_updates(
         decoded = _fetch_update(record, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
         yield record.participant, record.num_samples, decoded.delta
         del decoded  # not alive while the next blob is read
+
+
+def screen_and_aggregate(
+    history: RoundHistory,
+    store: BlobStore,
+    strategy: Strategy,
+    load_base: Callable[[], dict[str, Tensor]],
+    *,
+    spec: ModelSpec,
+    max_blob_size: int,
+    max_update_norm: float | None,
+) -> tuple[list[UpdateRecord], list[Exclusion], dict[str, Tensor]]:
+    """Screen a round's recorded updates and aggregate the valid ones, in one pass over the blobs.
+
+    What the coordinator runs before finalizing. The aggregation weighs each update by
+    ``n_k / n`` with ``n`` the valid updates' total, known only once all are screened; the pass
+    assumes every recorded update is valid (the usual case) and aggregates as it screens. If any
+    is excluded, a second pass aggregates the valid ones with the right ``n``.
+
+    ``load_base()`` gives the round's base parameters, once per pass; the aggregation may let
+    them go as soon as its accumulator holds them, so a coordinator never holds the base, the
+    accumulator and an update at once.
+
+    Returns
+    -------
+    tuple
+        The valid records (participant order), the exclusions, and the new parameters.
+    """
+    base_hash = history.opened.base_hash
+    valid: list[UpdateRecord] = []
+    excluded: list[Exclusion] = []
+
+    def screened() -> Iterator[tuple[Address, int, Mapping[str, Tensor]]]:
+        for record, outcome in _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=True):
+            if isinstance(outcome, Exclusion):
+                excluded.append(outcome)
+                continue
+            valid.append(record)
+            delta = outcome.delta
+            del outcome
+            yield record.participant, record.num_samples, delta
+            del delta  # not alive while the next blob is read
+
+    updates = screened()
+    params: dict[str, Tensor] | None = None
+    error: AggregationError | None = None
+    try:
+        params = strategy.aggregate(load_base(), updates, total_samples=sum(u.num_samples for u in history.updates), release_base=True)
+    except AggregationError as err:
+        error = err
+    for _ in updates:  # finish screening if the aggregation stopped early
+        pass
+    if excluded:  # the optimistic total was wrong (and the aggregation said so): again, with the valid ones only
+        params = None
+        again = iter_valid_updates(history, store, valid, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
+        params = strategy.aggregate(load_base(), again, total_samples=sum(u.num_samples for u in valid), release_base=True)
+    elif error is not None:
+        raise error  # every update was valid: the failure is the aggregation's own
+    assert params is not None
+    return valid, excluded, params
 
 
 def _check_updates(
@@ -410,4 +476,4 @@ def verify_round_chained(
     return verdict(included, excluded), None
 
 
-__all__ = ["Exclusion", "RoundVerdict", "VerifiedModel", "iter_valid_updates", "load_model", "screen_updates", "verify_round", "verify_round_chained"]
+__all__ = ["Exclusion", "RoundVerdict", "VerifiedModel", "iter_valid_updates", "load_model", "screen_and_aggregate", "screen_updates", "verify_round", "verify_round_chained"]

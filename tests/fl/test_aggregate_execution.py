@@ -276,3 +276,38 @@ def test_the_threads_share_the_elements_without_overlap(sizes: list[int], thread
         ranges = sorted(covered.get(index, []))
         assert sum(stop - start for start, stop in ranges) == size
         assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["sequence", "stream"])
+def test_releasing_the_base_empties_it_and_changes_no_bit(stream: bool) -> None:
+    base, updates, total = _round(11, 4, "random")
+    want = _frozen(base, updates, total, 1.0)
+    given_up = dict(base)
+    got = fedavg_stream(given_up, iter(sorted(updates, key=lambda u: u[0])) if stream else updates, total_samples=total, threads=2, release_base=True)
+    _assert_same_bits(got, want)
+    assert given_up == {}
+
+
+def test_a_released_base_is_freed_before_the_first_update_is_asked_for() -> None:
+    shape = (1024, 1024)
+    theta = torch.from_numpy(np.zeros(shape, dtype=np.float32))
+    alive = weakref.ref(theta)
+    seen: list[bool] = []
+
+    def stream() -> Iterator[UpdateItem]:
+        gc.collect()
+        seen.append(alive() is None)
+        yield "0x" + "1" * 40, 1, {"w": torch.from_numpy(np.full(shape, 0.5, dtype=np.float32))}
+
+    base = {"w": theta}
+    del theta
+    got = fedavg_stream(base, stream(), total_samples=1, threads=2, release_base=True)
+    assert seen == [True]  # the accumulator held theta, and theta itself was gone
+    assert float(got["w"][0, 0]) == 0.5
+
+
+def test_release_base_needs_a_dict_it_may_empty() -> None:
+    from types import MappingProxyType
+
+    with pytest.raises(AggregationError, match="release_base needs the base as a dict"):
+        fedavg_stream(MappingProxyType({"w": torch.zeros(3)}), iter(()), total_samples=0, release_base=True)  # type: ignore[arg-type]
