@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--server-lr", type=float, default=1.0, help="FedAvg server learning rate the federation used (default: 1.0)")
     p.add_argument("--max-blob-size", type=int, default=64 * 1024 * 1024, help="largest blob fetched, in bytes (default: 64 MiB)")
     p.add_argument("--max-update-norm", type=float, default=None, help="the federation's update-norm bound, if it had one")
+    p.add_argument(
+        "--check-cids",
+        action="store_true",
+        help="also check every block of every blob against the CID that names it (by default each blob is checked against its recorded sha256 only, "
+        "which is what makes it the recorded blob; this adds the proof that the recorded CIDs name those bytes, for a second hash of every byte)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_run, error_exit_code=EXIT_ERROR)
 
@@ -60,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         strategy = FedAvg(server_lr=args.server_lr)
         spec, max_blob, max_norm = None, args.max_blob_size, args.max_update_norm
     try:
-        report = audit_ledger(ledger, store, strategy, spec=spec, max_blob_size=max_blob, max_update_norm=max_norm)
+        report = audit_ledger(ledger, store, strategy, spec=spec, max_blob_size=max_blob, max_update_norm=max_norm, check_cids=args.check_cids)
     except FedchainError as err:
         print(f"fedchain audit: error: could not run the audit: {err}", file=sys.stderr)
         return EXIT_ERROR

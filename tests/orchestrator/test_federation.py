@@ -53,6 +53,9 @@ def test_a_demo_workdir_audits_clean_from_a_fresh_process(tmp_path: Path, split:
     proc = subprocess.run([sys.executable, "-m", "fedchain", "audit", "--workdir", str(tmp_path / "demo")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "round 1: 3 included, 0 excluded" in proc.stdout
+    from fedchain.cli import main
+
+    assert main(["audit", "--workdir", str(tmp_path / "demo"), "--check-cids"]) == 0  # every block under its CID too
 
 
 def test_a_flipped_byte_in_a_stored_update_fails_the_audit(tmp_path: Path, split: FederatedSplit) -> None:
@@ -69,6 +72,7 @@ def test_a_flipped_byte_in_a_stored_update_fails_the_audit(tmp_path: Path, split
     block.write_bytes(bytes(data))
     assert main(["audit", "--workdir", str(tmp_path / "demo")]) == 1
     assert main(["audit", "--workdir", str(tmp_path / "demo"), "--json"]) == 1
+    assert main(["audit", "--workdir", str(tmp_path / "demo"), "--check-cids"]) == 1
 
 
 def test_audit_failure_names_round_and_participant(tmp_path: Path, split: FederatedSplit, capsys: pytest.CaptureFixture[str]) -> None:
