@@ -185,18 +185,8 @@ def screen_and_aggregate(
     valid: list[UpdateRecord] = []
     excluded: list[Exclusion] = []
 
-    def screened() -> Iterator[tuple[Address, int, Mapping[str, Tensor]]]:
-        for record, outcome in _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=True):
-            if isinstance(outcome, Exclusion):
-                excluded.append(outcome)
-                continue
-            valid.append(record)
-            delta = outcome.delta
-            del outcome
-            yield record.participant, record.num_samples, delta
-            del delta  # not alive while the next blob is read
-
-    updates = screened()
+    checks = _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=True)
+    updates = _screened_stream(checks, valid, excluded)
     params: dict[str, Tensor] | None = None
     error: AggregationError | None = None
     try:
@@ -213,6 +203,33 @@ def screen_and_aggregate(
         raise error  # every update was valid: the failure is the aggregation's own
     assert params is not None
     return valid, excluded, params
+
+
+def _screened_stream(
+    checks: Iterator[tuple[UpdateRecord, Exclusion | DecodedUpdate]],
+    valid: list[UpdateRecord],
+    excluded: list[Exclusion],
+    *,
+    include: set[Address] | None = None,
+    done: list[bool] | None = None,
+) -> Iterator[tuple[Address, int, Mapping[str, Tensor]]]:
+    """Sort ``checks`` into ``valid`` and ``excluded`` as they come, yielding the valid updates to aggregate.
+
+    Only participants in ``include`` are yielded (default: every valid one); ``done`` gets a
+    ``True`` once every check has been made. One decoded update is alive at a time.
+    """
+    for record, outcome in checks:
+        if isinstance(outcome, Exclusion):
+            excluded.append(outcome)
+            continue
+        valid.append(record)
+        delta = outcome.delta
+        del outcome
+        if include is None or record.participant in include:
+            yield record.participant, record.num_samples, delta
+        del delta  # not alive while the next blob is read
+    if done is not None:
+        done.append(True)
 
 
 def _check_updates(
@@ -399,21 +416,11 @@ def verify_round_chained(
     valid_records: list[UpdateRecord] = []
     exclusions: list[Exclusion] = []
     screened: list[bool] = []
-
-    def included_updates() -> Iterator[tuple[Address, int, Mapping[str, Tensor]]]:
-        for record, outcome in _check_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=True):
-            if isinstance(outcome, Exclusion):
-                exclusions.append(outcome)
-                continue
-            valid_records.append(record)
-            if record.participant in recorded:
-                yield record.participant, record.num_samples, outcome.delta
-            del outcome
-        screened.append(True)
+    checks = _check_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=True)
 
     aggregate_error: FedchainError | None = None
     params: Mapping[str, Tensor] | None = None
-    updates = included_updates()
+    updates = _screened_stream(checks, valid_records, exclusions, include=recorded, done=screened)
     try:
         params = strategy.aggregate(base_params, updates, total_samples=total)
     except FedchainError as err:
