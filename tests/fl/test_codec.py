@@ -263,6 +263,19 @@ def test_non_finite_values_are_refused_naming_the_tensor(value: float) -> None:
     assert info.value.reason == "non-finite"
 
 
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+def test_a_non_finite_value_is_found_wherever_it_is_in_a_large_blob(position: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedchain.fl import codec
+
+    monkeypatch.setattr(codec, "_FINITE_SLICE", 7)  # many slices, with a ragged last one
+    arrays = {n: t.numpy() for n, t in _delta().items()}
+    flat = arrays["fc.weight"].reshape(-1)
+    flat[{"first": 0, "middle": flat.size // 2, "last": flat.size - 1}[position]] = float("nan")
+    with pytest.raises(CodecError, match="'fc.weight'") as info:
+        _decode(_craft(arrays))
+    assert info.value.reason == "non-finite"
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int64, np.int32])
 def test_tensors_that_are_not_float32_are_refused(dtype: type) -> None:
     arrays = {n: t.numpy() for n, t in _delta().items()}
