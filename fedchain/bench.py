@@ -409,6 +409,7 @@ def _instrumented(profile: Profile) -> Iterator[None]:
     patch(verify, "read_update", "encode")
     patch(verify, "read_model", "encode")
     patch(actors, "verify_round", "verify")
+    patch(actors, "verify_round_chained", "verify")
     patch(actors, "screen_updates", "verify")
     patch(actors, "iter_valid_updates", "verify", gen=True)
     patch(actors, "screen_and_aggregate", "verify")

@@ -33,6 +33,7 @@ from fedchain.orchestrator.verify import (
     load_model,
     screen_and_aggregate,
     verify_round,
+    verify_round_chained,
 )
 from fedchain.records import RoundHistory, RoundStatus, TxResult, UpdateRecord
 from fedchain.storage import BlobStore
@@ -310,10 +311,11 @@ class Participant:
             raise VerificationError(round_id, "lineage", expected=expected.hex(), actual=history.opened.base_hash.hex())
         if round_id > 0:
             previous = self.ledger.round_history(round_id - 1)
-            verdict = verify_round(
+            verdict, aggregate = verify_round_chained(
                 previous,
                 self.store,
                 self.strategy,
+                base=None,
                 expected_base=self.ledger.expected_base(round_id - 1),
                 coordinator=self.ledger.info().coordinator,
                 spec=self.settings.spec,
@@ -321,6 +323,11 @@ class Participant:
                 max_update_norm=self.settings.max_update_norm,
             )
             verdict.raise_for_failure()
+            # the previous round's aggregate, just read and checked against the chain: this
+            # round's base if the round names that very blob (the contract links the digests;
+            # the CID is the coordinator's word, so it is compared too)
+            if aggregate is not None and aggregate.cid == history.opened.base_cid and aggregate.digest == expected:
+                return dict(aggregate.params)
         _, params = load_model(self.store, history.opened.base_cid, expected, spec=self.settings.spec, max_blob_size=self.settings.max_blob_size, round_id=round_id, what="base model")
         return params
 
