@@ -20,7 +20,7 @@ def _run(capsys: pytest.CaptureFixture[str], *parts: str) -> dict:  # type: igno
 def test_aggregation_and_scale_report_ratios_and_memory(capsys: pytest.CaptureFixture[str]) -> None:
     out = _run(capsys, "aggregation", "scale")
     row = out["parts"]["aggregation"]["rows"][0]
-    assert {"k", "p", "fedchain_seconds", "floor_seconds", "vs_floor", "flower"} <= set(row)
+    assert {"k", "p", "fedchain_seconds", "fedchain_list_seconds", "floor_seconds", "vs_floor", "list_vs_floor", "flower"} <= set(row)
     scale = out["parts"]["scale"]
     assert scale["verified"] is True
     assert {"baseline_rss", "peak_aggregate", "peak_verify", "rss_model_multiple", "model_bytes"} <= set(scale)
