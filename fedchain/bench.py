@@ -877,6 +877,15 @@ def _scale_child(manifest_path: str) -> dict[str, Any]:
     opened = RoundOpened(RoundId(0), base_hash, Cid(m["base_cid"]), 0, len(updates), 1, "0x")
     history = RoundHistory(state=state, opened=opened, updates=updates, aggregate=None)
     strategy = FedAvg()
+    # The interpreter's baseline: torch, numpy and the codec initialise themselves on first use
+    # (about 2 MiB here, the same at any model size), so one model of 256 parameters goes
+    # through the read path before the baseline is taken.
+    from fedchain.orchestrator._blobs import genesis_blob
+
+    tiny = ModelSpec(num_buckets=64, dim=4, num_classes=spec.num_classes, ngram=spec.ngram)
+    warm = genesis_blob(tiny, seed=1, sender=Address(m["coordinator"]))
+    load_model(store, store.put(warm), sha256(warm), spec=tiny, max_blob_size=m["max_blob"], round_id=0, what="warm-up model")
+    del warm
     gc.collect()
     baseline = _rss_bytes()
     peak_before = _peak_rss_bytes()
