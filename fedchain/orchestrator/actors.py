@@ -196,8 +196,10 @@ class Coordinator:
         if set(recorded.aggregate.included) != set(included) or recorded.opened.base_hash != history.opened.base_hash:
             raise VerificationError(round_id, "inclusion (recorded)", expected=",".join(included), actual=",".join(recorded.aggregate.included))
         submitted = {u.participant for u in recorded.updates}
-        registered = tuple(p.address for p in self.ledger.participants() if p.registered)
-        verdict = RoundVerdict(round_id, recorded.state.status, included, tuple(excluded), tuple(a for a in registered if a not in submitted), digest)
+        # who is registered and sent nothing: one call for the addresses, then an entry only for
+        # those that did not submit (usually none)
+        missing = tuple(a for a in self.ledger.participant_addresses() if a not in submitted and self.ledger.participant(a).registered)
+        verdict = RoundVerdict(round_id, recorded.state.status, included, tuple(excluded), missing, digest)
         self._verdicts[round_id] = verdict
         logger.info("round %d finalized: %d included, %d excluded, aggregate %s", round_id, len(valid), len(excluded), short(digest))
         return RoundReport(round_id, verdict, digest, cid, tx.gas_used)
@@ -294,11 +296,13 @@ class Participant:
     def address(self) -> Address:
         return self.signer.address
 
-    def accept_base(self, round_id: int) -> dict[str, Tensor]:
+    def accept_base(self, round_id: int, *, expected: Digest | None = None) -> dict[str, Tensor]:
         """Fetch round ``round_id``'s base model, verifying the ledger first.
 
         For round r > 0 the whole of round r-1 is verified (every included update re-hashed,
         the aggregate recomputed bit for bit, the lineage checked) before the model is used.
+        ``expected`` is the base digest the ledger requires for ``round_id``, if the caller
+        has just read it (else it is read here).
 
         Raises
         ------
@@ -306,7 +310,8 @@ class Participant:
             If the previous round or the base model does not verify.
         """
         history = self.ledger.round_history(round_id)
-        expected = self.ledger.expected_base(round_id)
+        if expected is None:
+            expected = self.ledger.expected_base(round_id)
         if history.opened.base_hash != expected:
             raise VerificationError(round_id, "lineage", expected=expected.hex(), actual=history.opened.base_hash.hex())
         if round_id > 0:
@@ -351,7 +356,7 @@ class Participant:
             logger.info("%s: already submitted for round %d", self.name, round_id)
             return None
         base_hash = self.ledger.expected_base(round_id)
-        params = self.accept_base(round_id)
+        params = self.accept_base(round_id, expected=base_hash)
         # Seeded by the participant's name, as plain FedAvg (fedchain.fl.simulate) seeds it, so a
         # ledger run and a plain run of the same federation train identically.
         update = local_round(params, self.shard, spec=self.settings.spec, strategy=self.strategy, default=self.settings.train, round_id=round_id, seed=self.settings.seed, participant=self.name)
