@@ -85,7 +85,7 @@ class Grid:
     overhead_records: int = 2000
     aggregation_k: tuple[int, ...] = (10, 100)
     aggregation_p: int = 1_000_000
-    aggregation_repeats: int = 5
+    aggregation_repeats: int = 15
     audit_rounds: tuple[int, ...] = (10, 50, 200)
     #: a 4 MB model, as in the overhead and scale parts (at 100k parameters a round's 1.6 MB
     #: hash in about a millisecond, and the audit's fixed per-round costs decide the ratio)

@@ -89,6 +89,7 @@ def _assert_same_bits(got: dict[str, Tensor], want: dict[str, np.ndarray]) -> No
 def chunk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Chunks of this many elements, and a thread for as few as 16 elements (instead of tens of thousands)."""
     monkeypatch.setattr(_aggregate, "_CHUNK", request.param)
+    monkeypatch.setattr(_aggregate, "_STREAM_CHUNK", request.param)
     monkeypatch.setattr(_aggregate, "_MIN_PER_THREAD", 16)
     return int(request.param)
 
@@ -127,14 +128,14 @@ def test_any_values_give_the_bits_of_the_frozen_formula(data: st.DataObject, k: 
     counts = data.draw(st.lists(st.integers(1, 1 << 40), min_size=k, max_size=k))
     updates: list[UpdateItem] = [(f"0x{i:040x}", n, model()) for i, n in enumerate(counts)]
     total = sum(counts)
-    previous = (_aggregate._CHUNK, _aggregate._MIN_PER_THREAD)
-    _aggregate._CHUNK, _aggregate._MIN_PER_THREAD = chunk, 16
+    previous = (_aggregate._CHUNK, _aggregate._STREAM_CHUNK, _aggregate._MIN_PER_THREAD)
+    _aggregate._CHUNK, _aggregate._STREAM_CHUNK, _aggregate._MIN_PER_THREAD = chunk, chunk, 16
     try:
         with np.errstate(all="ignore"):
             want = _frozen(base, updates, total, eta)
             got = fedavg_stream(base, iter(updates) if stream else updates[::-1], total_samples=total, server_lr=eta, threads=threads)
     finally:
-        _aggregate._CHUNK, _aggregate._MIN_PER_THREAD = previous
+        _aggregate._CHUNK, _aggregate._STREAM_CHUNK, _aggregate._MIN_PER_THREAD = previous
     _assert_same_bits(got, want)
 
 
