@@ -81,13 +81,10 @@ def render_header(entries: Mapping[str, tuple[str, tuple[int, ...], int, int]], 
     return text + b" " * (-len(text) % ALIGNMENT)
 
 
-def render(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bytes:
-    """Encode arrays (any supported dtype) with their data in sorted name order.
-
-    No value checks are made here; :mod:`fedchain.fl.codec` decides what may be encoded.
-    """
+def _layout(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], list[np.ndarray]]:
+    """The header entries of ``arrays`` in sorted name order, and each one's little-endian bytes (views where possible)."""
     entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
-    chunks: list[bytes] = []
+    datas: list[np.ndarray] = []
     offset = 0
     for name in sorted(arrays):
         arr = np.asarray(arrays[name])
@@ -95,12 +92,22 @@ def render(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> byt
         code = _DTYPE_CODES.get(le.dtype)
         if code is None:
             _fail("dtype", f"tensor {name!r} has unsupported dtype {arr.dtype}")
-        data = np.ascontiguousarray(le).tobytes()
-        entries[name] = (code, tuple(int(d) for d in arr.shape), offset, offset + len(data))
-        chunks.append(data)
-        offset += len(data)
+        data = np.ascontiguousarray(le).reshape(-1).view(np.uint8)  # the bytes tobytes() would give
+        entries[name] = (code, tuple(int(d) for d in arr.shape), offset, offset + data.size)
+        datas.append(data)
+        offset += data.size
+    return entries, datas
+
+
+def render(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bytes:
+    """Encode arrays (any supported dtype) with their data in sorted name order.
+
+    No value checks are made here; :mod:`fedchain.fl.codec` decides what may be encoded.
+    The tensors' bytes are joined from views of the arrays: one copy of the data, the result.
+    """
+    entries, datas = _layout(arrays)
     header = render_header(entries, metadata)
-    return b"".join([struct.pack("<Q", len(header)), header, *chunks])
+    return b"".join([struct.pack("<Q", len(header)), header, *(memoryview(d) for d in datas)])
 
 
 def matches(blob: bytes | bytearray | memoryview, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bool:
@@ -118,19 +125,8 @@ def matches(blob: bytes | bytearray | memoryview, arrays: Mapping[str, np.ndarra
     CodecError
         ``dtype``, as :func:`render` does.
     """
-    entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
-    datas: list[np.ndarray] = []
-    offset = 0
-    for name in sorted(arrays):
-        arr = np.asarray(arrays[name])
-        le = arr.astype(arr.dtype.newbyteorder("<"), copy=False) if arr.dtype.itemsize > 1 else arr
-        code = _DTYPE_CODES.get(le.dtype)
-        if code is None:
-            _fail("dtype", f"tensor {name!r} has unsupported dtype {arr.dtype}")
-        data = np.ascontiguousarray(le).reshape(-1).view(np.uint8)  # the bytes render's tobytes() gives
-        entries[name] = (code, tuple(int(d) for d in arr.shape), offset, offset + data.size)
-        datas.append(data)
-        offset += data.size
+    entries, datas = _layout(arrays)
+    offset = sum(data.size for data in datas)
     header = render_header(entries, metadata)
     view = memoryview(blob).cast("B")
     start = PREFIX_SIZE + len(header)

@@ -232,12 +232,7 @@ def encode_model(params: Mapping[str, Tensor], meta: ModelMeta) -> bytes:
         ``dtype``, ``non-finite``, ``metadata``, or ``shape`` / ``missing-tensor`` /
         ``unexpected-tensor`` when ``params`` does not fit ``meta.spec``.
     """
-    metadata = _common_metadata("model", meta.round_id, meta.base, meta.sender, meta.samples, 0)
-    if not isinstance(meta.strategy, str) or not _STRATEGY.fullmatch(meta.strategy):
-        _fail("metadata", f"strategy must be a short plain name, got {meta.strategy!r}")
-    metadata["spec"] = meta.spec.to_json()
-    metadata["strategy"] = meta.strategy
-    _check_names_and_shapes({n: tuple(t.shape) for n, t in params.items()}, param_shapes(meta.spec))
+    metadata = _model_metadata(params, meta)  # metadata and shapes are checked before the values
     return _safetensors.render(_to_arrays(params), metadata)
 
 
@@ -256,13 +251,19 @@ def model_blob_matches(blob: bytes | bytearray | memoryview, params: Mapping[str
     CodecError
         Whenever :func:`encode_model` would.
     """
+    metadata = _model_metadata(params, meta)
+    return _safetensors.matches(blob, _to_arrays(params), metadata)
+
+
+def _model_metadata(params: Mapping[str, Tensor], meta: ModelMeta) -> dict[str, str]:
+    """A model blob's header metadata, after checking ``meta`` and ``params``' names and shapes against its spec."""
     metadata = _common_metadata("model", meta.round_id, meta.base, meta.sender, meta.samples, 0)
     if not isinstance(meta.strategy, str) or not _STRATEGY.fullmatch(meta.strategy):
         _fail("metadata", f"strategy must be a short plain name, got {meta.strategy!r}")
     metadata["spec"] = meta.spec.to_json()
     metadata["strategy"] = meta.strategy
     _check_names_and_shapes({n: tuple(t.shape) for n, t in params.items()}, param_shapes(meta.spec))
-    return _safetensors.matches(blob, _to_arrays(params), metadata)
+    return metadata
 
 
 # --------------------------------------------------------------------------- decoding
