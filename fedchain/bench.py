@@ -839,14 +839,15 @@ def _sha256_floor(store: Any, cids: list[str]) -> tuple[int, float]:
 # =========================================================================== 5. scale
 
 _SCALE_CHILD = r"""
-import json, resource, sys, os
+import json, sys
 from fedchain.bench import _scale_child
-print(json.dumps(_scale_child(sys.argv[1])))
+print(json.dumps(_scale_child(sys.argv[1], sys.argv[2])))
 """
 
 
-def _scale_child(manifest_path: str) -> dict[str, Any]:
-    """Run in a fresh interpreter: the coordinator's aggregation, then a verification, with peak RSS."""
+def _scale_child(manifest_path: str, phase: str) -> dict[str, Any]:
+    """Run in a fresh interpreter: the coordinator's aggregation (``phase`` ``aggregate``) or the
+    verification of its result that participants and auditors run (``verify``), with peak RSS."""
     import torch  # noqa: F401 - part of the baseline: every coordinator imports it
 
     from fedchain.fl import FedAvg, ModelSpec
@@ -891,35 +892,27 @@ def _scale_child(manifest_path: str) -> dict[str, Any]:
     peak_before = _peak_rss_bytes()
     if not _reset_peak_rss():
         raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): the scale part needs Linux")
-    t = time.perf_counter()
-    # what Coordinator.ready_to_finalize and finalize do: load the base, screen and stream-aggregate
-    # in one pass, encode, hash, store
-    def load_base() -> dict[str, Any]:
-        return load_model(store, m["base_cid"], base_hash, spec=spec, max_blob_size=m["max_blob"], round_id=0, what="base")[1]
-
-    valid, _, params = screen_and_aggregate(history, store, strategy, load_base, spec=spec, max_blob_size=m["max_blob"], max_update_norm=None)
-    total = sum(u.num_samples for u in valid)
     coordinator = Address(m["coordinator"])
-    blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=0, base_hash=base_hash, sender=coordinator, num_samples=total)
-    digest = sha256(blob)
-    cid = store.put(blob)
-    del params, blob
-    aggregate_seconds = time.perf_counter() - t
-    peak_aggregate = _peak_rss_bytes()
-    gc.collect()
-    baseline_verify = _rss_bytes()
-    _reset_peak_rss()
-    # and the verification everyone runs before accepting it
-    agg = AggregateRecord(RoundId(0), digest, cid, tuple(u.participant for u in valid), 2, "0x")
-    final = replace(history, state=replace(state, status=RoundStatus.FINALIZED, aggregate_hash=digest), aggregate=agg)
     t = time.perf_counter()
+    if phase == "aggregate":
+        # what Coordinator.ready_to_finalize and finalize do: load the base, screen and
+        # stream-aggregate in one pass, encode, hash, store
+        def load_base() -> dict[str, Any]:
+            return load_model(store, m["base_cid"], base_hash, spec=spec, max_blob_size=m["max_blob"], round_id=0, what="base")[1]
+
+        valid, _, params = screen_and_aggregate(history, store, strategy, load_base, spec=spec, max_blob_size=m["max_blob"], max_update_norm=None)
+        total = sum(u.num_samples for u in valid)
+        blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=0, base_hash=base_hash, sender=coordinator, num_samples=total)
+        digest = sha256(blob)
+        cid = store.put(blob)
+        del params, blob
+        return {"baseline": baseline, "peak_before": peak_before, "peak": _peak_rss_bytes(), "seconds": time.perf_counter() - t, "included": [u.participant for u in valid], "digest": digest.hex(), "cid": cid}
+    # the verification everyone runs before accepting the aggregate
+    a = m["aggregate"]
+    agg = AggregateRecord(RoundId(0), Digest(bytes.fromhex(a["digest"])), Cid(a["cid"]), tuple(Address(p) for p in a["included"]), 2, "0x")
+    final = replace(history, state=replace(state, status=RoundStatus.FINALIZED, aggregate_hash=agg.aggregate_hash), aggregate=agg)
     verdict = verify_round(final, store, strategy, expected_base=base_hash, coordinator=coordinator, spec=spec, max_blob_size=m["max_blob"])
-    verify_seconds = time.perf_counter() - t
-    peak_verify = _peak_rss_bytes()
-    return {
-        "baseline_rss": baseline, "baseline_verify_rss": baseline_verify, "peak_before": peak_before, "peak_aggregate": peak_aggregate, "peak_verify": peak_verify,
-        "aggregate_seconds": aggregate_seconds, "verify_seconds": verify_seconds, "verified": verdict.ok, "included": len(valid),
-    }
+    return {"baseline": baseline, "peak_before": peak_before, "peak": _peak_rss_bytes(), "seconds": time.perf_counter() - t, "verified": verdict.ok}
 
 
 def bench_scale(grid: Grid, workdir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -960,18 +953,30 @@ def bench_scale(grid: Grid, workdir: Path, progress: Callable[[str], None]) -> d
     }
     path = workdir / "scale.json"
     path.write_text(json.dumps(manifest))
-    progress("scale: aggregating in a fresh interpreter")
-    proc = subprocess.run([sys.executable, "-c", _SCALE_CHILD, str(path)], capture_output=True, text=True, timeout=3600, check=False)
-    shutil.rmtree(store_dir, ignore_errors=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"scale child failed: {proc.stderr.strip()[-2000:]}")
-    child = json.loads(proc.stdout.strip().splitlines()[-1])
-    above = max(child["peak_aggregate"] - child["baseline_rss"], child["peak_verify"] - child["baseline_verify_rss"])
+
+    def child(phase: str) -> dict[str, Any]:
+        progress(f"scale: {'aggregating' if phase == 'aggregate' else 'verifying'} in a fresh interpreter")
+        proc = subprocess.run([sys.executable, "-c", _SCALE_CHILD, str(path), phase], capture_output=True, text=True, timeout=3600, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scale child ({phase}) failed: {proc.stderr.strip()[-2000:]}")
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    try:
+        aggregated = child("aggregate")
+        manifest["aggregate"] = {k: aggregated[k] for k in ("digest", "cid", "included")}
+        path.write_text(json.dumps(manifest))
+        verified = child("verify")
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)
     return {
-        "k": grid.scale_k, "p": spec.num_parameters, "model_bytes": model_bytes, **child,
-        "rss_model_multiple": above / model_bytes,
-        "aggregate_model_multiple": (child["peak_aggregate"] - child["baseline_rss"]) / model_bytes,
-        "verify_model_multiple": (child["peak_verify"] - child["baseline_verify_rss"]) / model_bytes,
+        "k": grid.scale_k, "p": spec.num_parameters, "model_bytes": model_bytes,
+        "baseline_rss": aggregated["baseline"], "peak_aggregate": aggregated["peak"], "aggregate_seconds": aggregated["seconds"],
+        "baseline_verify_rss": verified["baseline"], "peak_verify": verified["peak"], "verify_seconds": verified["seconds"],
+        "verified": verified["verified"], "included": len(aggregated["included"]),
+        # the target's figure: the coordinator aggregating
+        "rss_model_multiple": (aggregated["peak"] - aggregated["baseline"]) / model_bytes,
+        "aggregate_model_multiple": (aggregated["peak"] - aggregated["baseline"]) / model_bytes,
+        "verify_model_multiple": (verified["peak"] - verified["baseline"]) / model_bytes,
     }
 
 

@@ -392,9 +392,12 @@ def verify_round_chained(
     if history.opened.base_hash != expected_base:
         failures.append(VerificationError(r, "lineage", expected=to_hex(expected_base), actual=to_hex(history.opened.base_hash)))
         return verdict(), None
+    loaded_here = False  # whether base_params is this function's own (then the aggregation may free it early)
+    base_params: Mapping[str, Tensor]
     if base is not None and base.cid == history.opened.base_cid and base.digest == expected_base and spec in (None, base.spec):
         spec, base_params = base.spec, base.params
     else:
+        loaded_here = True
         try:
             spec, base_params = load_model(store, history.opened.base_cid, expected_base, spec=spec, max_blob_size=max_blob_size, round_id=r, what="base model")
         except VerificationError as err:
@@ -422,7 +425,7 @@ def verify_round_chained(
     params: Mapping[str, Tensor] | None = None
     updates = _screened_stream(checks, valid_records, exclusions, include=recorded, done=screened)
     try:
-        params = strategy.aggregate(base_params, updates, total_samples=total)
+        params = strategy.aggregate(base_params, updates, total_samples=total, release_base=loaded_here)
     except FedchainError as err:
         aggregate_error = err
     for _ in updates:  # finish screening if the aggregation stopped early
