@@ -125,6 +125,23 @@ class IntegrityError(StorageError):
         super().__init__(f"integrity check failed for {cid}, block {block}: {problem}")
 
 
+class DigestMismatchError(IntegrityError):
+    """A blob's bytes do not hash to the sha256 the caller expected (for example the ledger's).
+
+    Parameters
+    ----------
+    cid:
+        The blob read.
+    expected, actual:
+        The sha256 digest the caller gave, and that of the bytes the store holds under ``cid``.
+    """
+
+    def __init__(self, cid: str, expected: bytes, actual: bytes) -> None:
+        self.expected = bytes(expected)
+        self.actual = bytes(actual)
+        super().__init__(cid, cid, f"the blob's bytes hash to sha256 0x{self.actual.hex()}, expected 0x{self.expected.hex()}")
+
+
 class BlobTooLargeError(StorageError, ValueError):
     """A blob exceeds the configured maximum size; refused before it is read."""
 
@@ -237,6 +254,7 @@ __all__ = [
     "ContractRevertError",
     "DataError",
     "DigestFormatError",
+    "DigestMismatchError",
     "FedchainError",
     "IntegrityError",
     "StorageError",

@@ -29,10 +29,9 @@ import logging
 import re
 from typing import BinaryIO
 
-from fedchain.errors import StoreUnavailableError
+from fedchain.errors import DigestMismatchError, StoreUnavailableError
 from fedchain.storage._base import DEFAULT_MAX_BLOB_SIZE, BlobStore
 from fedchain.storage._cid import parse_cid
-from fedchain.storage._errors import DigestMismatchError
 from fedchain.storage._kubo import KuboStore
 from fedchain.storage._local import LocalBlockStore
 from fedchain.storage._unixfs import CHUNK_SIZE, MAX_LINKS, import_bytes, import_stream

@@ -28,10 +28,9 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from fedchain.errors import BlobTooLargeError, IntegrityError
+from fedchain.errors import BlobTooLargeError, DigestMismatchError, IntegrityError
 from fedchain.storage._car import write_car
 from fedchain.storage._cid import BlockRef, parse_cid
-from fedchain.storage._errors import DigestMismatchError
 from fedchain.storage._unixfs import iter_dag, iter_file, read_file, read_root
 from fedchain.types import Cid
 

@@ -33,6 +33,7 @@ from fedchain.errors import (
     BlobNotFoundError,
     BlobTooLargeError,
     CidFormatError,
+    DigestMismatchError,
     IntegrityError,
 )
 from fedchain.storage._cid import DAG_PB, RAW, BlockRef, check_block, read_binary_cid
@@ -47,7 +48,6 @@ from fedchain.storage._dagpb import (
     file_node,
     leaf_envelope,
 )
-from fedchain.storage._errors import DigestMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class FileImporter:
         self._done = True
         levels = self._levels
         if self.size == 0:
-            prefix, suffix = leaf_envelope(0)
+            prefix, _suffix = leaf_envelope(0)
             mh = b"\x12\x20" + hashlib.sha256(prefix).digest()
             if self._sink is not None:
                 self._sink(mh, (prefix,))
