@@ -63,8 +63,13 @@ def test_a_participant_killed_while_training_does_not_submit_twice_and_catches_u
     victim.start()
     _finish_and_audit(d)
     text = victim.text()
-    assert text.count("event=update_submitted round=2 ") == 1
-    assert text.count("event=update_submitted") == 3, text  # each round's update exactly once
+    # The ledger (above) holds each round's three updates, none twice. In the logs: rounds 0 and
+    # 2 were submitted by the first and second process. Round 1's update was sent by the first
+    # process if the kill landed after its transaction (it may be mined with no line logged),
+    # or by the second one; never by both.
+    assert text.count("event=update_submitted round=0 ") == 1, text
+    assert text.count("event=update_submitted round=1 ") <= 1, text
+    assert text.count("event=update_submitted round=2 ") == 1, text
     assert "--- start 3" in text and "event=federation_finished" in text.split("--- start 3")[1]
 
 
