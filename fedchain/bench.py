@@ -346,20 +346,6 @@ class Profile:
 
         return timed
 
-    def wrap_iter(self, category: str, fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        """Time a generator function's work (each ``next``), not its consumer's."""
-
-        def gen(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            it = fn(*args, **kwargs)
-            step = self.wrap(category, lambda: next(it, _END))
-            while (item := step()) is not _END:
-                yield item
-
-        return gen
-
-
-_END = object()
-
 
 class _TimedStore:
     """A blob store whose every call is charged to ``store``."""
@@ -393,25 +379,20 @@ def _instrumented(profile: Profile) -> Iterator[None]:
 
     patches: list[tuple[Any, str, Any]] = []
 
-    def patch(module: Any, name: str, category: str, *, gen: bool = False) -> None:
-        if not hasattr(module, name):
-            return
-        original = getattr(module, name)
+    def patch(module: Any, name: str, category: str) -> None:
+        original = getattr(module, name)  # a name the module no longer uses fails here, loudly
         patches.append((module, name, original))
-        setattr(module, name, profile.wrap_iter(category, original) if gen else profile.wrap(category, original))
+        setattr(module, name, profile.wrap(category, original))
 
-    patch(actors, "train_local", "train")
     patch(actors, "local_round", "train")
+    patch(actors, "update_blob", "encode")
     for module in (actors, verify):
-        patch(module, "update_blob", "encode")
         patch(module, "aggregate_blob", "encode")
         patch(module, "sha256", "hash")
     patch(verify, "read_update", "encode")
     patch(verify, "read_model", "encode")
     patch(actors, "verify_round", "verify")
     patch(actors, "verify_round_chained", "verify")
-    patch(actors, "screen_updates", "verify")
-    patch(actors, "iter_valid_updates", "verify", gen=True)
     patch(actors, "screen_and_aggregate", "verify")
     patch(actors, "load_model", "verify")
     try:

@@ -129,7 +129,7 @@ def screen_updates(
     """Sort the recorded updates of a round into valid ones and exclusions (no deltas kept)."""
     valid: list[UpdateRecord] = []
     excluded: list[Exclusion] = []
-    for record, outcome in _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=False):
+    for record, outcome in _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm):
         if isinstance(outcome, Exclusion):
             excluded.append(outcome)
         else:
@@ -185,7 +185,7 @@ def screen_and_aggregate(
     valid: list[UpdateRecord] = []
     excluded: list[Exclusion] = []
 
-    checks = _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=True)
+    checks = _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
     updates = _screened_stream(checks, valid, excluded)
     params: dict[str, Tensor] | None = None
     error: AggregationError | None = None
@@ -196,7 +196,7 @@ def screen_and_aggregate(
     for _ in updates:  # finish screening if the aggregation stopped early
         pass
     if excluded:  # the optimistic total was wrong (and the aggregation said so): again, with the valid ones only
-        params = None
+        params = None  # not held while the second pass builds its own
         again = iter_valid_updates(history, store, valid, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
         params = strategy.aggregate(load_base(), again, total_samples=sum(u.num_samples for u in valid), release_base=True)
     elif error is not None:
@@ -240,7 +240,6 @@ def _check_updates(
     base_hash: Digest,
     max_blob_size: int,
     max_update_norm: float | None,
-    keep: bool,
 ) -> Iterator[tuple[UpdateRecord, Exclusion | DecodedUpdate]]:
     by_digest: dict[bytes, list[Address]] = {}
     for record in history.updates:
@@ -419,7 +418,7 @@ def verify_round_chained(
     valid_records: list[UpdateRecord] = []
     exclusions: list[Exclusion] = []
     screened: list[bool] = []
-    checks = _check_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm, keep=True)
+    checks = _check_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
 
     aggregate_error: FedchainError | None = None
     params: Mapping[str, Tensor] | None = None
