@@ -284,7 +284,8 @@ class EmbeddedChain(Chain):
         """
         evm = self._backend.chain
         start, end = int(params["fromBlock"]), int(params["toBlock"])
-        address = bytes(HexBytes(params["address"])) if params.get("address") else None
+        # the logs hold checksummed addresses (see _log_entry): compare in that form
+        address = Web3.to_checksum_address(params["address"]) if params.get("address") else None
         wanted = [_topic_set(t) for t in params.get("topics", [])]
         out: list[Any] = []
         with self._lock:
@@ -296,7 +297,7 @@ class EmbeddedChain(Chain):
                 if logs is None:
                     logs = self._logs_by_block[block_hash] = self._read_block_logs(number)
                 for log in logs:
-                    if address is not None and bytes(HexBytes(log["address"])) != address:
+                    if address is not None and log["address"] != address:
                         continue
                     topics = log["topics"]
                     if len(topics) < len(wanted) or any(w is not None and bytes(topics[i]) not in w for i, w in enumerate(wanted)):
