@@ -77,10 +77,17 @@ class Grid:
     gas_chains: tuple[str, ...] = ("anvil", "embedded")
     #: (chain, K participants, P parameters, rounds) of each cell measured
     overhead_cells: tuple[tuple[str, int, int, int], ...] = (
-        ("anvil", 3, 100_000, 3), ("anvil", 10, 100_000, 3), ("anvil", 30, 100_000, 3),
-        ("anvil", 3, 1_000_000, 3), ("anvil", 10, 1_000_000, 3), ("anvil", 30, 1_000_000, 2),
-        ("anvil", 3, 10_000_000, 2), ("anvil", 10, 10_000_000, 2),
-        ("embedded", 3, 100_000, 3), ("embedded", 10, 1_000_000, 3), ("embedded", 3, 10_000_000, 2),
+        ("anvil", 3, 100_000, 3),
+        ("anvil", 10, 100_000, 3),
+        ("anvil", 30, 100_000, 3),
+        ("anvil", 3, 1_000_000, 3),
+        ("anvil", 10, 1_000_000, 3),
+        ("anvil", 30, 1_000_000, 2),
+        ("anvil", 3, 10_000_000, 2),
+        ("anvil", 10, 10_000_000, 2),
+        ("embedded", 3, 100_000, 3),
+        ("embedded", 10, 1_000_000, 3),
+        ("embedded", 3, 10_000_000, 2),
     )
     overhead_records: int = 2000
     aggregation_k: tuple[int, ...] = (10, 100)
@@ -254,10 +261,24 @@ def _gas_on(chain: Any, grid: Grid) -> dict[str, Any]:
     calls = grid.gas_calls
     coordinator = _deterministic_signer("gas coordinator")
     chain.fund(coordinator.address)
-    participants = sorted((_deterministic_signer(f"gas participant {i}") for i in range(10)), key=lambda s: int(s.address, 16))
+    participants = sorted(
+        (_deterministic_signer(f"gas participant {i}") for i in range(10)), key=lambda s: int(s.address, 16)
+    )
     for p in participants:
         chain.fund(p.address)
-    gas: dict[str, list[int]] = {k: [] for k in ("deploy", "registerParticipant", "openRound", "submitUpdate", "finalizeRound3", "round3", "finalizeRound10", "round10")}
+    gas: dict[str, list[int]] = {
+        k: []
+        for k in (
+            "deploy",
+            "registerParticipant",
+            "openRound",
+            "submitUpdate",
+            "finalizeRound3",
+            "round3",
+            "finalizeRound10",
+            "round10",
+        )
+    }
 
     def digest(label: str) -> Any:
         return sha256(label.encode())
@@ -283,7 +304,9 @@ def _gas_on(chain: Any, grid: Grid) -> dict[str, Any]:
         nonlocal base, round_id, last_submit
         deadline = chain.now() + 3600
         total: int
-        total = opened = ledger.open_round(coordinator, round_id, base, cid(f"base {round_id}"), deadline, len(members)).gas_used
+        total = opened = ledger.open_round(
+            coordinator, round_id, base, cid(f"base {round_id}"), deadline, len(members)
+        ).gas_used
         gas["openRound"].append(opened)
         for p in members:
             label = f"update {round_id} {p.address}"
@@ -291,7 +314,9 @@ def _gas_on(chain: Any, grid: Grid) -> dict[str, Any]:
             gas["submitUpdate"].append(last_submit.gas_used)
             total += last_submit.gas_used
         base = digest(f"aggregate {round_id}")
-        fin = ledger.finalize_round(coordinator, round_id, base, cid(f"aggregate {round_id}"), [p.address for p in members]).gas_used
+        fin = ledger.finalize_round(
+            coordinator, round_id, base, cid(f"aggregate {round_id}"), [p.address for p in members]
+        ).gas_used
         gas[key3].append(fin)
         gas[key_round].append(total + fin)
         round_id += 1
@@ -316,7 +341,14 @@ def _gas_on(chain: Any, grid: Grid) -> dict[str, Any]:
         "calls": {k: len(v) for k, v in gas.items()},
         "median": median,
         "max": {k: max(v) for k, v in gas.items()},
-        "floor": {"total": floor, "transaction": TX_BASE, "storage": COLD_SSTORE_SET, "calldata": _calldata_gas(calldata), "calldata_bytes": len(calldata), "log": log_gas},
+        "floor": {
+            "total": floor,
+            "transaction": TX_BASE,
+            "storage": COLD_SSTORE_SET,
+            "calldata": _calldata_gas(calldata),
+            "calldata_bytes": len(calldata),
+            "log": log_gas,
+        },
         "submit_vs_floor": median["submitUpdate"] / floor,
     }
 
@@ -403,7 +435,20 @@ def _instrumented(profile: Profile) -> Iterator[None]:
 
 
 def _timed_ledger(ledger: Any, profile: Profile) -> Any:
-    for name in ("open_round", "submit_update", "finalize_round", "round_history", "round_state", "next_round", "expected_base", "participants", "participant", "info", "genesis_cid", "update_hash"):
+    for name in (
+        "open_round",
+        "submit_update",
+        "finalize_round",
+        "round_history",
+        "round_state",
+        "next_round",
+        "expected_base",
+        "participants",
+        "participant",
+        "info",
+        "genesis_cid",
+        "update_hash",
+    ):
         setattr(ledger, name, profile.wrap("chain", getattr(ledger, name)))
     return ledger
 
@@ -418,11 +463,20 @@ def _shards(k: int, records: int, seed: int) -> list[Any]:
     shards = []
     for i in range(k):
         idx = [(j * k + i) * step % n for j in range(records)]
-        shards.append(Dataset(name=f"p{i:03d}", texts=tuple(full.texts[j] for j in idx), labels=tuple(full.labels[j] for j in idx), label_names=full.label_names))
+        shards.append(
+            Dataset(
+                name=f"p{i:03d}",
+                texts=tuple(full.texts[j] for j in idx),
+                labels=tuple(full.labels[j] for j in idx),
+                label_names=full.label_names,
+            )
+        )
     return shards
 
 
-def _plain_run(shards: list[Any], keys: list[str], settings: Any, strategy: Any, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _plain_run(
+    shards: list[Any], keys: list[str], settings: Any, strategy: Any, rounds: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The same federation in memory: train each participant, aggregate; nothing recorded.
 
     ``keys`` are the participants' addresses (the aggregation order of the ledger arm). Each
@@ -446,7 +500,16 @@ def _plain_run(shards: list[Any], keys: list[str], settings: Any, strategy: Any,
         for i in order:
             started = time.perf_counter()
             # seeded by the participant's name and ordered by its address, as Participant does
-            update = train(params, shards[i], spec=settings.spec, strategy=strategy, default=settings.train, round_id=r, seed=settings.seed, participant=shards[i].name)
+            update = train(
+                params,
+                shards[i],
+                spec=settings.spec,
+                strategy=strategy,
+                default=settings.train,
+                round_id=r,
+                seed=settings.seed,
+                participant=shards[i].name,
+            )
             train_seconds.append(time.perf_counter() - started)
             trained.append((keys[i], update.num_samples, update.delta))
             del update
@@ -456,11 +519,17 @@ def _plain_run(shards: list[Any], keys: list[str], settings: Any, strategy: Any,
         del trained
         serial.append(sum(train_seconds) + aggregate_seconds)
         critical.append(max(train_seconds) + aggregate_seconds)
-    result: dict[str, Any] = {"round_seconds": _median(serial), "critical_seconds": _median(critical), "split": {k: v / rounds for k, v in profile.seconds.items()}}
+    result: dict[str, Any] = {
+        "round_seconds": _median(serial),
+        "critical_seconds": _median(critical),
+        "split": {k: v / rounds for k, v in profile.seconds.items()},
+    }
     return result, params
 
 
-def _ledger_run(chain: Any, store: Any, shards: list[Any], signers: list[Any], settings: Any, strategy: Any, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _ledger_run(
+    chain: Any, store: Any, shards: list[Any], signers: list[Any], settings: Any, strategy: Any, rounds: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     from fedchain.chain import Ledger
     from fedchain.orchestrator.actors import Coordinator, Participant
     from fedchain.orchestrator.verify import load_model
@@ -479,7 +548,10 @@ def _ledger_run(chain: Any, store: Any, shards: list[Any], signers: list[Any], s
     tstore = _TimedStore(store, profile)
     tstrategy = _TimedStrategy(strategy, profile)
     coordinator = Coordinator(tledger, coordinator_key, tstore, tstrategy, settings)  # type: ignore[arg-type,unused-ignore]
-    participants = [Participant(tledger, s, tstore, tstrategy, settings, shard, shard.name) for s, shard in zip(signers, shards, strict=True)]  # type: ignore[arg-type,unused-ignore]
+    participants = [
+        Participant(tledger, s, tstore, tstrategy, settings, shard, shard.name)
+        for s, shard in zip(signers, shards, strict=True)
+    ]  # type: ignore[arg-type,unused-ignore]
     serial: list[float] = []
     critical: list[float] = []
     gas = 0
@@ -503,7 +575,9 @@ def _ledger_run(chain: Any, store: Any, shards: list[Any], signers: list[Any], s
             round_id, open_seconds, open_split = timed(coordinator.open_round)
             steps = [timed(lambda p=p, r=round_id: p.participate(r)) for p in participants]
             slowest = max(steps, key=lambda step: step[1])
-            last, finalize_seconds, finalize_split = timed(lambda r=round_id: coordinator.wait_and_finalize(r, poll=0.0))
+            last, finalize_seconds, finalize_split = timed(
+                lambda r=round_id: coordinator.wait_and_finalize(r, poll=0.0)
+            )
             serial.append(open_seconds + sum(step[1] for step in steps) + finalize_seconds)
             critical.append(open_seconds + slowest[1] + finalize_seconds)
             for split in (open_split, slowest[2], finalize_split):
@@ -511,10 +585,21 @@ def _ledger_run(chain: Any, store: Any, shards: list[Any], signers: list[Any], s
                     critical_split[k] = critical_split.get(k, 0.0) + v / rounds
         gas = coordinator.gas_used + sum(p.gas_used for p in participants)
     assert last is not None
-    _, params = load_model(store, last.aggregate_cid, last.aggregate_hash, spec=settings.spec, max_blob_size=settings.max_blob_size, round_id=last.round_id, what="aggregate")
+    _, params = load_model(
+        store,
+        last.aggregate_cid,
+        last.aggregate_hash,
+        spec=settings.spec,
+        max_blob_size=settings.max_blob_size,
+        round_id=last.round_id,
+        what="aggregate",
+    )
     return {
-        "round_seconds": _median(serial), "critical_seconds": _median(critical),
-        "split": {k: v / rounds for k, v in profile.seconds.items()}, "critical_split": critical_split, "gas_per_round": gas // rounds,
+        "round_seconds": _median(serial),
+        "critical_seconds": _median(critical),
+        "split": {k: v / rounds for k, v in profile.seconds.items()},
+        "critical_split": critical_split,
+        "gas_per_round": gas // rounds,
     }, params
 
 
@@ -534,7 +619,14 @@ def bench_overhead(grid: Grid, anvil: str | None, workdir: Path, progress: Calla
             continue
         spec = ModelSpec.sized(p)
         blob = spec.num_parameters * 4 + 4096
-        settings = FederationSettings(spec=spec, train=TrainConfig(epochs=1, batch_size=64), seed=7, round_seconds=3600, min_updates=k, max_blob_size=max(blob, 1 << 20))
+        settings = FederationSettings(
+            spec=spec,
+            train=TrainConfig(epochs=1, batch_size=64),
+            seed=7,
+            round_seconds=3600,
+            min_updates=k,
+            max_blob_size=max(blob, 1 << 20),
+        )
         shards = _shards(k, grid.overhead_records, seed=7)
         signers = [_deterministic_signer(f"overhead participant {i}") for i in range(k)]
         keys = [s.address for s in signers]
@@ -543,19 +635,35 @@ def bench_overhead(grid: Grid, anvil: str | None, workdir: Path, progress: Calla
         plain, plain_params = _plain_run(shards, keys, settings, strategy, rounds)
         store_dir = workdir / f"overhead-{kind}-{k}-{p}"
         with _chain(kind, anvil) as chain:
-            ledgered, ledger_params = _ledger_run(chain, LocalBlockStore(store_dir, max_blob_size=settings.max_blob_size), shards, signers, settings, strategy, rounds)
+            ledgered, ledger_params = _ledger_run(
+                chain,
+                LocalBlockStore(store_dir, max_blob_size=settings.max_blob_size),
+                shards,
+                signers,
+                settings,
+                strategy,
+                rounds,
+            )
         shutil.rmtree(store_dir, ignore_errors=True)
         same = all(torch.equal(plain_params[n], ledger_params[n]) for n in plain_params)
-        cells.append({
-            "chain": kind, "k": k, "p": spec.num_parameters, "rounds": rounds, "records_per_participant": grid.overhead_records,
-            "plain": plain, "ledger": ledgered, "same_model": same,
-            # the target's figure: both arms timed as a deployment runs them (participants in parallel)
-            "ratio": ledgered["critical_seconds"] / plain["critical_seconds"],
-            # both arms timed as this one process runs them (every participant one after the other)
-            "serial_ratio": ledgered["round_seconds"] / plain["round_seconds"],
-            # training time per round (critical path) at which the ratio would be 1.10
-            "train_for_1_10": _train_for(plain, ledgered, 1.10),
-        })
+        cells.append(
+            {
+                "chain": kind,
+                "k": k,
+                "p": spec.num_parameters,
+                "rounds": rounds,
+                "records_per_participant": grid.overhead_records,
+                "plain": plain,
+                "ledger": ledgered,
+                "same_model": same,
+                # the target's figure: both arms timed as a deployment runs them (participants in parallel)
+                "ratio": ledgered["critical_seconds"] / plain["critical_seconds"],
+                # both arms timed as this one process runs them (every participant one after the other)
+                "serial_ratio": ledgered["round_seconds"] / plain["round_seconds"],
+                # training time per round (critical path) at which the ratio would be 1.10
+                "train_for_1_10": _train_for(plain, ledgered, 1.10),
+            }
+        )
         del plain_params, ledger_params
         gc.collect()
     return {"cells": cells}
@@ -630,7 +738,14 @@ def _time_of(fn: Callable[[], Any], repeats: int) -> float:
     return _median(times)
 
 
-def _aggregation_row(arrays: list[np.ndarray], base: np.ndarray, counts: list[int], repeats: int, flower_python: str | None, workdir: Path) -> dict[str, Any]:
+def _aggregation_row(
+    arrays: list[np.ndarray],
+    base: np.ndarray,
+    counts: list[int],
+    repeats: int,
+    flower_python: str | None,
+    workdir: Path,
+) -> dict[str, Any]:
     import torch
 
     from fedchain.fl import FedAvg
@@ -670,7 +785,13 @@ def _aggregation_row(arrays: list[np.ndarray], base: np.ndarray, counts: list[in
             path = workdir / f"agg-{k}-{i}.npy"
             np.save(path, a)
             paths.append(str(path))
-        proc = subprocess.run([flower_python, "-c", _FLOWER_SNIPPET, json.dumps([paths, counts, repeats])], capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(
+            [flower_python, "-c", _FLOWER_SNIPPET, json.dumps([paths, counts, repeats])],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         for path_str in paths:
             Path(path_str).unlink()
         if proc.returncode == 0:
@@ -678,7 +799,9 @@ def _aggregation_row(arrays: list[np.ndarray], base: np.ndarray, counts: list[in
             row["flower_seconds"] = answer["seconds"]
             row["flower"] = f"flwr {answer['version']} (subprocess {flower_python})"
         else:
-            row["flower"] = f"not run: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+            row["flower"] = (
+                f"not run: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+            )
     else:
         row["flower"] = "not installed"
     return row
@@ -701,11 +824,15 @@ def _build_history(chain: Any, store: Any, rounds: int, k: int, p: int, *, start
     from fedchain.orchestrator.actors import Coordinator, FederationSettings
 
     spec = ModelSpec.sized(p)
-    settings = FederationSettings(spec=spec, train=TrainConfig(), seed=11, max_blob_size=spec.num_parameters * 4 + (1 << 20))
+    settings = FederationSettings(
+        spec=spec, train=TrainConfig(), seed=11, max_blob_size=spec.num_parameters * 4 + (1 << 20)
+    )
     strategy = FedAvg()
     if start is None:
         coordinator = _deterministic_signer("audit coordinator")
-        members = sorted((_deterministic_signer(f"audit participant {i}") for i in range(k)), key=lambda s: int(s.address, 16))
+        members = sorted(
+            (_deterministic_signer(f"audit participant {i}") for i in range(k)), key=lambda s: int(s.address, 16)
+        )
         for s in (coordinator, *members):
             chain.fund(s.address)
         genesis_hash, genesis_cid = Coordinator.publish_genesis(store, settings, coordinator.address)
@@ -714,7 +841,15 @@ def _build_history(chain: Any, store: Any, rounds: int, k: int, p: int, *, start
             ledger.register_participant(coordinator, s.address, 1_000_000)
         from fedchain.fl.simulate import genesis_params
 
-        state = {"ledger": ledger, "coordinator": coordinator, "members": members, "params": genesis_params(spec, settings.seed), "base": (genesis_hash, genesis_cid), "next": 0, "settings": settings}
+        state = {
+            "ledger": ledger,
+            "coordinator": coordinator,
+            "members": members,
+            "params": genesis_params(spec, settings.seed),
+            "base": (genesis_hash, genesis_cid),
+            "next": 0,
+            "settings": settings,
+        }
     else:
         state = start
     ledger, coordinator, members = state["ledger"], state["coordinator"], state["members"]
@@ -731,7 +866,15 @@ def _build_history(chain: Any, store: Any, rounds: int, k: int, p: int, *, start
             ledger.submit_update(s, r, sha256(blob), cid, 100)
             deltas.append((s.address, 100, delta))
         params = strategy.aggregate(state["params"], deltas, total_samples=100 * k)
-        blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=r, base_hash=base_hash, sender=coordinator.address, num_samples=100 * k)
+        blob = aggregate_blob(
+            params,
+            spec=spec,
+            strategy=strategy,
+            round_id=r,
+            base_hash=base_hash,
+            sender=coordinator.address,
+            num_samples=100 * k,
+        )
         cid = store.put(blob)
         ledger.finalize_round(coordinator, r, sha256(blob), cid, [s.address for s in members])
         state.update(params=params, base=(sha256(blob), cid), next=r + 1)
@@ -776,17 +919,28 @@ def bench_audit(grid: Grid, anvil: str | None, workdir: Path, progress: Callable
                 for _ in range(grid.audit_repeats):
                     gc.collect()  # not the history builder's garbage, collected inside the timed audit
                     t = time.perf_counter()
-                    report = audit_ledger(ledger, store, FedAvg(), spec=settings.spec, max_blob_size=settings.max_blob_size)
+                    report = audit_ledger(
+                        ledger, store, FedAvg(), spec=settings.spec, max_blob_size=settings.max_blob_size
+                    )
                     audit_times.append(time.perf_counter() - t)
                     if not report.ok:
-                        raise RuntimeError(f"the benchmark's own history failed its audit: {report.failures or [v.failures for v in report.rounds if not v.ok]}")
+                        raise RuntimeError(
+                            f"the benchmark's own history failed its audit: {report.failures or [v.failures for v in report.rounds if not v.ok]}"
+                        )
                 audit_seconds = _median(audit_times)
-                points.append({
-                    "rounds": n, "mb": nbytes / MB, "audit_seconds": audit_seconds, "sha256_seconds": sha_seconds,
-                    "chain_read_seconds": chain_seconds, "mb_per_s": nbytes / MB / audit_seconds,
-                    "sha256_mb_per_s": nbytes / MB / sha_seconds, "vs_sha256": sha_seconds / audit_seconds,
-                    "seconds_per_round": audit_seconds / n,
-                })
+                points.append(
+                    {
+                        "rounds": n,
+                        "mb": nbytes / MB,
+                        "audit_seconds": audit_seconds,
+                        "sha256_seconds": sha_seconds,
+                        "chain_read_seconds": chain_seconds,
+                        "mb_per_s": nbytes / MB / audit_seconds,
+                        "sha256_mb_per_s": nbytes / MB / sha_seconds,
+                        "vs_sha256": sha_seconds / audit_seconds,
+                        "seconds_per_round": audit_seconds / n,
+                    }
+                )
         shutil.rmtree(store_dir, ignore_errors=True)
         first, last = points[0], points[-1]
         out["chains"][kind] = {
@@ -854,7 +1008,12 @@ def _scale_child(manifest_path: str, phase: str) -> dict[str, Any]:
     spec = ModelSpec(**m["spec"])
     store = LocalBlockStore(m["store"], create=False)
     base_hash = Digest(bytes.fromhex(m["base_hash"]))
-    updates = tuple(UpdateRecord(RoundId(0), Address(u["participant"]), Digest(bytes.fromhex(u["hash"])), Cid(u["cid"]), u["n"], 1, "0x") for u in m["updates"])
+    updates = tuple(
+        UpdateRecord(
+            RoundId(0), Address(u["participant"]), Digest(bytes.fromhex(u["hash"])), Cid(u["cid"]), u["n"], 1, "0x"
+        )
+        for u in m["updates"]
+    )
     state = RoundState(RoundId(0), RoundStatus.OPEN, 0, len(updates), 0, 1, 0, None)
     opened = RoundOpened(RoundId(0), base_hash, Cid(m["base_cid"]), 0, len(updates), 1, "0x")
     history = RoundHistory(state=state, opened=opened, updates=updates, aggregate=None)
@@ -866,7 +1025,9 @@ def _scale_child(manifest_path: str, phase: str) -> dict[str, Any]:
 
     tiny = ModelSpec(num_buckets=64, dim=4, num_classes=spec.num_classes, ngram=spec.ngram)
     warm = genesis_blob(tiny, seed=1, sender=Address(m["coordinator"]))
-    load_model(store, store.put(warm), sha256(warm), spec=tiny, max_blob_size=m["max_blob"], round_id=0, what="warm-up model")
+    load_model(
+        store, store.put(warm), sha256(warm), spec=tiny, max_blob_size=m["max_blob"], round_id=0, what="warm-up model"
+    )
     del warm
     gc.collect()
     baseline = _rss_bytes()
@@ -879,21 +1040,47 @@ def _scale_child(manifest_path: str, phase: str) -> dict[str, Any]:
         # what Coordinator.ready_to_finalize and finalize do: load the base, screen and
         # stream-aggregate in one pass, encode, hash, store
         def load_base() -> dict[str, Any]:
-            return load_model(store, m["base_cid"], base_hash, spec=spec, max_blob_size=m["max_blob"], round_id=0, what="base")[1]
+            return load_model(
+                store, m["base_cid"], base_hash, spec=spec, max_blob_size=m["max_blob"], round_id=0, what="base"
+            )[1]
 
-        valid, _, params = screen_and_aggregate(history, store, strategy, load_base, spec=spec, max_blob_size=m["max_blob"], max_update_norm=None)
+        valid, _, params = screen_and_aggregate(
+            history, store, strategy, load_base, spec=spec, max_blob_size=m["max_blob"], max_update_norm=None
+        )
         total = sum(u.num_samples for u in valid)
-        blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=0, base_hash=base_hash, sender=coordinator, num_samples=total)
+        blob = aggregate_blob(
+            params, spec=spec, strategy=strategy, round_id=0, base_hash=base_hash, sender=coordinator, num_samples=total
+        )
         digest = sha256(blob)
         cid = store.put(blob)
         del params, blob
-        return {"baseline": baseline, "peak_before": peak_before, "peak": _peak_rss_bytes(), "seconds": time.perf_counter() - t, "included": [u.participant for u in valid], "digest": digest.hex(), "cid": cid}
+        return {
+            "baseline": baseline,
+            "peak_before": peak_before,
+            "peak": _peak_rss_bytes(),
+            "seconds": time.perf_counter() - t,
+            "included": [u.participant for u in valid],
+            "digest": digest.hex(),
+            "cid": cid,
+        }
     # the verification everyone runs before accepting the aggregate
     a = m["aggregate"]
-    agg = AggregateRecord(RoundId(0), Digest(bytes.fromhex(a["digest"])), Cid(a["cid"]), tuple(Address(p) for p in a["included"]), 2, "0x")
-    final = replace(history, state=replace(state, status=RoundStatus.FINALIZED, aggregate_hash=agg.aggregate_hash), aggregate=agg)
-    verdict = verify_round(final, store, strategy, expected_base=base_hash, coordinator=coordinator, spec=spec, max_blob_size=m["max_blob"])
-    return {"baseline": baseline, "peak_before": peak_before, "peak": _peak_rss_bytes(), "seconds": time.perf_counter() - t, "verified": verdict.ok}
+    agg = AggregateRecord(
+        RoundId(0), Digest(bytes.fromhex(a["digest"])), Cid(a["cid"]), tuple(Address(p) for p in a["included"]), 2, "0x"
+    )
+    final = replace(
+        history, state=replace(state, status=RoundStatus.FINALIZED, aggregate_hash=agg.aggregate_hash), aggregate=agg
+    )
+    verdict = verify_round(
+        final, store, strategy, expected_base=base_hash, coordinator=coordinator, spec=spec, max_blob_size=m["max_blob"]
+    )
+    return {
+        "baseline": baseline,
+        "peak_before": peak_before,
+        "peak": _peak_rss_bytes(),
+        "seconds": time.perf_counter() - t,
+        "verified": verdict.ok,
+    }
 
 
 def bench_scale(grid: Grid, workdir: Path, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -920,7 +1107,9 @@ def bench_scale(grid: Grid, workdir: Path, progress: Callable[[str], None]) -> d
     from fedchain.fl import param_shapes
 
     shapes = param_shapes(spec)
-    signers = sorted((_deterministic_signer(f"scale participant {i}").address for i in range(grid.scale_k)), key=lambda a: int(a, 16))
+    signers = sorted(
+        (_deterministic_signer(f"scale participant {i}").address for i in range(grid.scale_k)), key=lambda a: int(a, 16)
+    )
     updates = []
     for a in signers:
         delta = {name: torch.randn(shape, generator=gen) * 1e-3 for name, shape in shapes.items()}
@@ -928,16 +1117,31 @@ def bench_scale(grid: Grid, workdir: Path, progress: Callable[[str], None]) -> d
         updates.append({"participant": a, "hash": sha256(blob).hex(), "cid": store.put(blob), "n": 50})
         del blob, delta
     manifest = {
-        "spec": {"num_buckets": spec.num_buckets, "dim": spec.dim, "num_classes": spec.num_classes, "ngram": spec.ngram},
-        "store": str(store_dir), "base_hash": base_hash.hex(), "base_cid": base_cid, "updates": updates,
-        "coordinator": coordinator, "max_blob": model_bytes + (1 << 20),
+        "spec": {
+            "num_buckets": spec.num_buckets,
+            "dim": spec.dim,
+            "num_classes": spec.num_classes,
+            "ngram": spec.ngram,
+        },
+        "store": str(store_dir),
+        "base_hash": base_hash.hex(),
+        "base_cid": base_cid,
+        "updates": updates,
+        "coordinator": coordinator,
+        "max_blob": model_bytes + (1 << 20),
     }
     path = workdir / "scale.json"
     path.write_text(json.dumps(manifest))
 
     def child(phase: str) -> dict[str, Any]:
         progress(f"scale: {'aggregating' if phase == 'aggregate' else 'verifying'} in a fresh interpreter")
-        proc = subprocess.run([sys.executable, "-c", _SCALE_CHILD, str(path), phase], capture_output=True, text=True, timeout=3600, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", _SCALE_CHILD, str(path), phase],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"scale child ({phase}) failed: {proc.stderr.strip()[-2000:]}")
         return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -950,10 +1154,17 @@ def bench_scale(grid: Grid, workdir: Path, progress: Callable[[str], None]) -> d
     finally:
         shutil.rmtree(store_dir, ignore_errors=True)
     return {
-        "k": grid.scale_k, "p": spec.num_parameters, "model_bytes": model_bytes,
-        "baseline_rss": aggregated["baseline"], "peak_aggregate": aggregated["peak"], "aggregate_seconds": aggregated["seconds"],
-        "baseline_verify_rss": verified["baseline"], "peak_verify": verified["peak"], "verify_seconds": verified["seconds"],
-        "verified": verified["verified"], "included": len(aggregated["included"]),
+        "k": grid.scale_k,
+        "p": spec.num_parameters,
+        "model_bytes": model_bytes,
+        "baseline_rss": aggregated["baseline"],
+        "peak_aggregate": aggregated["peak"],
+        "aggregate_seconds": aggregated["seconds"],
+        "baseline_verify_rss": verified["baseline"],
+        "peak_verify": verified["peak"],
+        "verify_seconds": verified["seconds"],
+        "verified": verified["verified"],
+        "included": len(aggregated["included"]),
         # the target's figure: the coordinator aggregating
         "rss_model_multiple": (aggregated["peak"] - aggregated["baseline"]) / model_bytes,
         "aggregate_model_multiple": (aggregated["peak"] - aggregated["baseline"]) / model_bytes,
@@ -964,7 +1175,14 @@ def bench_scale(grid: Grid, workdir: Path, progress: Callable[[str], None]) -> d
 # =========================================================================== running and reporting
 
 
-def run(parts: Sequence[str], grid: Grid, *, anvil: str | None = None, flower_python: str | None = None, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run(
+    parts: Sequence[str],
+    grid: Grid,
+    *,
+    anvil: str | None = None,
+    flower_python: str | None = None,
+    progress: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
     """Run the selected ``parts`` on ``grid``; return the JSON-ready results."""
     results: dict[str, Any] = {"machine": machine(), "parts": {}}
     with tempfile.TemporaryDirectory(prefix="fedchain-bench-") as tmp:
@@ -1012,7 +1230,12 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
         if all("list_vs_flower" in r for r in rows):
             figures["aggregation.vs_flower"] = min(r["list_vs_flower"] for r in rows)
     if "audit" in parts:
-        vs = [pt["vs_sha256"] for c in parts["audit"]["chains"].values() for pt in c.get("points", []) if pt["rounds"] >= 50]
+        vs = [
+            pt["vs_sha256"]
+            for c in parts["audit"]["chains"].values()
+            for pt in c.get("points", [])
+            if pt["rounds"] >= 50
+        ]
         if vs:
             figures["audit.vs_sha256"] = min(vs)
     if "scale" in parts:
@@ -1020,7 +1243,11 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in figures.items():
         op, bound = TARGETS[name]
-        out[name] = {"value": value, "target": f"{op} {bound:g}", "met": value <= bound if op == "<=" else value >= bound}
+        out[name] = {
+            "value": value,
+            "target": f"{op} {bound:g}",
+            "met": value <= bound if op == "<=" else value >= bound,
+        }
     return out
 
 
@@ -1032,7 +1259,9 @@ def render(results: dict[str, Any]) -> str:
     """The readable tables."""
     lines: list[str] = []
     m = results["machine"]
-    lines.append(f"fedchain bench, {m['date']}, {m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Python {m['python']}, numpy {m['numpy']}")
+    lines.append(
+        f"fedchain bench, {m['date']}, {m['nproc']} x {m['cpu']}, {m['memory_gb']} GB, Python {m['python']}, numpy {m['numpy']}"
+    )
     parts = results["parts"]
     if "gas" in parts:
         lines += ["", "1. Gas (median)"]
@@ -1042,17 +1271,33 @@ def render(results: dict[str, Any]) -> str:
                 continue
             med, calls = g["median"], g["calls"]
             lines.append(f"  {kind} ({g['client']})")
-            for key, label in (("deploy", "deploy"), ("registerParticipant", "registerParticipant"), ("openRound", "openRound"), ("submitUpdate", "submitUpdate  [target <= 55,000]"), ("finalizeRound3", "finalizeRound, 3 included"), ("finalizeRound10", "finalizeRound, 10 included"), ("round3", "one round of 3  [target <= 300,000]"), ("round10", "one round of 10")):
+            for key, label in (
+                ("deploy", "deploy"),
+                ("registerParticipant", "registerParticipant"),
+                ("openRound", "openRound"),
+                ("submitUpdate", "submitUpdate  [target <= 55,000]"),
+                ("finalizeRound3", "finalizeRound, 3 included"),
+                ("finalizeRound10", "finalizeRound, 10 included"),
+                ("round3", "one round of 3  [target <= 300,000]"),
+                ("round10", "one round of 10"),
+            ):
                 lines.append(f"    {label:<40}{med[key]:>10,}   ({calls[key]} calls)")
             f = g["floor"]
-            lines.append(f"    floor for one 32-byte digest: {f['total']:,} = 21,000 + 22,100 + calldata {f['calldata']:,} ({f['calldata_bytes']} B) + log {f['log']:,};  submitUpdate = {g['submit_vs_floor']:.2f}x the floor")
+            lines.append(
+                f"    floor for one 32-byte digest: {f['total']:,} = 21,000 + 22,100 + calldata {f['calldata']:,} ({f['calldata_bytes']} B) + log {f['log']:,};  submitUpdate = {g['submit_vs_floor']:.2f}x the floor"
+            )
     if "overhead" in parts:
         lines += [
-            "", "2. Ledger overhead (median round. critical: participants in parallel, as deployed; serial: one after the other, as this process ran them;",
+            "",
+            "2. Ledger overhead (median round. critical: participants in parallel, as deployed; serial: one after the other, as this process ran them;",
             "   split: the ledger arm's mean seconds per round on its critical path, exclusive; train@1.10: training per round at which the critical ratio would be 1.10)",
         ]
         cats = ("train", "encode", "hash", "store", "chain", "verify", "aggregate")
-        lines.append(f"  {'chain':<9}{'K':>4}{'P':>12}{'rounds':>7}{'plain':>9}{'ledger':>9}{'ratio':>7}{'serial':>9}{'ledger':>9}{'ratio':>7}  " + "".join(f"{c:>10}" for c in cats) + f"{'train@1.10':>12}  same model")
+        lines.append(
+            f"  {'chain':<9}{'K':>4}{'P':>12}{'rounds':>7}{'plain':>9}{'ledger':>9}{'ratio':>7}{'serial':>9}{'ledger':>9}{'ratio':>7}  "
+            + "".join(f"{c:>10}" for c in cats)
+            + f"{'train@1.10':>12}  same model"
+        )
         for c in parts["overhead"]["cells"]:
             if "skipped" in c:
                 lines.append(f"  {c['chain']}: skipped ({c['skipped']})")
@@ -1061,17 +1306,29 @@ def render(results: dict[str, Any]) -> str:
             pl, le = c["plain"], c["ledger"]
             lines.append(
                 f"  {c['chain']:<9}{c['k']:>4}{c['p']:>12,}{c['rounds']:>7}{pl['critical_seconds']:>8.2f}s{le['critical_seconds']:>8.2f}s{c['ratio']:>7.2f}"
-                f"{pl['round_seconds']:>8.2f}s{le['round_seconds']:>8.2f}s{c['serial_ratio']:>7.2f}  " + "".join(f"{split.get(k, 0.0):>10.3f}" for k in cats)
+                f"{pl['round_seconds']:>8.2f}s{le['round_seconds']:>8.2f}s{c['serial_ratio']:>7.2f}  "
+                + "".join(f"{split.get(k, 0.0):>10.3f}" for k in cats)
                 + f"{c['train_for_1_10']:>11.2f}s  {'yes' if c['same_model'] else 'NO'}"
             )
     if "aggregation" in parts:
-        lines += ["", "3. Aggregation (median of repeats; ratio > 1: fedchain faster; in memory: all K updates given at once, as the floor and Flower have them (the targets);",
-                  "   streamed: one at a time, the coordinator's O(model) path)"]
+        lines += [
+            "",
+            "3. Aggregation (median of repeats; ratio > 1: fedchain faster; in memory: all K updates given at once, as the floor and Flower have them (the targets);",
+            "   streamed: one at a time, the coordinator's O(model) path)",
+        ]
         for r in parts["aggregation"]["rows"]:
-            fl = f"flower {_fmt_s(r['flower_seconds'])}, fedchain/flower speed {r['vs_flower']:.2f}x" if "flower_seconds" in r else f"flower: {r['flower']}"
-            lines.append(f"  K={r['k']}, P={r['p']:,}: fedchain streamed {_fmt_s(r['fedchain_seconds'])}, numpy floor {_fmt_s(r['floor_seconds'])} -> {r['vs_floor']:.2f}x the floor; {fl}")
+            fl = (
+                f"flower {_fmt_s(r['flower_seconds'])}, fedchain/flower speed {r['vs_flower']:.2f}x"
+                if "flower_seconds" in r
+                else f"flower: {r['flower']}"
+            )
+            lines.append(
+                f"  K={r['k']}, P={r['p']:,}: fedchain streamed {_fmt_s(r['fedchain_seconds'])}, numpy floor {_fmt_s(r['floor_seconds'])} -> {r['vs_floor']:.2f}x the floor; {fl}"
+            )
             in_memory = f", {r['list_vs_flower']:.2f}x Flower's speed [target >= 1]" if "list_vs_flower" in r else ""
-            lines.append(f"  K={r['k']}, P={r['p']:,}: fedchain in memory {_fmt_s(r['fedchain_list_seconds'])} -> {r['list_vs_floor']:.2f}x the floor [target >= 0.5]{in_memory}")
+            lines.append(
+                f"  K={r['k']}, P={r['p']:,}: fedchain in memory {_fmt_s(r['fedchain_list_seconds'])} -> {r['list_vs_floor']:.2f}x the floor [target >= 0.5]{in_memory}"
+            )
     if "audit" in parts:
         lines += ["", "4. Audit (throughput vs sha256 over the same bytes; target >= 0.5x and linear)"]
         for kind, c in parts["audit"]["chains"].items():
@@ -1079,13 +1336,19 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(f"  {kind}: skipped ({c['skipped']})")
                 continue
             for pt in c["points"]:
-                lines.append(f"  {kind:<9} {pt['rounds']:>4} rounds, {pt['mb']:8.1f} MB: audit {pt['audit_seconds']:7.2f} s ({pt['mb_per_s']:6.1f} MB/s, {pt['seconds_per_round'] * 1000:6.1f} ms/round; chain reads {pt['chain_read_seconds']:.2f} s), sha256 {pt['sha256_mb_per_s']:7.1f} MB/s -> {pt['vs_sha256']:.2f}x")
-            lines.append(f"  {kind}: seconds per round, largest history / smallest = {c['per_round_growth']:.2f} (1.0 = linear)")
+                lines.append(
+                    f"  {kind:<9} {pt['rounds']:>4} rounds, {pt['mb']:8.1f} MB: audit {pt['audit_seconds']:7.2f} s ({pt['mb_per_s']:6.1f} MB/s, {pt['seconds_per_round'] * 1000:6.1f} ms/round; chain reads {pt['chain_read_seconds']:.2f} s), sha256 {pt['sha256_mb_per_s']:7.1f} MB/s -> {pt['vs_sha256']:.2f}x"
+                )
+            lines.append(
+                f"  {kind}: seconds per round, largest history / smallest = {c['per_round_growth']:.2f} (1.0 = linear)"
+            )
     if "scale" in parts:
         s = parts["scale"]
         lines += ["", "5. Scale (coordinator in a fresh interpreter)"]
-        lines.append(f"  K={s['k']}, P={s['p']:,} (model {s['model_bytes'] / MB:.1f} MB): baseline RSS {s['baseline_rss'] / MB:.0f} MB; peak while aggregating {s['peak_aggregate'] / MB:.0f} MB "
-                     f"(+{s['aggregate_model_multiple']:.1f}x model, {s['aggregate_seconds']:.2f} s), while verifying {s['peak_verify'] / MB:.0f} MB (+{s['verify_model_multiple']:.1f}x, {s['verify_seconds']:.2f} s) [target <= 4x]")
+        lines.append(
+            f"  K={s['k']}, P={s['p']:,} (model {s['model_bytes'] / MB:.1f} MB): baseline RSS {s['baseline_rss'] / MB:.0f} MB; peak while aggregating {s['peak_aggregate'] / MB:.0f} MB "
+            f"(+{s['aggregate_model_multiple']:.1f}x model, {s['aggregate_seconds']:.2f} s), while verifying {s['peak_verify'] / MB:.0f} MB (+{s['verify_model_multiple']:.1f}x, {s['verify_seconds']:.2f} s) [target <= 4x]"
+        )
     if results.get("targets"):
         lines += ["", "Targets"]
         for name, t in results["targets"].items():
@@ -1149,9 +1412,16 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a reduced grid that runs in under two minutes")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the test suite's smoke run
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--markdown", type=Path, default=None, help="render a JSON results file (from --output) as the README's table, and exit")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="render a JSON results file (from --output) as the README's table, and exit",
+    )
     parser.add_argument("--anvil", default=None, help="anvil executable (default: found as the chain tests find it)")
-    parser.add_argument("--flower-python", default=None, help="a Python interpreter with flwr installed, when it is not installed here")
+    parser.add_argument(
+        "--flower-python", default=None, help="a Python interpreter with flwr installed, when it is not installed here"
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON results to this file")
     parser.add_argument("--progress", action="store_true", help="print progress to stderr")
     return parser
@@ -1163,7 +1433,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(render_markdown(json.loads(args.markdown.read_text())))
         return 0
     grid = TINY if args.tiny else QUICK if args.quick else Grid()
-    progress = (lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)) if args.progress else (lambda s: None)
+    progress = (
+        (lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True))
+        if args.progress
+        else (lambda s: None)
+    )
     results = run(args.parts, grid, anvil=args.anvil, flower_python=args.flower_python, progress=progress)
     results["grid"] = "tiny" if args.tiny else "quick" if args.quick else "full"
     if args.output is not None:
@@ -1172,4 +1446,16 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["PARTS", "QUICK", "TARGETS", "Grid", "build_parser", "check_targets", "main", "render", "render_markdown", "run", "run_from_args"]
+__all__ = [
+    "PARTS",
+    "QUICK",
+    "TARGETS",
+    "Grid",
+    "build_parser",
+    "check_targets",
+    "main",
+    "render",
+    "render_markdown",
+    "run",
+    "run_from_args",
+]

@@ -103,7 +103,9 @@ class Workdir:
         """Write ``federation.json`` atomically."""
         path = directory / WORKDIR_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": _WORKDIR_FORMAT, **asdict(self)}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(
+            json.dumps({"format": _WORKDIR_FORMAT, **asdict(self)}, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         os.replace(tmp, path)
         return path
 
@@ -120,7 +122,9 @@ class Workdir:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as err:
-            raise ConfigError(str(path), "not found: is this a fedchain working directory (made by `fedchain demo`)?") from err
+            raise ConfigError(
+                str(path), "not found: is this a fedchain working directory (made by `fedchain demo`)?"
+            ) from err
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(str(path), f"unreadable: {err}") from err
         if not isinstance(data, dict) or data.get("format") != _WORKDIR_FORMAT:
@@ -273,12 +277,21 @@ class _Table:
             raise ConfigError(self.key(name), f"must be an integer >= {minimum}, got {value!r}")
         return value
 
-    def number(self, name: str, *, required: bool = False, default: float | None = None, positive: bool = True) -> float | None:
+    def number(
+        self, name: str, *, required: bool = False, default: float | None = None, positive: bool = True
+    ) -> float | None:
         value = self._get(name, required)
         if value is None:
             return default
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or (positive and value <= 0):
-            raise ConfigError(self.key(name), f"must be a {'positive ' if positive else ''}finite number, got {value!r}")
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or (positive and value <= 0)
+        ):
+            raise ConfigError(
+                self.key(name), f"must be a {'positive ' if positive else ''}finite number, got {value!r}"
+            )
         return float(value)
 
     def flag(self, name: str, *, default: bool = False) -> bool:
@@ -358,7 +371,9 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
     if address is not None:
         _address(address, "ledger.address")
     if (address is None) == (address_file is None):
-        raise ConfigError("ledger", "give exactly one of address (a deployed ledger) or address_file (written by the coordinator)")
+        raise ConfigError(
+            "ledger", "give exactly one of address (a deployed ledger) or address_file (written by the coordinator)"
+        )
     ledger = LedgerConfig(address=address, address_file=resolve(address_file) if address_file else None)
 
     store_t = top.table("store", ("location",), required=True)
@@ -372,7 +387,19 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
 
     fed_t = top.table(
         "federation",
-        ("rounds", "min_updates", "round_seconds", "server_lr", "seed", "max_blob_size", "max_update_norm", "labels", "model", "train", "poll_seconds"),
+        (
+            "rounds",
+            "min_updates",
+            "round_seconds",
+            "server_lr",
+            "seed",
+            "max_blob_size",
+            "max_update_norm",
+            "labels",
+            "model",
+            "train",
+            "poll_seconds",
+        ),
         required=True,
     )
     model_t = fed_t.table("model", ("num_buckets", "dim", "num_classes", "ngram"))
@@ -427,9 +454,17 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
         if addr.lower() in seen:
             raise ConfigError(t.key("address"), f"{addr} is listed twice")
         seen.add(addr.lower())
-        entries.append(ParticipantEntry(address=addr, max_samples=t.integer("max_samples", required=True) or 0, name=t.text("name", default=addr[:10]) or addr[:10]))
+        entries.append(
+            ParticipantEntry(
+                address=addr,
+                max_samples=t.integer("max_samples", required=True) or 0,
+                name=t.text("name", default=addr[:10]) or addr[:10],
+            )
+        )
     if role == "coordinator" and federation.min_updates > max(len(entries), 1) and entries:
-        raise ConfigError("federation.min_updates", f"{federation.min_updates} is more than the {len(entries)} participants listed")
+        raise ConfigError(
+            "federation.min_updates", f"{federation.min_updates} is more than the {len(entries)} participants listed"
+        )
 
     log_t = top.table("log", ("format",))
     fmt = log_t.text("format", default="text")

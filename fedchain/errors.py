@@ -139,7 +139,9 @@ class DigestMismatchError(IntegrityError):
     def __init__(self, cid: str, expected: bytes, actual: bytes) -> None:
         self.expected = bytes(expected)
         self.actual = bytes(actual)
-        super().__init__(cid, cid, f"the blob's bytes hash to sha256 0x{self.actual.hex()}, expected 0x{self.expected.hex()}")
+        super().__init__(
+            cid, cid, f"the blob's bytes hash to sha256 0x{self.actual.hex()}, expected 0x{self.expected.hex()}"
+        )
 
 
 class BlobTooLargeError(StorageError, ValueError):

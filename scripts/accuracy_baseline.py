@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=None, help="federated rounds (default: the demo's, 5)")
     parser.add_argument("--seed", type=int, default=None, help="root seed (default: the demo's, 0)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, fastest for this small model)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default: 1, fastest for this small model)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
 
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"federated   {result['federated']:.4f}  (plain FedAvg, {rounds} rounds; per round: {', '.join(f'{a:.4f}' for a in fed.accuracies)})")
+    print(
+        f"federated   {result['federated']:.4f}  (plain FedAvg, {rounds} rounds; per round: {', '.join(f'{a:.4f}' for a in fed.accuracies)})"
+    )
     print(f"centralized {result['centralized']:.4f}  (pooled data, {central.epochs} epochs)")
     print(f"majority    {result['majority']:.4f}  (most frequent chapter)")
     print(

@@ -117,7 +117,10 @@ def main() -> int:
         for i in range(args.runs):
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, str(blob), str(scratch / f"rss-store-{i}")],
-                check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
             ).stdout.split()
             rss.append((int(out[1]), int(out[2])))
         before, peak = max(rss, key=lambda pair: pair[1] - pair[0])
@@ -147,9 +150,13 @@ def main() -> int:
     print(f"  sha256sum            {figures['sha256sum_MBps']:8.1f} MB/s")
     print(f"  cid only (no store)  {figures['cid_only_MBps']:8.1f} MB/s")
     print(f"  add (put_stream)     {figures['add_MBps']:8.1f} MB/s   {figures['add_vs_sha256sum']:.2f}x sha256sum")
-    print(f"  get -> /dev/null     {figures['get_to_devnull_MBps']:8.1f} MB/s   {figures['get_vs_sha256sum']:.2f}x sha256sum")
+    print(
+        f"  get -> /dev/null     {figures['get_to_devnull_MBps']:8.1f} MB/s   {figures['get_vs_sha256sum']:.2f}x sha256sum"
+    )
     print(f"  get -> file          {figures['get_to_file_MBps']:8.1f} MB/s")
-    print(f"  add peak RSS         {peak / MB:8.1f} MB   ({before / MB:.1f} MB before the add, +{(peak - before) / MB:.1f} MB)")
+    print(
+        f"  add peak RSS         {peak / MB:8.1f} MB   ({before / MB:.1f} MB before the add, +{(peak - before) / MB:.1f} MB)"
+    )
     return 0
 
 

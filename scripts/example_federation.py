@@ -53,8 +53,18 @@ def main() -> None:
         for hospital in hospitals:
             hospital.participate(r)  # verifies the previous round before training
         report = coordinator.wait_and_finalize(r)
-        _, params = load_model(store, report.aggregate_cid, report.aggregate_hash, spec=settings.spec, max_blob_size=settings.max_blob_size, round_id=r, what="aggregate")
-        print(f"round {r}: {len(report.verdict.included)} updates, test accuracy {evaluate(params, split.test, spec=settings.spec):.1%}")
+        _, params = load_model(
+            store,
+            report.aggregate_cid,
+            report.aggregate_hash,
+            spec=settings.spec,
+            max_blob_size=settings.max_blob_size,
+            round_id=r,
+            what="aggregate",
+        )
+        print(
+            f"round {r}: {len(report.verdict.included)} updates, test accuracy {evaluate(params, split.test, spec=settings.spec):.1%}"
+        )
 
     audit = audit_ledger(ledger, store, strategy, spec=settings.spec, max_blob_size=settings.max_blob_size)
     print("audit:", "every round verifies" if audit.ok else "DISCREPANCIES")

@@ -106,7 +106,10 @@ def anvil_node(executable: Path, timeout_s: float = 60.0) -> Iterator[Web3]:
         command = [str(executable), "--host", "127.0.0.1", "--port", str(port), "--prune-history", "--silent"]
         # Own session: the npm wrapper is node spawning the binary; stop the whole group.
         proc = subprocess.Popen(
-            command, env={**os.environ, "HOME": home}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            command,
+            env={**os.environ, "HOME": home},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
         try:
@@ -166,7 +169,9 @@ def measure(w3: Web3, calls: int) -> dict[str, Any]:
 
     others = [Web3.to_checksum_address(digest(f"participant {i}")[:20]) for i in range(calls - PARTICIPANTS)]
     for account in (participants + others)[:calls]:
-        gas["registerParticipant"].append(send(ledger.functions.registerParticipant(account, 1_000_000), coordinator)["gasUsed"])
+        gas["registerParticipant"].append(
+            send(ledger.functions.registerParticipant(account, 1_000_000), coordinator)["gasUsed"]
+        )
 
     base = genesis
     submit_receipt: TxReceipt | None = None
@@ -249,8 +254,10 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"{median - floor['total']:,} above it"
         )
     for backend, result in results.items():
-        print(f"{backend}: {result['client']}, chain id {result['chainId']}, {result['calls']} calls each, "
-              f"deployed code {result['bytecodeBytes']:,} bytes")
+        print(
+            f"{backend}: {result['client']}, chain id {result['chainId']}, {result['calls']} calls each, "
+            f"deployed code {result['bytecodeBytes']:,} bytes"
+        )
     print("all medians within target" if within_targets(results) else "SOME MEDIANS ABOVE TARGET")
 
 
@@ -258,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20, help="calls of each operation (default 20)")
     parser.add_argument(
-        "--backend", nargs="+", choices=("anvil", "eth-tester"), default=["anvil", "eth-tester"], help="chains to measure"
+        "--backend",
+        nargs="+",
+        choices=("anvil", "eth-tester"),
+        default=["anvil", "eth-tester"],
+        help="chains to measure",
     )
     parser.add_argument("--anvil", type=Path, default=DEFAULT_ANVIL, help=f"anvil executable (default {DEFAULT_ANVIL})")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -20,7 +20,16 @@ def _run(capsys: pytest.CaptureFixture[str], *parts: str) -> dict:  # type: igno
 def test_aggregation_and_scale_report_ratios_and_memory(capsys: pytest.CaptureFixture[str]) -> None:
     out = _run(capsys, "aggregation", "scale")
     row = out["parts"]["aggregation"]["rows"][0]
-    assert {"k", "p", "fedchain_seconds", "fedchain_list_seconds", "floor_seconds", "vs_floor", "list_vs_floor", "flower"} <= set(row)
+    assert {
+        "k",
+        "p",
+        "fedchain_seconds",
+        "fedchain_list_seconds",
+        "floor_seconds",
+        "vs_floor",
+        "list_vs_floor",
+        "flower",
+    } <= set(row)
     scale = out["parts"]["scale"]
     assert scale["verified"] is True
     assert {"baseline_rss", "peak_aggregate", "peak_verify", "rss_model_multiple", "model_bytes"} <= set(scale)
@@ -36,7 +45,9 @@ def test_overhead_runs_the_same_federation_with_and_without_the_ledger(capsys: p
         # participants in parallel can only shorten a round that ran them one after the other
         assert 0 < cell[arm]["critical_seconds"] <= cell[arm]["round_seconds"]
     assert cell["train_for_1_10"] >= 0
-    assert {"train", "encode", "hash", "store", "chain", "verify", "aggregate"} <= set(cell["ledger"]["split"]) & set(cell["ledger"]["critical_split"])
+    assert {"train", "encode", "hash", "store", "chain", "verify", "aggregate"} <= set(cell["ledger"]["split"]) & set(
+        cell["ledger"]["critical_split"]
+    )
 
 
 def test_audit_measures_throughput_against_sha256_at_each_history_length(capsys: pytest.CaptureFixture[str]) -> None:

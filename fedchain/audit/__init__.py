@@ -50,7 +50,14 @@ class AuditReport:
         """A JSON-ready dict (the ``--json`` output)."""
 
         def err(e: VerificationError) -> dict[str, Any]:
-            return {"round": e.round_id, "check": e.what, "participant": e.participant, "expected": e.expected, "actual": e.actual, "message": str(e)}
+            return {
+                "round": e.round_id,
+                "check": e.what,
+                "participant": e.participant,
+                "expected": e.expected,
+                "actual": e.actual,
+                "message": str(e),
+            }
 
         return {
             "ledger": self.ledger.address,
@@ -64,7 +71,9 @@ class AuditReport:
                     "round": v.round_id,
                     "status": v.status.name.lower(),
                     "included": list(v.included),
-                    "excluded": [{"participant": e.participant, "reason": e.reason, "detail": e.detail} for e in v.excluded],
+                    "excluded": [
+                        {"participant": e.participant, "reason": e.reason, "detail": e.detail} for e in v.excluded
+                    ],
                     "missing": list(v.missing),
                     "aggregate_hash": to_hex(v.aggregate_hash) if v.aggregate_hash else None,
                     "ok": v.ok,
@@ -107,7 +116,15 @@ def audit_ledger(
     # checks exactly what reading each blob when it is needed would.
     with ReadAhead(ledger, store, max_blob_size=max_blob_size, check_cids=check_cids) as reader:
         try:
-            spec, params = load_model(reader.store, genesis_cid, info.genesis_hash, spec=spec, max_blob_size=max_blob_size, round_id=0, what="genesis model")
+            spec, params = load_model(
+                reader.store,
+                genesis_cid,
+                info.genesis_hash,
+                spec=spec,
+                max_blob_size=max_blob_size,
+                round_id=0,
+                what="genesis model",
+            )
         except VerificationError as e:
             failures.append(e)
             return AuditReport(info, genesis_cid, (), tuple(failures))
@@ -134,7 +151,15 @@ def audit_ledger(
                 )
             except FedchainError as e:  # an unexpected failure still names the round
                 model = None
-                verdict = RoundVerdict(round_id, history.state.status, (), (), (), None, (VerificationError(round_id, "round", expected="verifiable", actual=str(e)),))
+                verdict = RoundVerdict(
+                    round_id,
+                    history.state.status,
+                    (),
+                    (),
+                    (),
+                    None,
+                    (VerificationError(round_id, "round", expected="verifiable", actual=str(e)),),
+                )
             verdicts.append(verdict)
             if on_round is not None:
                 on_round(verdict)

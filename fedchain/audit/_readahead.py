@@ -103,7 +103,9 @@ class ReadAhead:
     def __enter__(self) -> ReadAhead:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -166,7 +168,9 @@ class ReadAhead:
                 continue  # a round with no blobs to read
             read = self._unsent.popleft()
             cid, digest, max_size, check_cid = read.key
-            read.future = self._pool.submit(self.store.real_get_verified, cid, digest, max_size=max_size, check_cid=check_cid)
+            read.future = self._pool.submit(
+                self.store.real_get_verified, cid, digest, max_size=max_size, check_cid=check_cid
+            )
             self._sent.append(read)
 
     def _drop_stale(self) -> None:
@@ -205,13 +209,17 @@ class _ReadAheadStore:
         self._lock = lock
         self._check_cids = check_cids
 
-    def real_get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
+    def real_get_verified(
+        self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False
+    ) -> bytearray:
         if self._lock is None:
             return self._store.get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)
         with self._lock:
             return self._store.get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)
 
-    def get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
+    def get_verified(
+        self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False
+    ) -> bytearray:
         """The blob read ahead for exactly these arguments, or else a read made now."""
         check_cid = check_cid or self._check_cids
         if max_size is not None:

@@ -74,7 +74,10 @@ class RevertDecoder:
             values = decode(types, bytes(data[4:]))
         except Exception:  # malformed payload: not ours to interpret
             return None
-        arguments = {n: to_checksum_address(v) if isinstance(v, str) and is_address(v) else v for n, v in zip(names, values, strict=True)}
+        arguments = {
+            n: to_checksum_address(v) if isinstance(v, str) and is_address(v) else v
+            for n, v in zip(names, values, strict=True)
+        }
         shown = {k: _fmt(v) for k, v in arguments.items()}
         if name == "FederatedLedgerRoundNotOpen":
             shown["status"] = _STATUS.get(int(arguments["status"]), str(arguments["status"]))

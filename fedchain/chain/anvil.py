@@ -27,7 +27,12 @@ from fedchain.errors import ChainConnectionError, ChainError
 
 logger = logging.getLogger(__name__)
 
-_PLATFORMS = {("Linux", "x86_64"): "linux-amd64", ("Linux", "aarch64"): "linux-arm64", ("Darwin", "arm64"): "darwin-arm64", ("Darwin", "x86_64"): "darwin-amd64"}
+_PLATFORMS = {
+    ("Linux", "x86_64"): "linux-amd64",
+    ("Linux", "aarch64"): "linux-arm64",
+    ("Darwin", "arm64"): "darwin-arm64",
+    ("Darwin", "x86_64"): "darwin-amd64",
+}
 
 
 def find_anvil(explicit: str | None = None, search_from: Path | None = None) -> Path:
@@ -112,20 +117,33 @@ class AnvilNode:
     def start(self, timeout: float = 30.0) -> AnvilNode:
         """Start anvil and wait until it answers ``eth_chainId``."""
         self._home = tempfile.TemporaryDirectory(prefix="fedchain-anvil-home-")
-        args = [str(self._binary), "--host", "127.0.0.1", "--port", str(self.port), "--prune-history", "256", "--silent"]
+        args = [
+            str(self._binary),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--prune-history",
+            "256",
+            "--silent",
+        ]
         if self.state_file is not None:
             args += ["--state", str(self.state_file), "--state-interval", "1"]
         if self._block_time is not None:
             args += ["--block-time", str(self._block_time)]
         env = dict(os.environ, HOME=self._home.name)
-        self._proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 raise ChainConnectionError(self.url, f"anvil exited with {self._proc.returncode}: {err.strip()[:500]}")
             try:
-                r = requests.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
+                r = requests.post(
+                    self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1
+                )
                 if r.ok:
                     logger.info("anvil %s up at %s (pid %d)", self._binary, self.url, self._proc.pid)
                     return self
@@ -154,7 +172,9 @@ class AnvilNode:
     def __enter__(self) -> AnvilNode:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

@@ -218,14 +218,14 @@ def find_compiler(*, solcjs: str | Path | None = None, root: str | Path | None =
     if default.is_file() and os.access(default, os.X_OK):
         return Compiler("solcjs", default)
     looked.append(f"no solc-js at {default}")
-    raise CompilerNotFoundError(f"{'; '.join(looked)}. Run `npm ci` in {default.parent.parent.parent} to install solc-js")
+    raise CompilerNotFoundError(
+        f"{'; '.join(looked)}. Run `npm ci` in {default.parent.parent.parent} to install solc-js"
+    )
 
 
 def _native_version(path: Path) -> str | None:
     try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
-        ).stdout
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60, check=False).stdout
     except (OSError, subprocess.SubprocessError) as err:
         logger.info("cannot run %s --version: %s", path, err)
         return None
@@ -264,7 +264,9 @@ def _run_native(path: Path, input_json: Mapping[str, Any]) -> dict[str, Any]:
     except SolcError as err:
         if err.error_dict:  # the compiler ran and reported errors
             _raise_on_errors(cast(list[dict[str, Any]], err.error_dict))
-        raise CompilationError(f"{path} failed: {err.message} (exit code {err.return_code}): {err.stderr_data}") from err
+        raise CompilationError(
+            f"{path} failed: {err.message} (exit code {err.return_code}): {err.stderr_data}"
+        ) from err
     except OSError as err:
         raise CompilationError(f"cannot run {path}: {err}") from err
     return output

@@ -300,7 +300,9 @@ class EmbeddedChain(Chain):
                     if address is not None and log["address"] != address:
                         continue
                     topics = log["topics"]
-                    if len(topics) < len(wanted) or any(w is not None and bytes(topics[i]) not in w for i, w in enumerate(wanted)):
+                    if len(topics) < len(wanted) or any(
+                        w is not None and bytes(topics[i]) not in w for i, w in enumerate(wanted)
+                    ):
                         continue
                     out.append(log)
         return out
@@ -313,7 +315,18 @@ class EmbeddedChain(Chain):
         log_index = 0
         for tx_index, (tx, receipt) in enumerate(zip(block.transactions, block.get_receipts(evm.chaindb), strict=True)):
             for log in receipt.logs:
-                out.append(_log_entry(log.address, [t.to_bytes(32, "big") for t in log.topics], log.data, number, block.hash, tx.hash, tx_index, log_index))
+                out.append(
+                    _log_entry(
+                        log.address,
+                        [t.to_bytes(32, "big") for t in log.topics],
+                        log.data,
+                        number,
+                        block.hash,
+                        tx.hash,
+                        tx_index,
+                        log_index,
+                    )
+                )
                 log_index += 1
         return out
 
@@ -329,7 +342,16 @@ class EmbeddedChain(Chain):
         if len(evm.get_canonical_block_by_number(number).transactions) != 1:
             return  # not the one-transaction block expected: read it from py-evm when asked
         self._logs_by_block[bytes(HexBytes(receipt["blockHash"]))] = [
-            _log_entry(HexBytes(log["address"]), [bytes(HexBytes(t)) for t in log["topics"]], HexBytes(log["data"]), number, HexBytes(receipt["blockHash"]), HexBytes(receipt["transactionHash"]), 0, i)
+            _log_entry(
+                HexBytes(log["address"]),
+                [bytes(HexBytes(t)) for t in log["topics"]],
+                HexBytes(log["data"]),
+                number,
+                HexBytes(receipt["blockHash"]),
+                HexBytes(receipt["transactionHash"]),
+                0,
+                i,
+            )
             for i, log in enumerate(receipt["logs"])
         ]
 
@@ -366,12 +388,16 @@ class EmbeddedChain(Chain):
                 self._tester.time_travel(int(entry["timestamp"]))
                 continue
             if entry.get("kind") != "tx":
-                raise ChainError(f"chain journal {self._journal_path}, line {n}: unknown entry kind {entry.get('kind')!r}")
+                raise ChainError(
+                    f"chain journal {self._journal_path}, line {n}: unknown entry kind {entry.get('kind')!r}"
+                )
             self._set_pending_timestamp(int(entry["timestamp"]))
             try:
                 tx_hash = HexBytes(self._tester.send_raw_transaction(entry["raw"]))
             except Exception as err:  # eth-tester raises ValidationError and friends
-                raise ChainError(f"chain journal {self._journal_path}, line {n}: transaction does not replay: {err}") from err
+                raise ChainError(
+                    f"chain journal {self._journal_path}, line {n}: transaction does not replay: {err}"
+                ) from err
             receipt = self.w3.eth.get_transaction_receipt(tx_hash)
             self._index_logs(receipt)
             if tx_hash != HexBytes(entry["hash"]) or int(receipt["status"]) != int(entry["status"]):
@@ -380,10 +406,21 @@ class EmbeddedChain(Chain):
                     f"{tx_hash.to_0x_hex()} status {receipt['status']}, journal says {entry['hash']} "
                     f"status {entry['status']}"
                 )
-        logger.info("replayed %d transactions from %s in %.2fs", len(entries), self._journal_path, time.perf_counter() - started)
+        logger.info(
+            "replayed %d transactions from %s in %.2fs", len(entries), self._journal_path, time.perf_counter() - started
+        )
 
 
-def _log_entry(address: bytes, topics: list[bytes], data: bytes, number: int, block_hash: bytes, tx_hash: bytes, tx_index: int, log_index: int) -> AttributeDict[str, Any]:
+def _log_entry(
+    address: bytes,
+    topics: list[bytes],
+    data: bytes,
+    number: int,
+    block_hash: bytes,
+    tx_hash: bytes,
+    tx_index: int,
+    log_index: int,
+) -> AttributeDict[str, Any]:
     """One log as ``eth_getLogs`` returns it through web3."""
     return AttributeDict(
         {

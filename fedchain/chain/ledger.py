@@ -116,7 +116,9 @@ class _EventDecoder:
                 values[arg] = _checksummed("0x" + topic[12:].hex())
             else:
                 values[arg] = _normalize(kind, abi_decode([kind], topic)[0])
-        for (arg, kind), value in zip(plain, abi_decode([k for _, k in plain], bytes(HexBytes(raw["data"]))), strict=True):
+        for (arg, kind), value in zip(
+            plain, abi_decode([k for _, k in plain], bytes(HexBytes(raw["data"]))), strict=True
+        ):
             values[arg] = _normalize(kind, value)
         return _Log(
             name=name,
@@ -166,7 +168,9 @@ class Ledger:
     # ------------------------------------------------------------------ deployment
 
     @classmethod
-    def deploy(cls, chain: Chain, coordinator: Signer, genesis_hash: Digest, genesis_cid: Cid) -> tuple[Ledger, TxResult]:
+    def deploy(
+        cls, chain: Chain, coordinator: Signer, genesis_hash: Digest, genesis_cid: Cid
+    ) -> tuple[Ledger, TxResult]:
         """Deploy a new ledger with ``coordinator`` as its coordinator.
 
         Returns
@@ -205,7 +209,9 @@ class Ledger:
         min_updates: int,
     ) -> TxResult:
         """Open ``round_id`` on the base model ``base_hash``."""
-        fn = self._contract.functions.openRound(int(round_id), bytes(base_hash), str(base_cid), int(deadline), int(min_updates))
+        fn = self._contract.functions.openRound(
+            int(round_id), bytes(base_hash), str(base_cid), int(deadline), int(min_updates)
+        )
         return self._transact(coordinator, f"open round {round_id}", fn)
 
     def finalize_round(
@@ -226,7 +232,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ participant writes
 
-    def submit_update(self, participant: Signer, round_id: int, update_hash: Digest, cid: Cid, num_samples: int) -> TxResult:
+    def submit_update(
+        self, participant: Signer, round_id: int, update_hash: Digest, cid: Cid, num_samples: int
+    ) -> TxResult:
         """Record ``participant``'s update for ``round_id``, from its own account."""
         fn = self._contract.functions.submitUpdate(int(round_id), bytes(update_hash), str(cid), int(num_samples))
         return self._transact(participant, f"submit update for round {round_id}", fn)
@@ -355,7 +363,9 @@ class Ledger:
         opened = next((log for log in logs if log.name == "RoundOpened"), None)
         finalized = next(log for log in logs if log.name == "RoundFinalized")
         if opened is None:
-            raise ChainError(f"ledger {self.address}: round {round_id} was finalized in block {finalized.block_number} but no RoundOpened event was read")
+            raise ChainError(
+                f"ledger {self.address}: round {round_id} was finalized in block {finalized.block_number} but no RoundOpened event was read"
+            )
         aggregate = bytes(finalized.args["aggregateHash"])
         state = RoundState(
             round_id=RoundId(int(round_id)),
@@ -407,7 +417,9 @@ class Ledger:
                     tx_hash=tx_hash,
                 )
         if opened is None:
-            raise ChainError(f"ledger {self.address}: no RoundOpened event for round {round_id} in block {state.opened_block}")
+            raise ChainError(
+                f"ledger {self.address}: no RoundOpened event for round {round_id} in block {state.opened_block}"
+            )
         updates.sort(key=lambda u: int(u.participant, 16))
         return RoundHistory(state=state, opened=opened, updates=tuple(updates), aggregate=aggregate)
 
@@ -517,7 +529,14 @@ def _send(
         block_number=int(receipt["blockNumber"]),
         gas_used=Gas(int(receipt["gasUsed"])),
     )
-    logger.info("%s: %s by %s, gas %d, %.0f ms", action, result.tx_hash, signer.name, result.gas_used, 1000 * (time.perf_counter() - started))
+    logger.info(
+        "%s: %s by %s, gas %d, %.0f ms",
+        action,
+        result.tx_hash,
+        signer.name,
+        result.gas_used,
+        1000 * (time.perf_counter() - started),
+    )
     return result, receipt
 
 

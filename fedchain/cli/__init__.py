@@ -18,7 +18,18 @@ from fedchain import __version__
 from fedchain.errors import FedchainError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-_COMMANDS = ("_demo", "_deploy", "_coordinator", "_participant", "_audit", "_store", "_keys", "_data", "_compile", "_bench")
+_COMMANDS = (
+    "_demo",
+    "_deploy",
+    "_coordinator",
+    "_participant",
+    "_audit",
+    "_store",
+    "_keys",
+    "_data",
+    "_compile",
+    "_bench",
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -24,13 +24,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     where = p.add_argument_group("what to audit (either --workdir, or --rpc with --ledger and --store)")
-    where.add_argument("--workdir", type=Path, help="a working directory written by `fedchain demo` (works with no node running)")
+    where.add_argument(
+        "--workdir", type=Path, help="a working directory written by `fedchain demo` (works with no node running)"
+    )
     where.add_argument("--rpc", help="JSON-RPC URL of the chain node")
     where.add_argument("--ledger", help="the ledger contract's address")
     where.add_argument("--store", help="the blob store: a directory or a kubo API address (http://127.0.0.1:5001)")
-    p.add_argument("--server-lr", type=float, default=1.0, help="FedAvg server learning rate the federation used (default: 1.0)")
-    p.add_argument("--max-blob-size", type=int, default=64 * 1024 * 1024, help="largest blob fetched, in bytes (default: 64 MiB)")
-    p.add_argument("--max-update-norm", type=float, default=None, help="the federation's update-norm bound, if it had one")
+    p.add_argument(
+        "--server-lr", type=float, default=1.0, help="FedAvg server learning rate the federation used (default: 1.0)"
+    )
+    p.add_argument(
+        "--max-blob-size", type=int, default=64 * 1024 * 1024, help="largest blob fetched, in bytes (default: 64 MiB)"
+    )
+    p.add_argument(
+        "--max-update-norm", type=float, default=None, help="the federation's update-norm bound, if it had one"
+    )
     p.add_argument(
         "--check-cids",
         action="store_true",
@@ -56,7 +64,11 @@ def _run(args: argparse.Namespace) -> int:
         strategy = FedAvg(server_lr=settings.server_lr)
         spec, max_blob, max_norm = settings.spec, settings.max_blob_size, settings.max_update_norm
     else:
-        missing = [flag for flag, value in (("--rpc", args.rpc), ("--ledger", args.ledger), ("--store", args.store)) if not value]
+        missing = [
+            flag
+            for flag, value in (("--rpc", args.rpc), ("--ledger", args.ledger), ("--store", args.store))
+            if not value
+        ]
         if missing:
             print(f"fedchain audit: error: missing {', '.join(missing)} (or give --workdir)", file=sys.stderr)
             return EXIT_ERROR
@@ -66,7 +78,15 @@ def _run(args: argparse.Namespace) -> int:
         strategy = FedAvg(server_lr=args.server_lr)
         spec, max_blob, max_norm = None, args.max_blob_size, args.max_update_norm
     try:
-        report = audit_ledger(ledger, store, strategy, spec=spec, max_blob_size=max_blob, max_update_norm=max_norm, check_cids=args.check_cids)
+        report = audit_ledger(
+            ledger,
+            store,
+            strategy,
+            spec=spec,
+            max_blob_size=max_blob,
+            max_update_norm=max_norm,
+            check_cids=args.check_cids,
+        )
     except FedchainError as err:
         print(f"fedchain audit: error: could not run the audit: {err}", file=sys.stderr)
         return EXIT_ERROR

@@ -10,7 +10,11 @@ def register(sub: Any) -> None:
     """Add the ``bench`` sub-command."""
     from fedchain.bench import build_parser
 
-    parser = sub.add_parser("bench", help="measure gas, ledger overhead, aggregation, audit and memory against the targets", description="fedchain's benchmarks: every comparison measured side by side and reported as a ratio.")
+    parser = sub.add_parser(
+        "bench",
+        help="measure gas, ledger overhead, aggregation, audit and memory against the targets",
+        description="fedchain's benchmarks: every comparison measured side by side and reported as a ratio.",
+    )
     build_parser(parser)
     parser.set_defaults(handler=_run)
 

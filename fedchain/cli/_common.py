@@ -11,7 +11,9 @@ from fedchain.hashing import short
 
 def print_audit(out: Console, report: AuditReport) -> int:
     """Print the audit's one line per round and its verdict; return the exit code."""
-    out.print(f"audit of ledger {report.ledger.address} (coordinator {report.ledger.coordinator}, genesis {short(report.ledger.genesis_hash)})")
+    out.print(
+        f"audit of ledger {report.ledger.address} (coordinator {report.ledger.coordinator}, genesis {short(report.ledger.genesis_hash)})"
+    )
     for e in report.failures:
         out.print(f"  FAILED: {e}")
     for v in report.rounds:
@@ -19,7 +21,9 @@ def print_audit(out: Console, report: AuditReport) -> int:
         missing = ", ".join(v.missing)
         verdict = "ok" if v.ok else "FAILED"
         agg = short(v.aggregate_hash) if v.aggregate_hash else "-"
-        line = f"  round {v.round_id}: {len(v.included)} included, {len(v.excluded)} excluded, aggregate {agg}: {verdict}"
+        line = (
+            f"  round {v.round_id}: {len(v.included)} included, {len(v.excluded)} excluded, aggregate {agg}: {verdict}"
+        )
         if excluded:
             line += f"; excluded {excluded}"
         if missing:

@@ -36,7 +36,11 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument(
-        "--contracts", type=Path, default=None, metavar="DIR", help="the Solidity sources (default: the repository's contracts/)"
+        "--contracts",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the Solidity sources (default: the repository's contracts/)",
     )
     parser.add_argument(
         "--solcjs",
@@ -46,7 +50,11 @@ def register(subparsers: Any) -> None:
         help=f"use this solc-js executable (default: ${SOLCJS_ENV}, else native solc 0.8.30, else node_modules/.bin/solcjs)",
     )
     parser.add_argument(
-        "--output", type=Path, default=None, metavar="FILE", help=f"the artifact to write or check (default: {ARTIFACT_PATH})"
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"the artifact to write or check (default: {ARTIFACT_PATH})",
     )
     parser.add_argument("--check", action="store_true", help="only check that the artifact is up to date")
     parser.set_defaults(handler=_run)

@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "$FEDCHAIN_KEY_PASSWORD or a prompt. " + SERVICE_EXIT_CODES
         ),
     )
-    p.add_argument("--config", type=Path, required=True, help="the node's TOML config (see README, 'Multi-process deployment')")
+    p.add_argument(
+        "--config", type=Path, required=True, help="the node's TOML config (see README, 'Multi-process deployment')"
+    )
     p.set_defaults(handler=_run, error_exit_code=EXIT_ERROR)
 
 
@@ -64,7 +66,9 @@ class _JsonLines(logging.Formatter):
         if event is not None:
             out["event"] = event
             for k, v in getattr(record, "fields", {}).items():
-                out[k] = v.hex() if isinstance(v, bytes) else v if isinstance(v, (int, float, bool, type(None))) else str(v)
+                out[k] = (
+                    v.hex() if isinstance(v, bytes) else v if isinstance(v, (int, float, bool, type(None))) else str(v)
+                )
         else:
             out["message"] = record.getMessage()
         return json.dumps(out, sort_keys=False)
@@ -96,12 +100,19 @@ def open_node(config: NodeConfig, address: str, pacing: Pacing) -> tuple[Resilie
 
     c = config.chain
     chain: ResilientRpcChain = retrying(
-        lambda: ResilientRpcChain(c.rpc, retries=c.retries, backoff=c.backoff, timeout=c.timeout, pacing=pacing, dev=c.dev),
+        lambda: ResilientRpcChain(
+            c.rpc, retries=c.retries, backoff=c.backoff, timeout=c.timeout, pacing=pacing, dev=c.dev
+        ),
         pacing,
         endpoint=c.rpc,
         what="the chain node",
     )
-    store: BlobStore = retrying(lambda: open_store(config.store, max_blob_size=config.federation.max_blob_size), pacing, endpoint=config.store, what="the store")
+    store: BlobStore = retrying(
+        lambda: open_store(config.store, max_blob_size=config.federation.max_blob_size),
+        pacing,
+        endpoint=config.store,
+        what="the store",
+    )
     if c.dev:
         retrying(lambda: chain.fund(address), pacing, endpoint=c.rpc, what="funding")
     return chain, store
@@ -125,7 +136,13 @@ def run_service(body: Callable[[], int]) -> int:
         print(f"fedchain: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except VerificationError as err:
-        log_event("verification_failed", round=err.round_id, what=err.what, participant=err.participant or "-", detail=str(err))
+        log_event(
+            "verification_failed",
+            round=err.round_id,
+            what=err.what,
+            participant=err.participant or "-",
+            detail=str(err),
+        )
         print(f"fedchain: VERIFICATION FAILED: {err}", file=sys.stderr)
         return EXIT_FAILED
     except (ChainConnectionError, StoreUnavailableError) as err:
@@ -167,22 +184,44 @@ def _serve(config: NodeConfig) -> int:
     settings = settings_from_config(config.federation)
     pacing = Pacing(poll_seconds=config.federation.poll_seconds, outage_seconds=config.chain.outage_seconds)
     signer = load_signer(config.keystore, name="coordinator", prompt=sys.stdin.isatty())
-    log_event("starting", role="coordinator", address=signer.address, rpc=config.chain.rpc, store=config.store, rounds=config.federation.rounds)
+    log_event(
+        "starting",
+        role="coordinator",
+        address=signer.address,
+        rpc=config.chain.rpc,
+        store=config.store,
+        rounds=config.federation.rounds,
+    )
     chain, store = open_node(config, signer.address, pacing)
     try:
-        ledger = resolve_ledger(chain, address=config.ledger.address, address_file=config.ledger.address_file, pacing=pacing)
+        ledger = resolve_ledger(
+            chain, address=config.ledger.address, address_file=config.ledger.address_file, pacing=pacing
+        )
         if ledger is None:
             assert config.ledger.address_file is not None
-            ledger = retrying(lambda: deploy_ledger(chain, signer, store, settings), pacing, endpoint=chain.endpoint, what="deployment")
+            ledger = retrying(
+                lambda: deploy_ledger(chain, signer, store, settings),
+                pacing,
+                endpoint=chain.endpoint,
+                what="deployment",
+            )
             write_address_file(config.ledger.address_file, ledger.address)
-        coordinator_address = retrying(lambda: ledger.info().coordinator, pacing, endpoint=chain.endpoint, what="the ledger")
+        coordinator_address = retrying(
+            lambda: ledger.info().coordinator, pacing, endpoint=chain.endpoint, what="the ledger"
+        )
         if coordinator_address != signer.address:
-            raise ConfigError("key.keystore", f"{signer.address} is not the coordinator of ledger {ledger.address} (its coordinator is {coordinator_address})")
+            raise ConfigError(
+                "key.keystore",
+                f"{signer.address} is not the coordinator of ledger {ledger.address} (its coordinator is {coordinator_address})",
+            )
         log_event("ledger", ledger=ledger.address, chain_id=chain.chain_id)
         coordinator = Coordinator(ledger, signer, store, strategy_from_settings(settings), settings)
         service = CoordinatorService(
             coordinator,
-            [Registration(Address(chain.w3.to_checksum_address(p.address)), p.max_samples, p.name) for p in config.participants],
+            [
+                Registration(Address(chain.w3.to_checksum_address(p.address)), p.max_samples, p.name)
+                for p in config.participants
+            ],
             rounds=config.federation.rounds,
         )
         run_loop(service.step, pacing, endpoint=chain.endpoint)

@@ -17,14 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="write each hospital's shard (JSON Lines of text,label), the test set and labels.txt",
         description=(
             "Splits ICD-10-CM across the demo's three hospitals exactly as `fedchain demo` does and writes "
-            "OUT/<hospital>.jsonl (one {\"text\": ..., \"label\": ...} object per line, label = chapter name), "
+            'OUT/<hospital>.jsonl (one {"text": ..., "label": ...} object per line, label = chapter name), '
             "OUT/test.jsonl and OUT/labels.txt (the class names, one per line, in label order). A "
             "participant's config points [participant] data at its shard and [federation] labels at labels.txt."
         ),
     )
     export.add_argument("--out", type=Path, required=True, help="directory to write into (created if missing)")
     export.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0, the demo's)")
-    export.add_argument("--every", type=int, default=1, help="keep every N-th record before splitting, for quick runs (default: 1, all)")
+    export.add_argument(
+        "--every", type=int, default=1, help="keep every N-th record before splitting, for quick runs (default: 1, all)"
+    )
     export.add_argument("--json", action="store_true", help="print what was written as JSON")
     export.set_defaults(handler=_export, error_exit_code=EXIT_ERROR)
 
@@ -38,7 +40,12 @@ def _export(args: argparse.Namespace) -> int:
     full = load_icd10()
     if args.every > 1:
         keep = range(0, len(full), args.every)
-        full = Dataset(name=full.name, texts=tuple(full.texts[i] for i in keep), labels=tuple(full.labels[i] for i in keep), label_names=full.label_names)
+        full = Dataset(
+            name=full.name,
+            texts=tuple(full.texts[i] for i in keep),
+            labels=tuple(full.labels[i] for i in keep),
+            label_names=full.label_names,
+        )
     split = split_non_iid(full, list(HOSPITALS.values()), names=list(HOSPITALS), seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     written: dict[str, int] = {}

@@ -24,10 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "`fedchain audit --workdir WORKDIR`."
         ),
     )
-    p.add_argument("--workdir", type=Path, default=Path("fedchain-demo"), help="where the chain journal, store and federation.json go (default: ./fedchain-demo)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("fedchain-demo"),
+        help="where the chain journal, store and federation.json go (default: ./fedchain-demo)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="federated rounds (default: 5)")
-    p.add_argument("--rpc", default=None, help="JSON-RPC URL of a development node (anvil) instead of the in-process chain")
-    p.add_argument("--seed", type=int, default=0, help="root seed of the data split, the genesis model and training (default: 0)")
+    p.add_argument(
+        "--rpc", default=None, help="JSON-RPC URL of a development node (anvil) instead of the in-process chain"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="root seed of the data split, the genesis model and training (default: 0)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a federation already in WORKDIR")
     p.set_defaults(handler=_run, error_exit_code=EXIT_ERROR)
 
@@ -51,7 +60,14 @@ def _run(args: argparse.Namespace) -> int:
     console.print(f"  held-out test set: {len(split.test):,} records")
 
     rows: list[RoundSummary] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("starting", total=1)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -64,9 +80,20 @@ def _run(args: argparse.Namespace) -> int:
                 f"gas {summary.gas_used:,}, aggregate {short(summary.aggregate_hash)} ({summary.seconds:.1f}s)"
             )
 
-        result = run_demo(args.workdir, split, settings, rounds=args.rounds, rpc=args.rpc, overwrite=args.overwrite, progress=progress, on_round=on_round)
+        result = run_demo(
+            args.workdir,
+            split,
+            settings,
+            rounds=args.rounds,
+            rpc=args.rpc,
+            overwrite=args.overwrite,
+            progress=progress,
+            on_round=on_round,
+        )
 
-    out.print(f"\nledger {result.ledger} ({'embedded chain' if args.rpc is None else args.rpc}), setup gas {result.setup_gas:,}")
+    out.print(
+        f"\nledger {result.ledger} ({'embedded chain' if args.rpc is None else args.rpc}), setup gas {result.setup_gas:,}"
+    )
     out.print(f"{'round':>5}  {'participants':>12}  {'accuracy':>8}  {'gas':>9}  aggregate")
     for s in rows:
         out.print(f"{s.round_id:>5}  {s.included:>12}  {s.accuracy:>8.1%}  {s.gas_used:>9,}  {short(s.aggregate_hash)}")

@@ -21,12 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "$FEDCHAIN_PRIVATE_KEY; never from the command line."
         ),
     )
-    p.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain node, or 'embedded' for a throw-away in-process chain")
+    p.add_argument(
+        "--rpc", required=True, help="JSON-RPC URL of the chain node, or 'embedded' for a throw-away in-process chain"
+    )
     p.add_argument("--store", required=True, help="blob store: a directory or a kubo API address")
     p.add_argument("--keystore", type=Path, help="encrypted keystore of the coordinator (see `fedchain keys new`)")
-    p.add_argument("--genesis", type=Path, help="a canonical model blob to start from (default: a fresh model from --seed)")
+    p.add_argument(
+        "--genesis", type=Path, help="a canonical model blob to start from (default: a fresh model from --seed)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh genesis model (default: 0)")
-    p.add_argument("--fund", action="store_true", help="on a development node (anvil), give the coordinator ether first")
+    p.add_argument(
+        "--fund", action="store_true", help="on a development node (anvil), give the coordinator ether first"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_run)
 

@@ -49,10 +49,17 @@ def register(subparsers: Any) -> None:
     # an absent one from overwriting what was given before the action.
     location = argparse.ArgumentParser(add_help=False)
     location.add_argument("--store", default=argparse.SUPPRESS, metavar="LOCATION", help="as for `fedchain store`")
-    location.add_argument("--max-blob-size", type=_size, default=argparse.SUPPRESS, metavar="BYTES", help="as for `fedchain store`")
+    location.add_argument(
+        "--max-blob-size", type=_size, default=argparse.SUPPRESS, metavar="BYTES", help="as for `fedchain store`"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    add = actions.add_parser("add", parents=[location], help="add a file; print its CID", description="Add a file as one blob and print its CID.")
+    add = actions.add_parser(
+        "add",
+        parents=[location],
+        help="add a file; print its CID",
+        description="Add a file as one blob and print its CID.",
+    )
     add.add_argument("path", type=Path, metavar="PATH", help="the file to add ('-' for standard input)")
     add.add_argument(
         "--cid-version",
@@ -63,9 +70,16 @@ def register(subparsers: Any) -> None:
     )
     add.set_defaults(handler=_add)
 
-    get = actions.add_parser("get", parents=[location], help="write a blob to a file", description="Fetch a blob, verify it against its CID, write it.")
+    get = actions.add_parser(
+        "get",
+        parents=[location],
+        help="write a blob to a file",
+        description="Fetch a blob, verify it against its CID, write it.",
+    )
     get.add_argument("cid", metavar="CID")
-    get.add_argument("-o", "--output", required=True, metavar="PATH", help="where to write it ('-' for standard output)")
+    get.add_argument(
+        "-o", "--output", required=True, metavar="PATH", help="where to write it ('-' for standard output)"
+    )
     get.set_defaults(handler=_get)
 
     export = actions.add_parser(
@@ -196,5 +210,3 @@ def _write_atomically(action: str, path: Path, write: Callable[[BinaryIO], objec
             pass
         raise
     return EXIT_OK
-
-

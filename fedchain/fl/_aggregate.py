@@ -124,7 +124,13 @@ def _ordered(updates: Iterable[UpdateItem]) -> Iterator[UpdateItem]:
 
 
 def _checked(
-    participant: str, n_k: object, delta: Mapping[str, Tensor], names: list[str], shapes: list[tuple[int, ...]], total_samples: int, eta: float
+    participant: str,
+    n_k: object,
+    delta: Mapping[str, Tensor],
+    names: list[str],
+    shapes: list[tuple[int, ...]],
+    total_samples: int,
+    eta: float,
 ) -> tuple[np.float64, list[np.ndarray]]:
     """``c_k`` and the update's tensors, flattened in name order, once every check has passed."""
     if not isinstance(n_k, int) or isinstance(n_k, bool) or n_k < 1:
@@ -183,14 +189,22 @@ def _scratch(spans: Sequence[tuple[int, int, int]], chunk: int) -> np.ndarray:
     return np.empty(max(1, min(chunk, (share + 1) // 2)), dtype=np.float64)
 
 
-def _cast(sources: Sequence[np.ndarray], targets: Sequence[np.ndarray] | Mapping[int, np.ndarray], spans: Sequence[tuple[int, int, int]]) -> None:
+def _cast(
+    sources: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray] | Mapping[int, np.ndarray],
+    spans: Sequence[tuple[int, int, int]],
+) -> None:
     """``targets[i][start:stop] = sources[i][start:stop]``: a cast, exact or rounding to nearest even."""
     for index, start, stop in spans:
         np.copyto(targets[index][start:stop], sources[index][start:stop])
 
 
 def _add_scaled(
-    acc: Sequence[np.ndarray], current: list[tuple[np.float64, list[np.ndarray]]], spans: Sequence[tuple[int, int, int]], tmp: np.ndarray, thetas: Sequence[np.ndarray] | None
+    acc: Sequence[np.ndarray],
+    current: list[tuple[np.float64, list[np.ndarray]]],
+    spans: Sequence[tuple[int, int, int]],
+    tmp: np.ndarray,
+    thetas: Sequence[np.ndarray] | None,
 ) -> None:
     """``acc = fl64(acc + fl64(fl64(delta) * c_k))`` over ``spans`` for the update in ``current``.
 
@@ -211,7 +225,10 @@ def _add_scaled(
 
 
 def _sum_chunks(
-    thetas: Sequence[np.ndarray], updates: Sequence[tuple[np.float64, list[np.ndarray]]], outs: Sequence[np.ndarray], spans: Sequence[tuple[int, int, int]]
+    thetas: Sequence[np.ndarray],
+    updates: Sequence[tuple[np.float64, list[np.ndarray]]],
+    outs: Sequence[np.ndarray],
+    spans: Sequence[tuple[int, int, int]],
 ) -> None:
     """The whole formula over ``spans``, a chunk at a time: every update into one accumulator chunk."""
     acc, tmp = _scratch(spans, _CHUNK), _scratch(spans, _CHUNK)
@@ -231,7 +248,14 @@ def _sum_chunks(
 
 
 def _in_memory(
-    pool: Executor | None, plan: _Plan, thetas: list[np.ndarray], shapes: list[tuple[int, ...]], updates: Sequence[UpdateItem], names: list[str], total_samples: int, eta: float
+    pool: Executor | None,
+    plan: _Plan,
+    thetas: list[np.ndarray],
+    shapes: list[tuple[int, ...]],
+    updates: Sequence[UpdateItem],
+    names: list[str],
+    total_samples: int,
+    eta: float,
 ) -> list[np.ndarray]:
     """Check every update, then add them all into one chunk after another (no float64 model)."""
     checked = []
@@ -274,7 +298,9 @@ def _streamed(
     # since a thread may hold on to its finished task (and the task's arguments) for a while.
     current: list[tuple[np.float64, list[np.ndarray]]] = []
     scratch = [_scratch(spans, _STREAM_CHUNK) for spans in plan]
-    add_first = [partial(_add_scaled, acc, current, spans, tmp, thetas) for spans, tmp in zip(plan, scratch, strict=True)]
+    add_first = [
+        partial(_add_scaled, acc, current, spans, tmp, thetas) for spans, tmp in zip(plan, scratch, strict=True)
+    ]
     add = [partial(_add_scaled, acc, current, spans, tmp, None) for spans, tmp in zip(plan, scratch, strict=True)]
     seen = 0
     started = release_base  # whether the accumulator already holds theta
@@ -366,11 +392,17 @@ def fedavg_stream(
     del bases
     plan = _plan([theta.size for theta in thetas], threads)
     # Threads started here, by the caller, inherit its floating-point environment.
-    with ThreadPoolExecutor(len(plan) - 1, thread_name_prefix="fedavg") if len(plan) > 1 else contextlib.nullcontext() as pool:
+    with (
+        ThreadPoolExecutor(len(plan) - 1, thread_name_prefix="fedavg")
+        if len(plan) > 1
+        else contextlib.nullcontext() as pool
+    ):
         if isinstance(updates, Sequence):
             outs = _in_memory(pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr))
         else:
-            outs = _streamed(pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr), release_base=release_base)
+            outs = _streamed(
+                pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr), release_base=release_base
+            )
     return {name: torch.from_numpy(out) for name, out in zip(names, outs, strict=True)}
 
 

@@ -44,7 +44,9 @@ DTYPES: dict[str, str] = {
     "U8": "u1",
     "BOOL": "?",
 }
-_DTYPE_CODES = {np.dtype(v).newbyteorder("<") if np.dtype(v).itemsize > 1 else np.dtype(v): k for k, v in DTYPES.items()}
+_DTYPE_CODES = {
+    np.dtype(v).newbyteorder("<") if np.dtype(v).itemsize > 1 else np.dtype(v): k for k, v in DTYPES.items()
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def render_header(entries: Mapping[str, tuple[str, tuple[int, ...], int, int]], 
     return text + b" " * (-len(text) % ALIGNMENT)
 
 
-def _layout(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], list[np.ndarray]]:
+def _layout(
+    arrays: Mapping[str, np.ndarray],
+) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], list[np.ndarray]]:
     """The header entries of ``arrays`` in sorted name order, and each one's little-endian bytes (views where possible)."""
     entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
     datas: list[np.ndarray] = []
@@ -110,7 +114,9 @@ def render(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> byt
     return b"".join([struct.pack("<Q", len(header)), header, *(memoryview(d) for d in datas)])
 
 
-def matches(blob: bytes | bytearray | memoryview, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bool:
+def matches(
+    blob: bytes | bytearray | memoryview, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]
+) -> bool:
     """Whether ``blob`` is exactly ``render(arrays, metadata)``, compared piece by piece without building it.
 
     Mirrors :func:`render` step for step: the same entries, the same header bytes, the same
@@ -130,7 +136,11 @@ def matches(blob: bytes | bytearray | memoryview, arrays: Mapping[str, np.ndarra
     header = render_header(entries, metadata)
     view = memoryview(blob).cast("B")
     start = PREFIX_SIZE + len(header)
-    if len(view) != start + offset or view[:PREFIX_SIZE].tobytes() != struct.pack("<Q", len(header)) or view[PREFIX_SIZE:start].tobytes() != header:
+    if (
+        len(view) != start + offset
+        or view[:PREFIX_SIZE].tobytes() != struct.pack("<Q", len(header))
+        or view[PREFIX_SIZE:start].tobytes() != header
+    ):
         return False
     position = start
     for data in datas:
@@ -182,7 +192,9 @@ def parse(blob: bytes | bytearray | memoryview, *, max_header: int) -> Parsed:
     header = bytes(blob[PREFIX_SIZE : PREFIX_SIZE + size])
     try:
         text = header.decode("utf-8")
-        obj = json.loads(text, object_pairs_hook=_reject_duplicates, parse_float=_reject_float, parse_constant=_reject_float)
+        obj = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_float=_reject_float, parse_constant=_reject_float
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         _fail("header", f"header is not well-formed JSON: {str(err)[:200]}")
     if not isinstance(obj, dict):

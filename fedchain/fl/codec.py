@@ -175,7 +175,9 @@ def _fail(reason: str, detail: str) -> NoReturn:
 # --------------------------------------------------------------------------- encoding
 
 
-def _common_metadata(kind: str, round_id: int, base: Digest, sender: Address, samples: int, min_samples: int) -> dict[str, str]:
+def _common_metadata(
+    kind: str, round_id: int, base: Digest, sender: Address, samples: int, min_samples: int
+) -> dict[str, str]:
     if not isinstance(round_id, int) or isinstance(round_id, bool) or round_id < 0:
         _fail("metadata", f"round must be a non-negative int, got {round_id!r}")
     if not isinstance(base, bytes) or len(base) != 32:
@@ -283,7 +285,12 @@ def _check_names_and_shapes(actual: Mapping[str, tuple[int, ...]], expected: Map
 def _parse_common(meta: Mapping[str, str], kind: str, keys: frozenset[str]) -> tuple[RoundId, Digest, Address, int]:
     codec = meta.get("codec")
     if codec != CODEC:
-        _fail("codec", f"unknown codec {codec[:80]!r}, expected {CODEC!r}" if codec is not None else "metadata field 'codec' is missing")
+        _fail(
+            "codec",
+            f"unknown codec {codec[:80]!r}, expected {CODEC!r}"
+            if codec is not None
+            else "metadata field 'codec' is missing",
+        )
     if meta.get("kind") != kind:
         _fail("kind", f"blob is a {str(meta.get('kind'))[:80]!r}, expected {kind!r}")
     for key in sorted(keys):
@@ -299,7 +306,12 @@ def _parse_common(meta: Mapping[str, str], kind: str, keys: frozenset[str]) -> t
         _fail("metadata", f"metadata field 'base' is not 0x + 64 lower-case hex digits: {meta['base'][:80]!r}")
     if not _ADDRESS.fullmatch(meta["sender"]) or not is_checksum_address(meta["sender"]):
         _fail("metadata", f"metadata field 'sender' is not a checksummed address: {meta['sender'][:80]!r}")
-    return RoundId(int(meta["round"])), Digest(bytes.fromhex(meta["base"][2:])), Address(meta["sender"]), int(meta["samples"])
+    return (
+        RoundId(int(meta["round"])),
+        Digest(bytes.fromhex(meta["base"][2:])),
+        Address(meta["sender"]),
+        int(meta["samples"]),
+    )
 
 
 def _check_expected(round_id: int, base: Digest, sender: Address, samples: int, expect: ExpectedMeta | None) -> None:
@@ -366,7 +378,10 @@ def _check_values(blob: bytes | bytearray | memoryview, parsed: _safetensors.Par
             finite = np.isfinite(view)
             if not finite.all():
                 n_nan = int(np.isnan(view).sum())
-                _fail("non-finite", f"tensor {name!r} holds {n_nan} NaN and {int(finite.size - finite.sum()) - n_nan} infinite values")
+                _fail(
+                    "non-finite",
+                    f"tensor {name!r} holds {n_nan} NaN and {int(finite.size - finite.sum()) - n_nan} infinite values",
+                )
     if max_norm is not None:
         norm = l2_norm(dict(_arrays(blob, parsed)))
         if not norm <= max_norm:

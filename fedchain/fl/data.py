@@ -44,7 +44,9 @@ ICD10_NUM_CHAPTERS = 22
 
 
 def _data_error(problem: str, *, source: str | None = None, line: int | None = None) -> DataError:
-    where = f"{source}:{line}: " if source is not None and line is not None else f"{source}: " if source is not None else ""
+    where = (
+        f"{source}:{line}: " if source is not None and line is not None else f"{source}: " if source is not None else ""
+    )
     return DataError(f"{where}{problem}")
 
 
@@ -154,9 +156,13 @@ def _icd10_records() -> tuple[tuple[tuple[str, str, int], ...], tuple[str, ...]]
     chapters = [c for c in codes if icd.is_chapter(c)]
     chapter_index = {c: i for i, c in enumerate(chapters)}
     if len(chapters) != ICD10_NUM_CHAPTERS:
-        raise _data_error(f"expected {ICD10_NUM_CHAPTERS} ICD-10-CM chapters, found {len(chapters)}", source="simple_icd_10_cm")
+        raise _data_error(
+            f"expected {ICD10_NUM_CHAPTERS} ICD-10-CM chapters, found {len(chapters)}", source="simple_icd_10_cm"
+        )
     records = tuple(
-        (code, icd.get_description(code), chapter_index[icd.get_ancestors(code)[-1]]) for code in codes if icd.is_leaf(code)
+        (code, icd.get_description(code), chapter_index[icd.get_ancestors(code)[-1]])
+        for code in codes
+        if icd.is_leaf(code)
     )
     names = tuple(icd.get_description(c) for c in chapters)
     logger.debug("loaded %d ICD-10-CM leaf codes in %d chapters", len(records), len(names))
@@ -363,7 +369,9 @@ def load_shard(path: str | os.PathLike[str], label_names: Sequence[str], *, name
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    raise _data_error(f"not UTF-8 ({err.reason} at byte {err.start})", source=source, line=lineno) from err
+                    raise _data_error(
+                        f"not UTF-8 ({err.reason} at byte {err.start})", source=source, line=lineno
+                    ) from err
                 if not line.strip():
                     continue
                 text, label = _parse_record(line, index, source, lineno)
@@ -390,7 +398,11 @@ def _parse_record(line: str, index: dict[str, int], source: str, lineno: int) ->
         raise _data_error(f"expected a JSON object, got {type(obj).__name__}", source=source, line=lineno)
     extra = sorted(set(obj) - {"text", "label"})
     if extra:
-        raise _data_error(f"unknown key(s) {', '.join(map(repr, extra))}; a record has exactly 'text' and 'label'", source=source, line=lineno)
+        raise _data_error(
+            f"unknown key(s) {', '.join(map(repr, extra))}; a record has exactly 'text' and 'label'",
+            source=source,
+            line=lineno,
+        )
     for key in ("text", "label"):
         if key not in obj:
             raise _data_error(f"missing key {key!r}", source=source, line=lineno)
@@ -398,7 +410,9 @@ def _parse_record(line: str, index: dict[str, int], source: str, lineno: int) ->
     if not isinstance(text, str) or not text.strip():
         raise _data_error("'text' must be a non-empty string", source=source, line=lineno)
     if not isinstance(label, str):
-        raise _data_error(f"'label' must be a class name (string), got {type(label).__name__}", source=source, line=lineno)
+        raise _data_error(
+            f"'label' must be a class name (string), got {type(label).__name__}", source=source, line=lineno
+        )
     if label not in index:
         raise _data_error(f"unknown label {label[:80]!r}", source=source, line=lineno)
     return text, index[label]

@@ -73,7 +73,9 @@ class ModelSpec:
     def sized(cls, num_parameters: int, *, dim: int = 16, num_classes: int = 22, ngram: int = 2) -> ModelSpec:
         """The spec of width ``dim`` whose bucket count brings it closest to ``num_parameters``."""
         head = dim * num_classes + num_classes
-        return cls(num_buckets=max(1, round((num_parameters - head) / dim)), dim=dim, num_classes=num_classes, ngram=ngram)
+        return cls(
+            num_buckets=max(1, round((num_parameters - head) / dim)), dim=dim, num_classes=num_classes, ngram=ngram
+        )
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no spaces (what a model blob's header carries)."""
@@ -93,7 +95,9 @@ class ModelSpec:
         except (ValueError, RecursionError) as err:
             raise CodecError("spec", f"model spec is not JSON: {err}") from err
         if not isinstance(obj, dict) or set(obj) != {"num_buckets", "dim", "num_classes", "ngram"}:
-            raise CodecError("spec", f"model spec must have exactly num_buckets, dim, num_classes, ngram: {text[:200]!r}")
+            raise CodecError(
+                "spec", f"model spec must have exactly num_buckets, dim, num_classes, ngram: {text[:200]!r}"
+            )
         try:
             spec = cls(**obj)
         except (TypeError, ValueError) as err:
@@ -227,7 +231,9 @@ class Features:
         """``(ids, offsets, labels)`` tensors for the texts at ``rows``."""
         lens = self.lengths[rows]
         offsets = np.cumsum(lens) - lens
-        flat = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(offsets, lens) + np.repeat(self.starts[rows], lens)
+        flat = (
+            np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(offsets, lens) + np.repeat(self.starts[rows], lens)
+        )
         return torch.from_numpy(self.ids[flat]), torch.from_numpy(offsets), torch.from_numpy(self.labels[rows])
 
 

@@ -153,11 +153,22 @@ def run_plain_fedavg(
         round_started = time.perf_counter()
         timings: list[tuple[str, float]] = []
 
-        def updates(base: Mapping[str, Tensor], round_id: int, timings: list[tuple[str, float]]) -> Iterator[UpdateItem]:
+        def updates(
+            base: Mapping[str, Tensor], round_id: int, timings: list[tuple[str, float]]
+        ) -> Iterator[UpdateItem]:
             # one update alive at a time, like a coordinator decoding blobs on demand
             for shard in order:
                 key = keys[shard.name]
-                update = local_round(base, shard, spec=spec, strategy=strategy, default=default, round_id=round_id, seed=seed, participant=key)
+                update = local_round(
+                    base,
+                    shard,
+                    spec=spec,
+                    strategy=strategy,
+                    default=default,
+                    round_id=round_id,
+                    seed=seed,
+                    participant=key,
+                )
                 timings.append((key, update.metrics.seconds))
                 yield key, update.num_samples, update.delta
                 del update
@@ -209,9 +220,20 @@ def train_centralized(
     epochs = sum(strategy.configure(r, default).epochs for r in range(rounds))
     config = replace(strategy.configure(0, default), epochs=epochs)
     started = time.perf_counter()
-    params, _ = train_params(genesis_params(spec, seed), split.pooled(), config, spec=spec, seed=derive_seed(seed, "central"))
+    params, _ = train_params(
+        genesis_params(spec, seed), split.pooled(), config, spec=spec, seed=derive_seed(seed, "central")
+    )
     accuracy = evaluate(params, split.test, spec=spec)
     return CentralizedRun(accuracy=accuracy, epochs=epochs, params=params, seconds=time.perf_counter() - started)
 
 
-__all__ = ["CentralizedRun", "FederationRun", "RoundStats", "genesis_params", "local_round", "participant_seed", "run_plain_fedavg", "train_centralized"]
+__all__ = [
+    "CentralizedRun",
+    "FederationRun",
+    "RoundStats",
+    "genesis_params",
+    "local_round",
+    "participant_seed",
+    "run_plain_fedavg",
+    "train_centralized",
+]

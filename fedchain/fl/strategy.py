@@ -33,7 +33,14 @@ class Strategy(Protocol):
         """The training settings participants use in ``round_id``, given the federation's default."""
         ...
 
-    def aggregate(self, base: Mapping[str, Tensor], updates: Iterable[UpdateItem], *, total_samples: int, release_base: bool = False) -> dict[str, Tensor]:
+    def aggregate(
+        self,
+        base: Mapping[str, Tensor],
+        updates: Iterable[UpdateItem],
+        *,
+        total_samples: int,
+        release_base: bool = False,
+    ) -> dict[str, Tensor]:
         """The new global model from ``base`` and the round's valid updates.
 
         ``updates`` yields ``(participant, n_k, delta)``; a one-shot iterator must be
@@ -68,9 +75,18 @@ class FedAvg:
         """Every round trains with the federation's default settings."""
         return default
 
-    def aggregate(self, base: Mapping[str, Tensor], updates: Iterable[UpdateItem], *, total_samples: int, release_base: bool = False) -> dict[str, Tensor]:
+    def aggregate(
+        self,
+        base: Mapping[str, Tensor],
+        updates: Iterable[UpdateItem],
+        *,
+        total_samples: int,
+        release_base: bool = False,
+    ) -> dict[str, Tensor]:
         """:func:`fedavg_stream` with this strategy's server learning rate."""
-        return fedavg_stream(base, updates, total_samples=total_samples, server_lr=self.server_lr, release_base=release_base)
+        return fedavg_stream(
+            base, updates, total_samples=total_samples, server_lr=self.server_lr, release_base=release_base
+        )
 
 
 __all__ = ["FedAvg", "Strategy", "UpdateItem", "fedavg_stream", "participant_order"]

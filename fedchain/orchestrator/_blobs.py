@@ -25,18 +25,39 @@ from fedchain.fl.strategy import Strategy
 from fedchain.types import Address, Digest, RoundId
 
 
-def update_blob(delta: Mapping[str, Tensor], *, round_id: int, base_hash: bytes, sender: str, num_samples: int) -> bytes:
+def update_blob(
+    delta: Mapping[str, Tensor], *, round_id: int, base_hash: bytes, sender: str, num_samples: int
+) -> bytes:
     """Encode a participant's update for ``round_id`` built on ``base_hash``."""
     return encode_update(delta, UpdateMeta(RoundId(round_id), Digest(bytes(base_hash)), Address(sender), num_samples))
 
 
-def aggregate_blob(params: Mapping[str, Tensor], *, spec: ModelSpec, strategy: Strategy, round_id: int, base_hash: bytes, sender: str, num_samples: int) -> bytes:
+def aggregate_blob(
+    params: Mapping[str, Tensor],
+    *,
+    spec: ModelSpec,
+    strategy: Strategy,
+    round_id: int,
+    base_hash: bytes,
+    sender: str,
+    num_samples: int,
+) -> bytes:
     """Encode round ``round_id``'s aggregate (``sender`` is the coordinator; the header names the strategy)."""
     meta = ModelMeta(RoundId(round_id), Digest(bytes(base_hash)), Address(sender), num_samples, spec, strategy.name)
     return encode_model(params, meta)
 
 
-def aggregate_matches(blob: bytes | bytearray | memoryview, params: Mapping[str, Tensor], *, spec: ModelSpec, strategy: Strategy, round_id: int, base_hash: bytes, sender: str, num_samples: int) -> bool:
+def aggregate_matches(
+    blob: bytes | bytearray | memoryview,
+    params: Mapping[str, Tensor],
+    *,
+    spec: ModelSpec,
+    strategy: Strategy,
+    round_id: int,
+    base_hash: bytes,
+    sender: str,
+    num_samples: int,
+) -> bool:
     """Whether ``blob`` is exactly what :func:`aggregate_blob` returns for these arguments (nothing is encoded).
 
     Raises
@@ -50,13 +71,28 @@ def aggregate_matches(blob: bytes | bytearray | memoryview, params: Mapping[str,
 
 def genesis_blob(spec: ModelSpec, *, seed: int, sender: str) -> bytes:
     """Encode the genesis model: fresh parameters of ``spec`` from ``seed``."""
-    return encode_model(init_params(spec, seed), ModelMeta(RoundId(0), GENESIS_BASE, Address(sender), 0, spec, GENESIS_STRATEGY))
+    return encode_model(
+        init_params(spec, seed), ModelMeta(RoundId(0), GENESIS_BASE, Address(sender), 0, spec, GENESIS_STRATEGY)
+    )
 
 
-def read_update(blob: bytes | bytearray, *, spec: ModelSpec, max_size: int, round_id: int, base_hash: bytes, sender: str, num_samples: int, max_norm: float | None, copy: bool = True) -> DecodedUpdate:
+def read_update(
+    blob: bytes | bytearray,
+    *,
+    spec: ModelSpec,
+    max_size: int,
+    round_id: int,
+    base_hash: bytes,
+    sender: str,
+    num_samples: int,
+    max_norm: float | None,
+    copy: bool = True,
+) -> DecodedUpdate:
     """Decode an update, checking it against what the ledger records (``copy=False``: see :func:`decode_update`)."""
     expect = ExpectedMeta(round_id=round_id, base=Digest(bytes(base_hash)), sender=Address(sender), samples=num_samples)
-    return decode_update(blob, expected_shapes=param_shapes(spec), max_size=max_size, expect=expect, max_norm=max_norm, copy=copy)
+    return decode_update(
+        blob, expected_shapes=param_shapes(spec), max_size=max_size, expect=expect, max_norm=max_norm, copy=copy
+    )
 
 
 def read_model(blob: bytes | bytearray, *, spec: ModelSpec | None, max_size: int, copy: bool = True) -> DecodedModel:

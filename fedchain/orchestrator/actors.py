@@ -96,7 +96,9 @@ class Coordinator:
         Injected backends and the federation's settings.
     """
 
-    def __init__(self, ledger: Ledger, signer: Signer, store: BlobStore, strategy: Strategy, settings: FederationSettings) -> None:
+    def __init__(
+        self, ledger: Ledger, signer: Signer, store: BlobStore, strategy: Strategy, settings: FederationSettings
+    ) -> None:
         self.ledger = ledger
         self.signer = signer
         self.store = store
@@ -179,7 +181,15 @@ class Coordinator:
         total = sum(u.num_samples for u in valid)
         spec = prepared.spec
         del prepared
-        blob = aggregate_blob(params, spec=spec, strategy=self.strategy, round_id=round_id, base_hash=history.opened.base_hash, sender=self.signer.address, num_samples=total)
+        blob = aggregate_blob(
+            params,
+            spec=spec,
+            strategy=self.strategy,
+            round_id=round_id,
+            base_hash=history.opened.base_hash,
+            sender=self.signer.address,
+            num_samples=total,
+        )
         del params
         digest = sha256(blob)
         cid = self.store.put(blob)
@@ -192,16 +202,36 @@ class Coordinator:
         # records this aggregate and this inclusion list for the round built on this base.
         recorded = self.ledger.round_history(round_id)
         if recorded.aggregate is None or recorded.aggregate.aggregate_hash != digest:
-            raise VerificationError(round_id, "aggregate (recorded)", expected=digest.hex(), actual=recorded.aggregate.aggregate_hash.hex() if recorded.aggregate else "none")
+            raise VerificationError(
+                round_id,
+                "aggregate (recorded)",
+                expected=digest.hex(),
+                actual=recorded.aggregate.aggregate_hash.hex() if recorded.aggregate else "none",
+            )
         if set(recorded.aggregate.included) != set(included) or recorded.opened.base_hash != history.opened.base_hash:
-            raise VerificationError(round_id, "inclusion (recorded)", expected=",".join(included), actual=",".join(recorded.aggregate.included))
+            raise VerificationError(
+                round_id,
+                "inclusion (recorded)",
+                expected=",".join(included),
+                actual=",".join(recorded.aggregate.included),
+            )
         submitted = {u.participant for u in recorded.updates}
         # who is registered and sent nothing: one call for the addresses, then an entry only for
         # those that did not submit (usually none)
-        missing = tuple(a for a in self.ledger.participant_addresses() if a not in submitted and self.ledger.participant(a).registered)
+        missing = tuple(
+            a
+            for a in self.ledger.participant_addresses()
+            if a not in submitted and self.ledger.participant(a).registered
+        )
         verdict = RoundVerdict(round_id, recorded.state.status, included, tuple(excluded), missing, digest)
         self._verdicts[round_id] = verdict
-        logger.info("round %d finalized: %d included, %d excluded, aggregate %s", round_id, len(valid), len(excluded), short(digest))
+        logger.info(
+            "round %d finalized: %d included, %d excluded, aggregate %s",
+            round_id,
+            len(valid),
+            len(excluded),
+            short(digest),
+        )
         return RoundReport(round_id, verdict, digest, cid, tx.gas_used)
 
     def verify(self, round_id: int) -> RoundVerdict:
@@ -220,7 +250,9 @@ class Coordinator:
             max_update_norm=self.settings.max_update_norm,
         )
 
-    def wait_and_finalize(self, round_id: int, *, poll: float = 0.5, sleep: Callable[[float], None] = time.sleep) -> RoundReport:
+    def wait_and_finalize(
+        self, round_id: int, *, poll: float = 0.5, sleep: Callable[[float], None] = time.sleep
+    ) -> RoundReport:
         """Wait until :meth:`ready_to_finalize`, then :meth:`finalize`."""
         while not self.ready_to_finalize(round_id):
             sleep(poll)
@@ -241,9 +273,25 @@ class Coordinator:
         spec = self.settings.spec
 
         def load_base() -> dict[str, Tensor]:
-            return load_model(self.store, history.opened.base_cid, history.opened.base_hash, spec=spec, max_blob_size=self.settings.max_blob_size, round_id=round_id, what="base model")[1]
+            return load_model(
+                self.store,
+                history.opened.base_cid,
+                history.opened.base_hash,
+                spec=spec,
+                max_blob_size=self.settings.max_blob_size,
+                round_id=round_id,
+                what="base model",
+            )[1]
 
-        valid, excluded, params = screen_and_aggregate(history, self.store, self.strategy, load_base, spec=spec, max_blob_size=self.settings.max_blob_size, max_update_norm=self.settings.max_update_norm)
+        valid, excluded, params = screen_and_aggregate(
+            history,
+            self.store,
+            self.strategy,
+            load_base,
+            spec=spec,
+            max_blob_size=self.settings.max_blob_size,
+            max_update_norm=self.settings.max_update_norm,
+        )
         prepared = _Prepared(key, spec, valid, excluded, params)
         self._prepared_cache = prepared
         return prepared
@@ -333,7 +381,15 @@ class Participant:
             # the CID is the coordinator's word, so it is compared too)
             if aggregate is not None and aggregate.cid == history.opened.base_cid and aggregate.digest == expected:
                 return dict(aggregate.params)
-        _, params = load_model(self.store, history.opened.base_cid, expected, spec=self.settings.spec, max_blob_size=self.settings.max_blob_size, round_id=round_id, what="base model")
+        _, params = load_model(
+            self.store,
+            history.opened.base_cid,
+            expected,
+            spec=self.settings.spec,
+            max_blob_size=self.settings.max_blob_size,
+            round_id=round_id,
+            what="base model",
+        )
         return params
 
     def has_submitted(self, round_id: int) -> bool:
@@ -359,8 +415,19 @@ class Participant:
         params = self.accept_base(round_id, expected=base_hash)
         # Seeded by the participant's name, as plain FedAvg (fedchain.fl.simulate) seeds it, so a
         # ledger run and a plain run of the same federation train identically.
-        update = local_round(params, self.shard, spec=self.settings.spec, strategy=self.strategy, default=self.settings.train, round_id=round_id, seed=self.settings.seed, participant=self.name)
-        blob = update_blob(update.delta, round_id=round_id, base_hash=base_hash, sender=self.address, num_samples=update.num_samples)
+        update = local_round(
+            params,
+            self.shard,
+            spec=self.settings.spec,
+            strategy=self.strategy,
+            default=self.settings.train,
+            round_id=round_id,
+            seed=self.settings.seed,
+            participant=self.name,
+        )
+        blob = update_blob(
+            update.delta, round_id=round_id, base_hash=base_hash, sender=self.address, num_samples=update.num_samples
+        )
         digest = sha256(blob)
         cid = self.store.put(blob)
         self.store.pin(cid)
@@ -372,7 +439,14 @@ class Participant:
                 return None
             raise
         self.gas_used += tx.gas_used
-        logger.info("%s: submitted round %d update %s (%d samples, gas %d)", self.name, round_id, short(digest), update.num_samples, tx.gas_used)
+        logger.info(
+            "%s: submitted round %d update %s (%d samples, gas %d)",
+            self.name,
+            round_id,
+            short(digest),
+            update.num_samples,
+            tx.gas_used,
+        )
         return tx
 
 

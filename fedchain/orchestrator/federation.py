@@ -108,14 +108,28 @@ def run_federation(
         progress(f"round {r + 1}/{rounds}: opening", r * steps_per_round, rounds * steps_per_round)
         round_id = coordinator.open_round()
         for i, p in enumerate(participants):
-            progress(f"round {r + 1}/{rounds}: {p.name} training", r * steps_per_round + 1 + i, rounds * steps_per_round)
+            progress(
+                f"round {r + 1}/{rounds}: {p.name} training", r * steps_per_round + 1 + i, rounds * steps_per_round
+            )
             p.participate(round_id)
-        progress(f"round {r + 1}/{rounds}: aggregating and verifying", r * steps_per_round + 1 + len(participants), rounds * steps_per_round)
+        progress(
+            f"round {r + 1}/{rounds}: aggregating and verifying",
+            r * steps_per_round + 1 + len(participants),
+            rounds * steps_per_round,
+        )
         report: RoundReport = coordinator.wait_and_finalize(round_id)
         _, params = _load_params(store, report, settings)
         accuracy = evaluate(params, split.test, spec=settings.spec)
         gas = coordinator.gas_used + sum(p.gas_used for p in participants) - gas_before
-        summary = RoundSummary(round_id, len(report.verdict.included), len(report.verdict.excluded), accuracy, gas, report.aggregate_hash, time.perf_counter() - started)
+        summary = RoundSummary(
+            round_id,
+            len(report.verdict.included),
+            len(report.verdict.excluded),
+            accuracy,
+            gas,
+            report.aggregate_hash,
+            time.perf_counter() - started,
+        )
         summaries.append(summary)
         if on_round is not None:
             on_round(summary)
@@ -126,7 +140,15 @@ def run_federation(
 def _load_params(store: BlobStore, report: RoundReport, settings: FederationSettings):  # type: ignore[no-untyped-def]
     from fedchain.orchestrator.verify import load_model
 
-    return load_model(store, report.aggregate_cid, report.aggregate_hash, spec=settings.spec, max_blob_size=settings.max_blob_size, round_id=report.round_id, what="aggregate")
+    return load_model(
+        store,
+        report.aggregate_cid,
+        report.aggregate_hash,
+        spec=settings.spec,
+        max_blob_size=settings.max_blob_size,
+        round_id=report.round_id,
+        what="aggregate",
+    )
 
 
 def run_demo(
@@ -149,7 +171,9 @@ def run_demo(
     workdir = Path(workdir)
     if (workdir / "federation.json").exists() or (workdir / JOURNAL_FILE).exists():
         if not overwrite:
-            raise ConfigError(str(workdir), "already holds a federation; pass --overwrite to replace it or choose another --workdir")
+            raise ConfigError(
+                str(workdir), "already holds a federation; pass --overwrite to replace it or choose another --workdir"
+            )
         for name in (JOURNAL_FILE, STORE_DIR, "federation.json"):
             target = workdir / name
             if target.is_dir():
@@ -162,7 +186,9 @@ def run_demo(
     store = open_store(str(workdir / STORE_DIR), max_blob_size=settings.max_blob_size)
     strategy = strategy_from_settings(settings)
     try:
-        ledger, summaries, setup_gas = run_federation(chain, store, split, settings, strategy, rounds=rounds, progress=progress, on_round=on_round)
+        ledger, summaries, setup_gas = run_federation(
+            chain, store, split, settings, strategy, rounds=rounds, progress=progress, on_round=on_round
+        )
         Workdir(
             rpc="embedded" if embedded else str(rpc),
             ledger=ledger.address,
@@ -171,7 +197,15 @@ def run_demo(
             settings=settings_to_json(settings),
         ).save(workdir)
         progress("auditing", 0, rounds)
-        report = audit_ledger(ledger, store, strategy, spec=settings.spec, max_blob_size=settings.max_blob_size, max_update_norm=settings.max_update_norm, on_round=lambda v: progress("auditing", v.round_id + 1, rounds))
+        report = audit_ledger(
+            ledger,
+            store,
+            strategy,
+            spec=settings.spec,
+            max_blob_size=settings.max_blob_size,
+            max_update_norm=settings.max_update_norm,
+            on_round=lambda v: progress("auditing", v.round_id + 1, rounds),
+        )
     finally:
         chain.close()
     return FederationResult(ledger.address, tuple(summaries), report, setup_gas, time.perf_counter() - started)

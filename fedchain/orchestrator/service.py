@@ -141,7 +141,9 @@ def run_loop(
             if failing_since is None:
                 failing_since = now
             if now - failing_since > pacing.outage_seconds:
-                raise ChainConnectionError(endpoint, f"still failing after {now - failing_since:.0f}s; last error: {_describe(err)}") from err
+                raise ChainConnectionError(
+                    endpoint, f"still failing after {now - failing_since:.0f}s; last error: {_describe(err)}"
+                ) from err
             log_event("retrying", error=type(err).__name__, detail=_describe(err, 160), in_seconds=delay)
             sleep(delay)
             delay = min(max(delay, 0.1) * 2, pacing.backoff_max)
@@ -156,7 +158,9 @@ def run_loop(
             sleep(pacing.poll_seconds)
 
 
-def retrying(fn: Callable[[], Any], pacing: Pacing, *, endpoint: str, what: str, sleep: Callable[[float], None] = time.sleep) -> Any:
+def retrying(
+    fn: Callable[[], Any], pacing: Pacing, *, endpoint: str, what: str, sleep: Callable[[float], None] = time.sleep
+) -> Any:
     """Call ``fn`` once successfully, retrying transient failures like :func:`run_loop`."""
     box: list[Any] = []
 
@@ -202,7 +206,17 @@ class ResilientRpcChain(RpcChain):
         3 s on a development node, which mines at once).
     """
 
-    def __init__(self, url: str, *, retries: int = 6, backoff: float = 0.25, timeout: float = 30.0, pacing: Pacing = Pacing(), dev: bool = False, receipt_attempt_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retries: int = 6,
+        backoff: float = 0.25,
+        timeout: float = 30.0,
+        pacing: Pacing = Pacing(),
+        dev: bool = False,
+        receipt_attempt_seconds: float | None = None,
+    ) -> None:
         super().__init__(url, retries=retries, backoff=backoff, timeout=timeout)
         self._pacing = pacing
         self._dev = dev
@@ -242,7 +256,12 @@ class ResilientRpcChain(RpcChain):
                 if time.monotonic() - started > max(timeout, self._pacing.outage_seconds):
                     self._in_flight.pop(bytes(tx_hash), None)
                     raise
-                log_event("awaiting_receipt", tx=tx_hash.to_0x_hex(), error=_describe(err.__cause__ or err, 120), in_seconds=delay)
+                log_event(
+                    "awaiting_receipt",
+                    tx=tx_hash.to_0x_hex(),
+                    error=_describe(err.__cause__ or err, 120),
+                    in_seconds=delay,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, self._pacing.backoff_max)
                 if raw is not None:
@@ -311,7 +330,9 @@ def resolve_ledger(
             raise ConfigError("ledger.address_file", f"cannot read {address_file}: {err.strerror or err}") from err
         if not address:
             return None
-    ledger: Ledger = retrying(lambda: Ledger(chain, address), pacing, endpoint=chain.endpoint, what="the ledger contract", sleep=sleep)
+    ledger: Ledger = retrying(
+        lambda: Ledger(chain, address), pacing, endpoint=chain.endpoint, what="the ledger contract", sleep=sleep
+    )
     return ledger
 
 
@@ -370,7 +391,13 @@ class CoordinatorService:
             tx = c.register(p.address, p.max_samples)
             self._registered.add(p.address)
             if tx is not None:
-                log_event("participant_registered", participant=p.address, name=p.name, max_samples=p.max_samples, gas=tx.gas_used)
+                log_event(
+                    "participant_registered",
+                    participant=p.address,
+                    name=p.name,
+                    max_samples=p.max_samples,
+                    gas=tx.gas_used,
+                )
                 return Step.WORKED
         r = ledger.next_round()
         if r > 0:
@@ -378,7 +405,9 @@ class CoordinatorService:
             if state.status is RoundStatus.OPEN:
                 if not c.ready_to_finalize(r - 1):
                     if self._waiting_logged != r - 1:
-                        log_event("waiting_for_updates", round=r - 1, min_updates=state.min_updates, deadline=state.deadline)
+                        log_event(
+                            "waiting_for_updates", round=r - 1, min_updates=state.min_updates, deadline=state.deadline
+                        )
                         self._waiting_logged = r - 1
                     return Step.IDLE
                 before = ledger.round_history(r - 1, state)
@@ -402,7 +431,14 @@ class CoordinatorService:
         gas_before = c.gas_used
         opened = c.open_round()
         state = ledger.round_state(opened)
-        log_event("round_opened", round=opened, deadline=state.deadline, min_updates=state.min_updates, base=ledger.expected_base(opened), gas=c.gas_used - gas_before)
+        log_event(
+            "round_opened",
+            round=opened,
+            deadline=state.deadline,
+            min_updates=state.min_updates,
+            base=ledger.expected_base(opened),
+            gas=c.gas_used - gas_before,
+        )
         return Step.WORKED
 
 
@@ -444,7 +480,10 @@ class ParticipantService:
             self._once("waiting_for_registration", None, participant=p.address)
             return Step.IDLE
         if len(p.shard) > entry.max_samples:
-            raise ConfigError("participant.data", f"{len(p.shard)} records, above the {entry.max_samples} the coordinator registered for {p.address}")
+            raise ConfigError(
+                "participant.data",
+                f"{len(p.shard)} records, above the {entry.max_samples} the coordinator registered for {p.address}",
+            )
         r = ledger.next_round()
         if r == 0:
             self._once("waiting_for_round", 0)
@@ -477,7 +516,16 @@ class ParticipantService:
         else:
             if current > 0:  # participate() verified the previous round before training on it
                 log_event("round_verified", round=current - 1, ok=True, by=p.name)
-            log_event("update_submitted", round=current, participant=p.address, name=p.name, update=ledger.update_hash(current, p.address), samples=len(p.shard), gas=tx.gas_used, tx=tx.tx_hash)
+            log_event(
+                "update_submitted",
+                round=current,
+                participant=p.address,
+                name=p.name,
+                update=ledger.update_hash(current, p.address),
+                samples=len(p.shard),
+                gas=tx.gas_used,
+                tx=tx.tx_hash,
+            )
         return Step.WORKED
 
     def _verify_final(self, round_id: int) -> None:
@@ -509,7 +557,14 @@ def deploy_ledger(chain: RpcChain, signer: Signer, store: BlobStore, settings: F
     """Publish the genesis model and deploy a ledger with ``signer`` as coordinator."""
     genesis_hash, genesis_cid = Coordinator.publish_genesis(store, settings, signer.address)
     ledger, tx = Ledger.deploy(chain, signer, genesis_hash, genesis_cid)
-    log_event("ledger_deployed", ledger=ledger.address, coordinator=signer.address, genesis=genesis_hash, gas=tx.gas_used, tx=tx.tx_hash)
+    log_event(
+        "ledger_deployed",
+        ledger=ledger.address,
+        coordinator=signer.address,
+        genesis=genesis_hash,
+        gas=tx.gas_used,
+        tx=tx.tx_hash,
+    )
     return ledger
 
 

@@ -22,7 +22,12 @@ def strategy_from_settings(settings: FederationSettings) -> Strategy:
 def settings_to_json(settings: FederationSettings) -> dict[str, Any]:
     """A JSON-ready dict of ``settings``."""
     return {
-        "spec": {"num_buckets": settings.spec.num_buckets, "dim": settings.spec.dim, "num_classes": settings.spec.num_classes, "ngram": settings.spec.ngram},
+        "spec": {
+            "num_buckets": settings.spec.num_buckets,
+            "dim": settings.spec.dim,
+            "num_classes": settings.spec.num_classes,
+            "ngram": settings.spec.ngram,
+        },
         "train": {"epochs": settings.train.epochs, "lr": settings.train.lr, "batch_size": settings.train.batch_size},
         "seed": settings.seed,
         "round_seconds": settings.round_seconds,

@@ -129,7 +129,9 @@ def screen_updates(
     """Sort the recorded updates of a round into valid ones and exclusions (no deltas kept)."""
     valid: list[UpdateRecord] = []
     excluded: list[Exclusion] = []
-    for record, outcome in _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm):
+    for record, outcome in _check_updates(
+        history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm
+    ):
         if isinstance(outcome, Exclusion):
             excluded.append(outcome)
         else:
@@ -150,7 +152,9 @@ def iter_valid_updates(
 ) -> Iterator[tuple[Address, int, Mapping[str, Tensor]]]:
     """Fetch and decode ``records`` (already screened) one at a time, for streaming aggregation."""
     for record in records:
-        decoded = _fetch_update(record, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
+        decoded = _fetch_update(
+            record, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm
+        )
         yield record.participant, record.num_samples, decoded.delta
         del decoded  # not alive while the next blob is read
 
@@ -185,20 +189,34 @@ def screen_and_aggregate(
     valid: list[UpdateRecord] = []
     excluded: list[Exclusion] = []
 
-    checks = _check_updates(history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
+    checks = _check_updates(
+        history, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm
+    )
     updates = _screened_stream(checks, valid, excluded)
     params: dict[str, Tensor] | None = None
     error: AggregationError | None = None
     try:
-        params = strategy.aggregate(load_base(), updates, total_samples=sum(u.num_samples for u in history.updates), release_base=True)
+        params = strategy.aggregate(
+            load_base(), updates, total_samples=sum(u.num_samples for u in history.updates), release_base=True
+        )
     except AggregationError as err:
         error = err
     for _ in updates:  # finish screening if the aggregation stopped early
         pass
     if excluded:  # the optimistic total was wrong (and the aggregation said so): again, with the valid ones only
         params = None  # not held while the second pass builds its own
-        again = iter_valid_updates(history, store, valid, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
-        params = strategy.aggregate(load_base(), again, total_samples=sum(u.num_samples for u in valid), release_base=True)
+        again = iter_valid_updates(
+            history,
+            store,
+            valid,
+            spec=spec,
+            base_hash=base_hash,
+            max_blob_size=max_blob_size,
+            max_update_norm=max_update_norm,
+        )
+        params = strategy.aggregate(
+            load_base(), again, total_samples=sum(u.num_samples for u in valid), release_base=True
+        )
     elif error is not None:
         raise error  # every update was valid: the failure is the aggregation's own
     assert params is not None
@@ -247,11 +265,25 @@ def _check_updates(
     for record in history.updates:
         others = [p for p in by_digest[bytes(record.update_hash)] if p != record.participant]
         try:
-            decoded = _fetch_update(record, store, spec=spec, base_hash=base_hash, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
+            decoded = _fetch_update(
+                record,
+                store,
+                spec=spec,
+                base_hash=base_hash,
+                max_blob_size=max_blob_size,
+                max_update_norm=max_update_norm,
+            )
         except CodecError as err:
             if others and err.reason == "sender":
                 # The blob binds its sender: this account submitted someone else's update.
-                yield record, Exclusion(record.participant, "copied", f"same update digest {short(record.update_hash)} as {', '.join(others)}; {err.detail}")
+                yield (
+                    record,
+                    Exclusion(
+                        record.participant,
+                        "copied",
+                        f"same update digest {short(record.update_hash)} as {', '.join(others)}; {err.detail}",
+                    ),
+                )
             else:
                 yield record, Exclusion(record.participant, err.reason, err.detail)
             continue
@@ -274,7 +306,10 @@ def _fetch_update(
     try:
         blob = store.get_verified(record.cid, record.update_hash, max_size=max_blob_size)
     except DigestMismatchError as err:
-        raise CodecError("hash", f"blob at {record.cid} hashes to {to_hex(err.actual)}, the ledger records {to_hex(record.update_hash)}") from None
+        raise CodecError(
+            "hash",
+            f"blob at {record.cid} hashes to {to_hex(err.actual)}, the ledger records {to_hex(record.update_hash)}",
+        ) from None
     decoded: DecodedUpdate = read_update(
         blob,
         spec=spec,
@@ -289,7 +324,9 @@ def _fetch_update(
     return decoded
 
 
-def load_model(store: BlobStore, cid: str, digest: Digest, *, spec: ModelSpec | None, max_blob_size: int, round_id: int, what: str) -> tuple[ModelSpec, dict[str, Tensor]]:
+def load_model(
+    store: BlobStore, cid: str, digest: Digest, *, spec: ModelSpec | None, max_blob_size: int, round_id: int, what: str
+) -> tuple[ModelSpec, dict[str, Tensor]]:
     """Fetch a model blob, check it against its recorded digest and decode it.
 
     Raises
@@ -342,8 +379,16 @@ def verify_round(
         The model's spec, if already known (else read from the base model).
     """
     verdict, _ = verify_round_chained(
-        history, store, strategy, base=None, expected_base=expected_base, coordinator=coordinator,
-        registered=registered, spec=spec, max_blob_size=max_blob_size, max_update_norm=max_update_norm,
+        history,
+        store,
+        strategy,
+        base=None,
+        expected_base=expected_base,
+        coordinator=coordinator,
+        registered=registered,
+        spec=spec,
+        max_blob_size=max_blob_size,
+        max_update_norm=max_update_norm,
     )
     return verdict
 
@@ -386,25 +431,49 @@ def verify_round_chained(
     agg = history.aggregate
 
     def verdict(included: tuple[Address, ...] = (), excluded: tuple[Exclusion, ...] = ()) -> RoundVerdict:
-        return RoundVerdict(r, history.state.status, included, excluded, missing, agg.aggregate_hash if agg else None, tuple(failures))
+        return RoundVerdict(
+            r, history.state.status, included, excluded, missing, agg.aggregate_hash if agg else None, tuple(failures)
+        )
 
     if history.opened.base_hash != expected_base:
-        failures.append(VerificationError(r, "lineage", expected=to_hex(expected_base), actual=to_hex(history.opened.base_hash)))
+        failures.append(
+            VerificationError(r, "lineage", expected=to_hex(expected_base), actual=to_hex(history.opened.base_hash))
+        )
         return verdict(), None
     loaded_here = False  # whether base_params is this function's own (then the aggregation may free it early)
     base_params: Mapping[str, Tensor]
-    if base is not None and base.cid == history.opened.base_cid and base.digest == expected_base and spec in (None, base.spec):
+    if (
+        base is not None
+        and base.cid == history.opened.base_cid
+        and base.digest == expected_base
+        and spec in (None, base.spec)
+    ):
         spec, base_params = base.spec, base.params
     else:
         loaded_here = True
         try:
-            spec, base_params = load_model(store, history.opened.base_cid, expected_base, spec=spec, max_blob_size=max_blob_size, round_id=r, what="base model")
+            spec, base_params = load_model(
+                store,
+                history.opened.base_cid,
+                expected_base,
+                spec=spec,
+                max_blob_size=max_blob_size,
+                round_id=r,
+                what="base model",
+            )
         except VerificationError as err:
             failures.append(err)
             return verdict(), None
 
     if agg is None:
-        screened_valid, screened_out = screen_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
+        screened_valid, screened_out = screen_updates(
+            history,
+            store,
+            spec=spec,
+            base_hash=expected_base,
+            max_blob_size=max_blob_size,
+            max_update_norm=max_update_norm,
+        )
         for ex in screened_out:
             logger.info("round %d: excluded %s: %s: %s", r, ex.participant, ex.reason, ex.detail)
         return verdict(tuple(u.participant for u in screened_valid), tuple(screened_out)), None
@@ -418,7 +487,9 @@ def verify_round_chained(
     valid_records: list[UpdateRecord] = []
     exclusions: list[Exclusion] = []
     screened: list[bool] = []
-    checks = _check_updates(history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm)
+    checks = _check_updates(
+        history, store, spec=spec, base_hash=expected_base, max_blob_size=max_blob_size, max_update_norm=max_update_norm
+    )
 
     aggregate_error: FedchainError | None = None
     params: Mapping[str, Tensor] | None = None
@@ -438,11 +509,27 @@ def verify_round_chained(
 
     for u in valid_records:
         if u.participant not in recorded:
-            failures.append(VerificationError(r, "inclusion (valid update omitted)", participant=u.participant, expected="included", actual="omitted"))
+            failures.append(
+                VerificationError(
+                    r,
+                    "inclusion (valid update omitted)",
+                    participant=u.participant,
+                    expected="included",
+                    actual="omitted",
+                )
+            )
     for p in agg.included:
         if p not in included:
             why = next((f"{e.reason}: {e.detail}" for e in excluded if e.participant == p), "no recorded update")
-            failures.append(VerificationError(r, "inclusion (invalid update included)", participant=p, expected="excluded", actual=f"included ({why})"))
+            failures.append(
+                VerificationError(
+                    r,
+                    "inclusion (invalid update included)",
+                    participant=p,
+                    expected="excluded",
+                    actual=f"included ({why})",
+                )
+            )
     if failures:
         return verdict(included, excluded), None
     if params is not None:
@@ -451,7 +538,16 @@ def verify_round_chained(
         # recorded digest (same bytes), and the stored blob is it. Nothing is encoded.
         try:
             stored = store.get_verified(agg.cid, agg.aggregate_hash, max_size=max_blob_size)
-            same = aggregate_matches(stored, params, spec=spec, strategy=strategy, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
+            same = aggregate_matches(
+                stored,
+                params,
+                spec=spec,
+                strategy=strategy,
+                round_id=r,
+                base_hash=expected_base,
+                sender=coordinator,
+                num_samples=total,
+            )
             del stored
         except (StorageError, CodecError):
             same = False  # whatever it is, the steps below find it and name it as they always did
@@ -461,28 +557,60 @@ def verify_round_chained(
     blob: bytes | None = None
     if params is not None:
         try:
-            blob = aggregate_blob(params, spec=spec, strategy=strategy, round_id=r, base_hash=expected_base, sender=coordinator, num_samples=total)
+            blob = aggregate_blob(
+                params,
+                spec=spec,
+                strategy=strategy,
+                round_id=r,
+                base_hash=expected_base,
+                sender=coordinator,
+                num_samples=total,
+            )
         except FedchainError as err:
             aggregate_error = err
     del params
     if aggregate_error is not None or blob is None:
-        failures.append(VerificationError(r, "aggregate", expected="recomputable aggregate", actual=str(aggregate_error)))
+        failures.append(
+            VerificationError(r, "aggregate", expected="recomputable aggregate", actual=str(aggregate_error))
+        )
         return verdict(included, excluded), None
     recomputed = sha256(blob)
     if recomputed != agg.aggregate_hash:
-        failures.append(VerificationError(r, "aggregate (recomputed)", expected=to_hex(agg.aggregate_hash), actual=to_hex(recomputed)))
+        failures.append(
+            VerificationError(
+                r, "aggregate (recomputed)", expected=to_hex(agg.aggregate_hash), actual=to_hex(recomputed)
+            )
+        )
         return verdict(included, excluded), None
     try:
         stored_blob = store.get(agg.cid, max_size=max_blob_size)
     except StorageError as err:
-        failures.append(VerificationError(r, "aggregate blob", expected=f"{to_hex(agg.aggregate_hash)} at {agg.cid}", actual=str(err)))
+        failures.append(
+            VerificationError(
+                r, "aggregate blob", expected=f"{to_hex(agg.aggregate_hash)} at {agg.cid}", actual=str(err)
+            )
+        )
         return verdict(included, excluded), None
     # the recomputed blob hashes to the recorded digest, so equal bytes prove the stored one does too
     if stored_blob != blob:
-        failures.append(VerificationError(r, "aggregate blob hash", expected=to_hex(agg.aggregate_hash), actual=to_hex(sha256(stored_blob))))
+        failures.append(
+            VerificationError(
+                r, "aggregate blob hash", expected=to_hex(agg.aggregate_hash), actual=to_hex(sha256(stored_blob))
+            )
+        )
         return verdict(included, excluded), None
     # Reached only if the stored blob changed between the two reads: it verified the second time.
     return verdict(included, excluded), None
 
 
-__all__ = ["Exclusion", "RoundVerdict", "VerifiedModel", "iter_valid_updates", "load_model", "screen_and_aggregate", "screen_updates", "verify_round", "verify_round_chained"]
+__all__ = [
+    "Exclusion",
+    "RoundVerdict",
+    "VerifiedModel",
+    "iter_valid_updates",
+    "load_model",
+    "screen_and_aggregate",
+    "screen_updates",
+    "verify_round",
+    "verify_round_chained",
+]

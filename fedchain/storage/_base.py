@@ -76,7 +76,9 @@ class BlobStore(Protocol):
         """Return the blob's bytes, verified; refuse before reading if over the limit."""
         ...
 
-    def get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
+    def get_verified(
+        self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False
+    ) -> bytearray:
         """Return the blob's bytes in a new buffer, only if they hash to ``sha256``; each byte hashed once."""
         ...
 
@@ -200,7 +202,9 @@ class DagStore(ABC):
         """
         return b"".join(self.iter_blob(cid, max_size=max_size))
 
-    def get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
+    def get_verified(
+        self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False
+    ) -> bytearray:
         """Return the blob's bytes, only if they hash to ``sha256``: one pass, one buffer.
 
         The bytes are copied block by block into one new buffer of the blob's exact size
@@ -247,7 +251,14 @@ class DagStore(ABC):
         ref = parse_cid(cid)
         limit = self._limit(max_size)
         try:
-            return read_file(self._read_block, ref, limit=limit, sha256=bytes(sha256), check_leaves=check_cid, read_into=self._read_block_into)
+            return read_file(
+                self._read_block,
+                ref,
+                limit=limit,
+                sha256=bytes(sha256),
+                check_leaves=check_cid,
+                read_into=self._read_block_into,
+            )
         except IntegrityError as err:
             if check_cid:
                 raise

@@ -256,7 +256,9 @@ class KuboStore(DagStore):
         except StoreUnavailableError as err:
             # ipfshttpclient reports an exception raised while streaming the body as a
             # connection problem; give the caller the real reason.
-            if isinstance(err.__cause__, ipfs_errors.Error) and isinstance(err.__cause__.__context__, BlobTooLargeError):
+            if isinstance(err.__cause__, ipfs_errors.Error) and isinstance(
+                err.__cause__.__context__, BlobTooLargeError
+            ):
                 raise err.__cause__.__context__ from None
             raise
         expected = reader.finish()
@@ -267,7 +269,8 @@ class KuboStore(DagStore):
             raise IntegrityError(str(expected), returned, "kubo's add answered no valid CID") from err
         if got.multihash != expected.multihash:
             raise IntegrityError(
-                str(expected), returned,
+                str(expected),
+                returned,
                 "kubo built a different DAG from the same bytes; its Import.* config must keep kubo's defaults",
             )
         logger.debug("kubo add %s (%d bytes) in %.3f s", expected, reader.size, time.perf_counter() - started)

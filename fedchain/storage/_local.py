@@ -195,7 +195,9 @@ class LocalBlockStore(DagStore):
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise StoreUnavailableError(self._path, f"cannot write block {os.path.basename(path)}: {err.strerror or err}") from err
+            raise StoreUnavailableError(
+                self._path, f"cannot write block {os.path.basename(path)}: {err.strerror or err}"
+            ) from err
 
     # ------------------------------------------------------------------ BlobStore
 

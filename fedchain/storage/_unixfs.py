@@ -121,7 +121,9 @@ class FileImporter:
             self._sink(mh, (block,))
         if len(levels) == depth + 1:
             levels.append([])
-        levels[depth + 1].append(Link(mh, len(block) + sum(link.tsize for link in links), sum(link.filesize for link in links)))
+        levels[depth + 1].append(
+            Link(mh, len(block) + sum(link.tsize for link in links), sum(link.filesize for link in links))
+        )
         levels[depth] = []
 
     def finish(self) -> BlockRef:
@@ -245,7 +247,9 @@ def _fetch(source: BlockSource, ref: BlockRef, root: str) -> bytes:
     if block is None:
         raise BlobNotFoundError(root, str(ref))
     if len(block) > MAX_BLOCK_SIZE:
-        raise IntegrityError(root, str(ref), f"block of {len(block)} bytes is over the {MAX_BLOCK_SIZE}-byte block limit")
+        raise IntegrityError(
+            root, str(ref), f"block of {len(block)} bytes is over the {MAX_BLOCK_SIZE}-byte block limit"
+        )
     return block
 
 
@@ -269,9 +273,7 @@ def decode_file_node(ref: BlockRef, block: bytes, root: str) -> FileNode:
             raise DecodeError(f"not a UnixFS file but a {name} node")
         if len(unixfs.blocksizes) != len(node.links):
             raise DecodeError(f"{len(node.links)} links but {len(unixfs.blocksizes)} blocksizes")
-        children = tuple(
-            (read_binary_cid(link.hash)[0], size) for link, size in zip(node.links, unixfs.blocksizes)
-        )
+        children = tuple((read_binary_cid(link.hash)[0], size) for link, size in zip(node.links, unixfs.blocksizes))
     except (DecodeError, CidFormatError) as err:
         raise IntegrityError(root, str(ref), f"malformed UnixFS file node: {err}") from err
     data = unixfs.data if unixfs.data is not None else memoryview(b"")
@@ -403,7 +405,9 @@ def _fill(
         else:
             child = _read_unless_leaf(source, child_ref, root)
         if child.filesize != expected:
-            raise IntegrityError(root, str(child_ref), f"holds {child.filesize} bytes but its parent {ref} says {expected}")
+            raise IntegrityError(
+                root, str(child_ref), f"holds {child.filesize} bytes but its parent {ref} says {expected}"
+            )
         pos = _fill(source, child_ref, child, root, depth + 1, out, pos, hasher, check_leaves, read_into)
     return pos
 

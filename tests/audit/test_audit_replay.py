@@ -19,13 +19,31 @@ from fedchain.storage._unixfs import iter_dag
 def _replayed_round_by_round(fed: Federation) -> list[tuple[int, bool, tuple[str, ...], list[str]]]:
     """What the audit did before: each round's history read alone, each base fetched again."""
     info = fed.ledger.info()
-    load_model(fed.store, fed.ledger.genesis_cid(), info.genesis_hash, spec=SPEC, max_blob_size=fed.settings.max_blob_size, round_id=0, what="genesis model")
+    load_model(
+        fed.store,
+        fed.ledger.genesis_cid(),
+        info.genesis_hash,
+        spec=SPEC,
+        max_blob_size=fed.settings.max_blob_size,
+        round_id=0,
+        what="genesis model",
+    )
     registered = tuple(p.address for p in fed.ledger.participants())
     out: list[tuple[int, bool, tuple[str, ...], list[str]]] = []
     expected = info.genesis_hash
     for r in range(fed.ledger.next_round()):
         history = fed.ledger.round_history(r)
-        v = verify_round(history, fed.store, fed.strategy, expected_base=expected, coordinator=info.coordinator, registered=registered, spec=SPEC, max_blob_size=fed.settings.max_blob_size, max_update_norm=fed.settings.max_update_norm)
+        v = verify_round(
+            history,
+            fed.store,
+            fed.strategy,
+            expected_base=expected,
+            coordinator=info.coordinator,
+            registered=registered,
+            spec=SPEC,
+            max_blob_size=fed.settings.max_blob_size,
+            max_update_norm=fed.settings.max_update_norm,
+        )
         out.append((v.round_id, v.ok, v.included, [str(f) for f in v.failures]))
         if history.state.status is not RoundStatus.FINALIZED or history.aggregate is None:
             break
@@ -55,7 +73,9 @@ def _damage_first_block(store: LocalBlockStore, cid: str) -> str:
     return str(ref)
 
 
-def test_an_honest_history_audits_as_a_round_by_round_replay_does(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_an_honest_history_audits_as_a_round_by_round_replay_does(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     fed = Federation(chain, store, split)
     _run_rounds(fed, 3)
     report = fed.audit()
@@ -63,7 +83,9 @@ def test_an_honest_history_audits_as_a_round_by_round_replay_does(chain: Chain, 
     assert _summary(report) == _replayed_round_by_round(fed)
 
 
-def test_a_damaged_aggregate_fails_its_round_and_the_next_round_that_builds_on_it(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_a_damaged_aggregate_fails_its_round_and_the_next_round_that_builds_on_it(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     fed = Federation(chain, store, split)
     _run_rounds(fed, 3)
     damaged = fed.ledger.round_history(1).aggregate
@@ -77,7 +99,9 @@ def test_a_damaged_aggregate_fails_its_round_and_the_next_round_that_builds_on_i
     assert _summary(report) == _replayed_round_by_round(fed)
 
 
-def test_a_damaged_update_is_named_with_its_participant(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_a_damaged_update_is_named_with_its_participant(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     fed = Federation(chain, store, split)
     _run_rounds(fed, 2)
     update = fed.ledger.round_history(0).updates[1]
@@ -85,11 +109,17 @@ def test_a_damaged_update_is_named_with_its_participant(chain: Chain, store: Loc
     report = fed.audit()
     assert not report.ok
     [failure] = report.rounds[0].failures
-    assert failure.participant == update.participant and "invalid update included" in failure.what and block in str(failure.actual)
+    assert (
+        failure.participant == update.participant
+        and "invalid update included" in failure.what
+        and block in str(failure.actual)
+    )
     assert _summary(report) == _replayed_round_by_round(fed)
 
 
-def test_checking_cids_finds_a_block_stored_under_a_name_that_is_not_its_own(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_checking_cids_finds_a_block_stored_under_a_name_that_is_not_its_own(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     # the same bytes of an update, re-encoded as another block (UnixFS Raw instead of File)
     # and stored under the recorded CID's name: the digest still vouches for the bytes;
     # only checking the CIDs shows the store does not hold what the CID names
@@ -104,6 +134,12 @@ def test_checking_cids_finds_a_block_stored_under_a_name_that_is_not_its_own(cha
     assert at <= 4
     path.write_bytes(block[:at] + b"\x08\x00" + block[at + 2 :])
     assert fed.audit().ok
-    checked = audit_ledger(fed.ledger, store, fed.strategy, spec=SPEC, max_blob_size=fed.settings.max_blob_size, check_cids=True)
+    checked = audit_ledger(
+        fed.ledger, store, fed.strategy, spec=SPEC, max_blob_size=fed.settings.max_blob_size, check_cids=True
+    )
     [failure] = checked.rounds[0].failures
-    assert failure.participant == update.participant and str(ref) in str(failure.actual) and "do not hash" in str(failure.actual)
+    assert (
+        failure.participant == update.participant
+        and str(ref) in str(failure.actual)
+        and "do not hash" in str(failure.actual)
+    )

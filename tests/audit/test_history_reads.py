@@ -55,7 +55,9 @@ def _busy_history(chain: Chain, coordinator: Signer, participants: list[Signer])
 
 
 @pytest.mark.parametrize("window", [1, 2, 5, 256])
-def test_history_equals_round_history_for_every_round(chain: Chain, coordinator: Signer, participants: list[Signer], window: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_history_equals_round_history_for_every_round(
+    chain: Chain, coordinator: Signer, participants: list[Signer], window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ledger = _busy_history(chain, coordinator, participants)
     expected = [ledger.round_history(r) for r in range(ledger.next_round())]
     monkeypatch.setattr(ledger_module, "HISTORY_WINDOW_BLOCKS", window)
@@ -66,13 +68,17 @@ def test_history_equals_round_history_for_every_round(chain: Chain, coordinator:
     assert expected[2].state.included_count == 2
 
 
-def test_a_finalized_rounds_state_from_its_events_equals_its_storage(chain: Chain, coordinator: Signer, participants: list[Signer]) -> None:
+def test_a_finalized_rounds_state_from_its_events_equals_its_storage(
+    chain: Chain, coordinator: Signer, participants: list[Signer]
+) -> None:
     ledger = _busy_history(chain, coordinator, participants)
     for h in ledger.history(0, 4):
         assert h.state == ledger.round_state(h.state.round_id)
 
 
-def test_history_reads_a_dense_history_in_a_few_queries(chain: Chain, coordinator: Signer, participants: list[Signer], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_history_reads_a_dense_history_in_a_few_queries(
+    chain: Chain, coordinator: Signer, participants: list[Signer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     ledger = _deploy(chain, coordinator, participants)
     base = GENESIS
     for r in range(6):

@@ -57,7 +57,9 @@ class Watched:
         self.overlapped = False
         self._lock = threading.Lock()
 
-    def get_verified(self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False) -> bytearray:
+    def get_verified(
+        self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False
+    ) -> bytearray:
         with self._lock:
             self._active += 1
             self.overlapped |= self._active > 1
@@ -81,12 +83,18 @@ def _history(store: LocalBlockStore, r: int, *, missing: bool = False) -> RoundH
     updates = []
     for who in PEOPLE:
         blob = f"update {r} {who}".encode() * 1000
-        cid = store.put(blob) if not (missing and who == PEOPLE[1]) else LocalBlockStore(Path(store.location).parent / "elsewhere").put(blob)
+        cid = (
+            store.put(blob)
+            if not (missing and who == PEOPLE[1])
+            else LocalBlockStore(Path(store.location).parent / "elsewhere").put(blob)
+        )
         updates.append(UpdateRecord(RoundId(r), who, _sha(blob), cid, 10, 1, "0x"))
     aggregate = f"aggregate {r}".encode() * 1000
     record = AggregateRecord(RoundId(r), _sha(aggregate), store.put(aggregate), tuple(PEOPLE), 2, "0x")
     state = RoundState(RoundId(r), RoundStatus.FINALIZED, 0, 2, 2, 1, 2, record.aggregate_hash)
-    return RoundHistory(state, RoundOpened(RoundId(r), _sha(b"base"), Cid("QmBase"), 0, 2, 1, "0x"), tuple(updates), record)
+    return RoundHistory(
+        state, RoundOpened(RoundId(r), _sha(b"base"), Cid("QmBase"), 0, 2, 1, "0x"), tuple(updates), record
+    )
 
 
 def _reads(h: RoundHistory) -> list[tuple[Cid, Digest]]:
@@ -149,7 +157,10 @@ def test_a_chain_failure_is_raised_when_its_round_is_reached(tmp_path: Path) -> 
     store = LocalBlockStore(tmp_path / "store")
     rounds = [_history(store, r) for r in range(3)]
     got = []
-    with ReadAhead(Ledger(rounds, fail_after=2), store, max_blob_size=LIMIT) as reader, pytest.raises(ChainError, match="went away"):
+    with (
+        ReadAhead(Ledger(rounds, fail_after=2), store, max_blob_size=LIMIT) as reader,
+        pytest.raises(ChainError, match="went away"),
+    ):
         for h in reader.rounds():
             got.append(int(h.state.round_id))
             for cid, digest in _reads(h):

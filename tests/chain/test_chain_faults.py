@@ -85,10 +85,14 @@ class FaultyProxy:
                     return self._answer(fault.status, b'{"message": "injected failure"}')
                 if fault is not None and fault.kind == "rpc":
                     error = {"code": fault.code, "message": "injected JSON-RPC error"}
-                    return self._answer(200, json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": error}).encode())
+                    return self._answer(
+                        200, json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": error}).encode()
+                    )
                 if fault is not None and fault.kind == "delay":
                     time.sleep(fault.seconds)
-                upstream = requests.post(proxy.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+                upstream = requests.post(
+                    proxy.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30
+                )
                 if fault is not None and fault.kind == "drop-after":
                     return self._drop()
                 self._answer(upstream.status_code, upstream.content)
@@ -218,7 +222,9 @@ def test_reads_are_retried_until_the_fault_clears(proxy: FaultyProxy, ledger_add
     assert len(proxy.calls("eth_call")) - before == fault.times + 1
 
 
-def test_a_fault_that_outlasts_the_retries_names_the_url_and_the_method(proxy: FaultyProxy, ledger_address: str) -> None:
+def test_a_fault_that_outlasts_the_retries_names_the_url_and_the_method(
+    proxy: FaultyProxy, ledger_address: str
+) -> None:
     chain = flaky(proxy, retries=2)
     ledger = Ledger(chain, ledger_address)
     proxy.inject(Fault("http", times=100, method="eth_call", status=502))
@@ -229,7 +235,9 @@ def test_a_fault_that_outlasts_the_retries_names_the_url_and_the_method(proxy: F
     assert len(proxy.calls("eth_call")) == 3
 
 
-def test_a_node_slower_than_the_timeout_every_time_is_an_error_naming_it(proxy: FaultyProxy, ledger_address: str) -> None:
+def test_a_node_slower_than_the_timeout_every_time_is_an_error_naming_it(
+    proxy: FaultyProxy, ledger_address: str
+) -> None:
     chain = flaky(proxy, retries=1, timeout=0.2)
     ledger = Ledger(chain, ledger_address)
     proxy.inject(Fault("delay", times=2, method="eth_call", seconds=0.5))
@@ -246,7 +254,9 @@ def test_an_http_error_that_is_not_transient_is_not_retried(proxy: FaultyProxy, 
     assert ledger.next_round() == 0
 
 
-def test_writes_ride_out_transient_faults_on_every_step(proxy: FaultyProxy, ledger_address: str, coordinator: Signer) -> None:
+def test_writes_ride_out_transient_faults_on_every_step(
+    proxy: FaultyProxy, ledger_address: str, coordinator: Signer
+) -> None:
     chain = flaky(proxy)
     ledger = Ledger(chain, ledger_address)
     coordinator.forget_nonce(chain.chain_id)  # so that the nonce is asked for, through the proxy
@@ -292,7 +302,10 @@ def test_a_send_cut_off_for_good_raises_and_the_retried_call_finds_it_done(
     chain = flaky(proxy, retries=2)
     ledger = Ledger(chain, ledger_address)
     nonce = direct.w3.eth.get_transaction_count(coordinator.address)
-    proxy.inject(Fault("drop-after", times=1, method="eth_sendRawTransaction"), Fault("drop", times=2, method="eth_sendRawTransaction"))
+    proxy.inject(
+        Fault("drop-after", times=1, method="eth_sendRawTransaction"),
+        Fault("drop", times=2, method="eth_sendRawTransaction"),
+    )
     hospital = Signer.create().address
     with pytest.raises(ChainConnectionError) as caught:
         ledger.register_participant(coordinator, hospital, 10)

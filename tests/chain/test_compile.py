@@ -105,7 +105,9 @@ def test_a_syntax_error_raises_compilation_error_with_solcs_message(solcjs: Path
     source = contracts_copy / "FederatedLedger.sol"
     text = source.read_text()
     assert "address private immutable _coordinator;" in text
-    source.write_text(text.replace("address private immutable _coordinator;", "address private immutable _coordinator", 1))
+    source.write_text(
+        text.replace("address private immutable _coordinator;", "address private immutable _coordinator", 1)
+    )
 
     with pytest.raises(CompilationError) as caught:
         compile_contracts(contracts_copy)
@@ -227,7 +229,10 @@ def test_the_artifact_is_rendered_canonically() -> None:
 def test_differences_are_named_field_by_field() -> None:
     artifact = load_artifact()
     changed: dict[str, Any] = dict(artifact, abi=[], compiler={"name": "solc", "version": "0.8.31+commit.0"})
-    changed["sources"] = {"FederatedLedger.sol": artifact["sources"]["FederatedLedger.sol"], "Extra.sol": {"sha256": "ab"}}
+    changed["sources"] = {
+        "FederatedLedger.sol": artifact["sources"]["FederatedLedger.sol"],
+        "Extra.sol": {"sha256": "ab"},
+    }
     assert describe_differences(artifact, changed) == [
         "source Extra.sol is not in the artifact",
         "source IFederatedLedger.sol is in the artifact but was not compiled",

@@ -35,7 +35,9 @@ def test_a_replayed_journal_gives_the_same_ledger_state(tmp_path: Path) -> None:
     ledger = Ledger(replayed, address)
     history = ledger.round_history(0)
     assert history.aggregate is not None and history.aggregate.aggregate_hash == sha256(b"a")
-    assert [(u.participant, u.num_samples, u.update_hash) for u in history.updates] == [(hospital.address, 3, sha256(b"u"))]
+    assert [(u.participant, u.num_samples, u.update_hash) for u in history.updates] == [
+        (hospital.address, 3, sha256(b"u"))
+    ]
     assert ledger.round_state(0).deadline < replayed.w3.eth.get_block(history.state.finalized_block)["timestamp"]
 
 

@@ -49,7 +49,14 @@ def test_indexed_logs_equal_the_receipts_logs_and_filter_by_topic() -> None:
     assert len(served) >= 1 + 3 + 3  # created, registered x3, opened, submitted x3
     # a topic filter selects exactly the submissions
     submitted = served[-1]["topics"][0]
-    picked = chain.get_logs({"address": ledger.address, "fromBlock": 0, "toBlock": int(chain.w3.eth.block_number), "topics": [submitted.to_0x_hex()]})
+    picked = chain.get_logs(
+        {
+            "address": ledger.address,
+            "fromBlock": 0,
+            "toBlock": int(chain.w3.eth.block_number),
+            "topics": [submitted.to_0x_hex()],
+        }
+    )
     assert [log["transactionHash"] for log in picked] == [log["transactionHash"] for log in served[-3:]]
     assert len(ledger.round_history(0).updates) == len(hospitals)
 
@@ -76,12 +83,24 @@ def test_after_a_revert_the_new_blocks_logs_are_served_not_the_old_ones() -> Non
     chain = EmbeddedChain()
     ledger, coordinator, hospitals = _federation(chain)
     snapshot = chain.snapshot()
-    ledger.finalize_round(coordinator, 0, sha256(b"first"), Cid("QmFirst"), sorted((h.address for h in hospitals), key=lambda a: int(a, 16)))
+    ledger.finalize_round(
+        coordinator,
+        0,
+        sha256(b"first"),
+        Cid("QmFirst"),
+        sorted((h.address for h in hospitals), key=lambda a: int(a, 16)),
+    )
     assert ledger.round_history(0).aggregate is not None
     chain.revert(snapshot)
     coordinator.forget_nonce(chain.chain_id)
     assert ledger.round_history(0).aggregate is None  # the finalization's block is gone
-    ledger.finalize_round(coordinator, 0, sha256(b"second"), Cid("QmSecond"), sorted((h.address for h in hospitals), key=lambda a: int(a, 16)))
+    ledger.finalize_round(
+        coordinator,
+        0,
+        sha256(b"second"),
+        Cid("QmSecond"),
+        sorted((h.address for h in hospitals), key=lambda a: int(a, 16)),
+    )
     aggregate = ledger.round_history(0).aggregate
     assert aggregate is not None and aggregate.aggregate_hash == sha256(b"second")
     assert _everything(chain, ledger.address) == _decoded_from_receipts(chain, ledger.address)

@@ -33,7 +33,9 @@ def ledger(chain: Chain, coordinator: Signer, participants: list[Signer]) -> Led
     return led
 
 
-def open_round(ledger: Ledger, coordinator: Signer, round_id: int, base: Digest, *, ttl: int = 600, quorum: int = 2) -> None:
+def open_round(
+    ledger: Ledger, coordinator: Signer, round_id: int, base: Digest, *, ttl: int = 600, quorum: int = 2
+) -> None:
     ledger.open_round(coordinator, round_id, base, CID, ledger.chain.now() + ttl, quorum)
 
 
@@ -117,7 +119,9 @@ def test_removed_participant_cannot_submit_but_its_history_remains(
     assert gone.address in [p.address for p in ledger.participants()]
 
 
-def test_a_removed_participant_can_be_registered_again(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_a_removed_participant_can_be_registered_again(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     ledger.remove_participant(coordinator, participants[0].address)
     ledger.register_participant(coordinator, participants[0].address, 5)
     assert ledger.participant(participants[0].address).max_samples == 5
@@ -127,7 +131,9 @@ def test_a_removed_participant_can_be_registered_again(ledger: Ledger, coordinat
 # --------------------------------------------------------------------------- rounds and lineage
 
 
-def test_a_full_round_is_recorded_in_storage_and_events(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_a_full_round_is_recorded_in_storage_and_events(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     aggregate = run_round(ledger, coordinator, participants, 0, GENESIS)
     state = ledger.round_state(0)
     assert state.status is RoundStatus.FINALIZED
@@ -162,7 +168,9 @@ def test_round_zero_must_build_on_the_genesis_model(ledger: Ledger, coordinator:
     assert exc.value.arguments["expected"] == GENESIS
 
 
-def test_round_r_must_build_on_the_previous_aggregate(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_round_r_must_build_on_the_previous_aggregate(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     aggregate = run_round(ledger, coordinator, participants, 0, GENESIS)
     with reverts("FederatedLedgerBaseModelMismatch") as exc:
         open_round(ledger, coordinator, 1, GENESIS)
@@ -170,7 +178,9 @@ def test_round_r_must_build_on_the_previous_aggregate(ledger: Ledger, coordinato
     open_round(ledger, coordinator, 1, aggregate)
 
 
-def test_only_the_coordinator_opens_and_finalizes(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_only_the_coordinator_opens_and_finalizes(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     with reverts("FederatedLedgerNotCoordinator"):
         ledger.open_round(participants[0], 0, GENESIS, CID, ledger.chain.now() + 60, 1)
     open_round(ledger, coordinator, 0, GENESIS, quorum=1)
@@ -207,7 +217,9 @@ def test_unregistered_accounts_cannot_submit(chain: Chain, ledger: Ledger, coord
         ledger.submit_update(stranger, 0, digest("x"), CID, 1)
 
 
-def test_sample_counts_above_the_cap_or_zero_are_rejected(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_sample_counts_above_the_cap_or_zero_are_rejected(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     open_round(ledger, coordinator, 0, GENESIS)
     with reverts("FederatedLedgerSampleCountAboveCap") as exc:
         ledger.submit_update(participants[0], 0, digest("a"), CID, 1_001)
@@ -233,7 +245,9 @@ def test_submissions_only_to_open_rounds(ledger: Ledger, coordinator: Signer, pa
     assert "finalized" in str(exc.value)
 
 
-def test_submissions_after_the_deadline_are_rejected(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_submissions_after_the_deadline_are_rejected(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     open_round(ledger, coordinator, 0, GENESIS, ttl=60)
     ledger.submit_update(participants[0], 0, digest("on time"), CID, 1)
     ledger.chain.advance_time(120)
@@ -245,7 +259,9 @@ def test_submissions_after_the_deadline_are_rejected(ledger: Ledger, coordinator
 # --------------------------------------------------------------------------- finalization
 
 
-def test_finalizing_needs_the_quorum_until_the_deadline_passes(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_finalizing_needs_the_quorum_until_the_deadline_passes(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     open_round(ledger, coordinator, 0, GENESIS, ttl=60, quorum=2)
     ledger.submit_update(participants[0], 0, digest("only one"), CID, 1)
     with reverts("FederatedLedgerQuorumNotReached") as exc:
@@ -263,7 +279,9 @@ def test_a_round_with_no_updates_finalizes_after_its_deadline(ledger: Ledger, co
     assert ledger.round_history(0).aggregate is not None
 
 
-def test_the_aggregate_may_include_only_recorded_updates(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_the_aggregate_may_include_only_recorded_updates(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     open_round(ledger, coordinator, 0, GENESIS, quorum=1)
     ledger.submit_update(participants[0], 0, digest("a"), CID, 1)
     with reverts("FederatedLedgerUpdateNotRecorded") as exc:
@@ -271,14 +289,18 @@ def test_the_aggregate_may_include_only_recorded_updates(ledger: Ledger, coordin
     assert exc.value.arguments == {"roundId": 0, "participant": participants[1].address}
 
 
-def test_the_included_list_may_not_repeat_a_participant(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_the_included_list_may_not_repeat_a_participant(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     open_round(ledger, coordinator, 0, GENESIS, quorum=1)
     ledger.submit_update(participants[0], 0, digest("a"), CID, 1)
     with reverts("FederatedLedgerIncludedNotSorted"):
         ledger.finalize_round(coordinator, 0, digest("agg"), CID, [participants[0].address] * 2)
 
 
-def test_a_round_finalizes_once_with_a_nonzero_hash(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_a_round_finalizes_once_with_a_nonzero_hash(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     open_round(ledger, coordinator, 0, GENESIS, quorum=1)
     ledger.submit_update(participants[0], 0, digest("a"), CID, 1)
     with reverts("FederatedLedgerEmptyHash"):
@@ -291,7 +313,9 @@ def test_a_round_finalizes_once_with_a_nonzero_hash(ledger: Ledger, coordinator:
 # --------------------------------------------------------------------------- history and concurrency
 
 
-def test_history_reads_each_round_from_its_own_blocks(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_history_reads_each_round_from_its_own_blocks(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     base = GENESIS
     for r in range(3):
         base = run_round(ledger, coordinator, participants, r, base)
@@ -304,7 +328,9 @@ def test_history_reads_each_round_from_its_own_blocks(ledger: Ledger, coordinato
     assert rounds[1].opened.base_hash == rounds[0].aggregate.aggregate_hash  # type: ignore[union-attr]
 
 
-def test_participants_submitting_at_once_keep_their_own_nonces(ledger: Ledger, coordinator: Signer, participants: list[Signer]) -> None:
+def test_participants_submitting_at_once_keep_their_own_nonces(
+    ledger: Ledger, coordinator: Signer, participants: list[Signer]
+) -> None:
     open_round(ledger, coordinator, 0, GENESIS, quorum=3)
     errors: list[BaseException] = []
 

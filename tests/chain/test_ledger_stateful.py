@@ -72,7 +72,18 @@ GENESIS = sha256(b"stateful genesis")
 MARGIN = 60
 
 #: What a step does: submissions (one per participant and round) three times, rounds twice as often as the rest.
-ACTIONS = ("submit_update", "open_round", "finalize_round", "register", "remove", "advance_time", "submit_update", "submit_update", "open_round", "finalize_round")
+ACTIONS = (
+    "submit_update",
+    "open_round",
+    "finalize_round",
+    "register",
+    "remove",
+    "advance_time",
+    "submit_update",
+    "submit_update",
+    "open_round",
+    "finalize_round",
+)
 
 EXAMPLES = int(os.environ.get("FEDCHAIN_FUZZ_EXAMPLES", "200"))
 STEPS = int(os.environ.get("FEDCHAIN_FUZZ_STEPS", "30"))
@@ -216,7 +227,9 @@ class LedgerModel:
         self._mined()
         return [("ParticipantRemoved", {"participant": account})]
 
-    def open(self, sender: str, round_id: int, base: Digest, cid: str, deadline: int, quorum: int, clock: Clock) -> list[Event]:
+    def open(
+        self, sender: str, round_id: int, base: Digest, cid: str, deadline: int, quorum: int, clock: Clock
+    ) -> list[Event]:
         self._only_coordinator(sender)
         if round_id != self.next_round:
             raise Rejected("RoundOutOfSequence", expected=self.next_round, roundId=round_id)
@@ -233,7 +246,13 @@ class LedgerModel:
         return [
             (
                 "RoundOpened",
-                {"roundId": round_id, "baseModelHash": base, "baseModelCid": cid, "deadline": deadline, "minUpdates": quorum},
+                {
+                    "roundId": round_id,
+                    "baseModelHash": base,
+                    "baseModelCid": cid,
+                    "deadline": deadline,
+                    "minUpdates": quorum,
+                },
             )
         ]
 
@@ -263,7 +282,9 @@ class LedgerModel:
             )
         ]
 
-    def finalize(self, sender: str, round_id: int, aggregate: Digest, cid: str, included: list[str], clock: Clock) -> list[Event]:
+    def finalize(
+        self, sender: str, round_id: int, aggregate: Digest, cid: str, included: list[str], clock: Clock
+    ) -> list[Event]:
         self._only_coordinator(sender)
         r = self.round(round_id)
         if r is None or r.status is not RoundStatus.OPEN:
@@ -271,7 +292,13 @@ class LedgerModel:
         if aggregate == ZERO:
             raise Rejected("EmptyHash")
         if len(included) < r.min_updates and not clock.past(r.deadline):
-            raise Rejected("QuorumNotReached", roundId=round_id, included=len(included), minUpdates=r.min_updates, deadline=r.deadline)
+            raise Rejected(
+                "QuorumNotReached",
+                roundId=round_id,
+                included=len(included),
+                minUpdates=r.min_updates,
+                deadline=r.deadline,
+            )
         previous = 0
         for index, account in enumerate(included):
             if int(account, 16) <= previous:
@@ -282,7 +309,12 @@ class LedgerModel:
         r.included = len(included)
         r.aggregate = aggregate
         r.finalized_block = self._mined()
-        return [("RoundFinalized", {"roundId": round_id, "aggregateHash": aggregate, "aggregateCid": cid, "included": list(included)})]
+        return [
+            (
+                "RoundFinalized",
+                {"roundId": round_id, "aggregateHash": aggregate, "aggregateCid": cid, "included": list(included)},
+            )
+        ]
 
 
 # --------------------------------------------------------------------------- the chain side
@@ -384,7 +416,9 @@ class LedgerMachine(RuleBasedStateMachine):
         latest_block = int(self.chain.w3.eth.get_block("latest")["timestamp"])
         return Clock(earliest=max(latest_block + 1, int(time.time())), latest=self.chain.now())
 
-    def step(self, what: str, send: Callable[[], Any], predict: Callable[[Clock], list[Event]], check: Callable[[], None]) -> None:
+    def step(
+        self, what: str, send: Callable[[], Any], predict: Callable[[Clock], list[Event]], check: Callable[[], None]
+    ) -> None:
         clock = self.clock()
         try:
             expected = predict(clock)
@@ -393,7 +427,9 @@ class LedgerMachine(RuleBasedStateMachine):
             with pytest.raises(ContractRevertError) as caught:
                 send()
             after = self.chain.now()
-            assert caught.value.name == rejection.name, f"expected {rejection.name}{rejection.arguments}, got {caught.value}"
+            assert caught.value.name == rejection.name, (
+                f"expected {rejection.name}{rejection.arguments}, got {caught.value}"
+            )
             actual = dict(caught.value.arguments)
             for key, value in rejection.arguments.items():
                 if value is BLOCK_TIME:
@@ -410,7 +446,12 @@ class LedgerMachine(RuleBasedStateMachine):
         for log in receipt["logs"]:
             assert log["address"] == self.ledger.address
             decoded = self.w.event_topics[bytes(log["topics"][0])].process_log(log)
-            events.append((decoded["event"], {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in decoded["args"].items()}))
+            events.append(
+                (
+                    decoded["event"],
+                    {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in decoded["args"].items()},
+                )
+            )
         assert events == expected
         check()
 
@@ -429,7 +470,16 @@ class LedgerMachine(RuleBasedStateMachine):
         expected = (
             RoundState(RoundId(round_id), RoundStatus.NOT_OPENED, 0, 0, 0, 0, 0, None)
             if r is None
-            else RoundState(RoundId(round_id), r.status, r.deadline, r.min_updates, r.included, r.opened_block, r.finalized_block, r.aggregate)
+            else RoundState(
+                RoundId(round_id),
+                r.status,
+                r.deadline,
+                r.min_updates,
+                r.included,
+                r.opened_block,
+                r.finalized_block,
+                r.aggregate,
+            )
         )
         assert self.ledger.round_state(round_id) == expected
 
@@ -455,7 +505,9 @@ class LedgerMachine(RuleBasedStateMachine):
         fuzz = data.draw(st.booleans(), label="fuzz")
         sender = self.coordinator_mostly(data, fuzz)
         account = data.draw(st.sampled_from(self.targets), label="participant")
-        cap = self.pick(data, fuzz, data.draw(st.sampled_from([100, 1, UINT64_MAX]), label="max_samples"), 0, label="max_samples")
+        cap = self.pick(
+            data, fuzz, data.draw(st.sampled_from([100, 1, UINT64_MAX]), label="max_samples"), 0, label="max_samples"
+        )
 
         def check() -> None:
             self.check_registry()
@@ -488,13 +540,19 @@ class LedgerMachine(RuleBasedStateMachine):
         sender = self.coordinator_mostly(data, fuzz)
         n = self.model.next_round
         round_id = self.pick(data, fuzz, n, n + 1, max(n - 1, 0), UINT256_MAX, label="round")
-        base = self.pick(data, fuzz, self.model.expected_base(round_id), GENESIS, ZERO, digest("unrelated model"), label="base")
+        base = self.pick(
+            data, fuzz, self.model.expected_base(round_id), GENESIS, ZERO, digest("unrelated model"), label="base"
+        )
         cid = data.draw(st.sampled_from(["QmBase", ""]), label="cid")
         clock = self.clock()
         ttl = data.draw(st.sampled_from([1_500, 10_500]), label="ttl")
         # A deadline equal to the earliest block time the call can be judged at is already past.
-        deadline = self.pick(data, fuzz, clock.latest + ttl, UINT64_MAX, clock.earliest, clock.earliest - 500, 0, label="deadline")
-        quorum = self.pick(data, fuzz, data.draw(st.sampled_from([1, 2, 3]), label="min_updates"), 0, UINT32_MAX, label="min_updates")
+        deadline = self.pick(
+            data, fuzz, clock.latest + ttl, UINT64_MAX, clock.earliest, clock.earliest - 500, 0, label="deadline"
+        )
+        quorum = self.pick(
+            data, fuzz, data.draw(st.sampled_from([1, 2, 3]), label="min_updates"), 0, UINT32_MAX, label="min_updates"
+        )
 
         def check() -> None:
             assert self.ledger.next_round() == self.model.next_round
@@ -513,11 +571,17 @@ class LedgerMachine(RuleBasedStateMachine):
         fuzz = data.draw(st.booleans(), label="fuzz")
         round_id = self.some_round(data, fuzz)
         # Unfuzzed, a registered participant that has not submitted to the round yet, if any.
-        pending = [s for s in self.actors if self.model.participant(s.address)[0] and self.model.update(round_id, s.address) is None]
+        pending = [
+            s
+            for s in self.actors
+            if self.model.participant(s.address)[0] and self.model.update(round_id, s.address) is None
+        ]
         sender = data.draw(st.sampled_from(self.actors if fuzz or not pending else pending), label="sender")
         cap = self.model.participant(sender.address)[1]
         samples = self.pick(data, fuzz, max(cap, 1), 1, 0, min(cap + 1, UINT64_MAX), UINT64_MAX, label="num_samples")
-        update = self.pick(data, fuzz, digest(f"update {round_id} {sender.address}"), digest("shared update"), ZERO, label="update")
+        update = self.pick(
+            data, fuzz, digest(f"update {round_id} {sender.address}"), digest("shared update"), ZERO, label="update"
+        )
         cid = data.draw(st.sampled_from(["QmUpdate", "", "b" * 200]), label="cid")
 
         def check() -> None:
@@ -535,7 +599,9 @@ class LedgerMachine(RuleBasedStateMachine):
         fuzz = data.draw(st.booleans(), label="fuzz")
         sender = self.coordinator_mostly(data, fuzz)
         round_id = self.some_round(data, fuzz)
-        aggregate = self.pick(data, fuzz, digest(f"aggregate {round_id}"), digest("shared aggregate"), ZERO, label="aggregate")
+        aggregate = self.pick(
+            data, fuzz, digest(f"aggregate {round_id}"), digest("shared aggregate"), ZERO, label="aggregate"
+        )
         cid = data.draw(st.sampled_from(["QmAggregate", ""]), label="cid")
         r = self.model.round(round_id)
         recorded = sorted(r.updates, key=lambda a: int(a, 16)) if r is not None else []
@@ -567,7 +633,12 @@ class LedgerMachine(RuleBasedStateMachine):
             self.check_round(round_id)
             self.check_base(round_id + 1)
 
-        self.step(f"finalize ({how})", send, lambda clock: self.model.finalize(sender.address, round_id, aggregate, cid, sent, clock), check)
+        self.step(
+            f"finalize ({how})",
+            send,
+            lambda clock: self.model.finalize(sender.address, round_id, aggregate, cid, sent, clock),
+            check,
+        )
 
     def advance_time(self, data: st.DataObject) -> None:
         seconds = data.draw(st.sampled_from([1_000, 2_000, 10_000, 100_000]), label="seconds")

@@ -27,13 +27,17 @@ def test_deploy_prints_the_ledger_and_stores_the_genesis_model(
     assert LocalBlockStore(tmp_path / "store").has(out["genesis_cid"])
 
 
-def test_deploy_without_a_key_says_how_to_give_one(anvil_node: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_deploy_without_a_key_says_how_to_give_one(
+    anvil_node: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("FEDCHAIN_PRIVATE_KEY", raising=False)
     assert main(["deploy", "--rpc", anvil_node.url, "--store", str(tmp_path / "store")]) == 1
     assert "--keystore" in capsys.readouterr().err
 
 
-def test_deploy_to_an_unreachable_node_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_deploy_to_an_unreachable_node_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("FEDCHAIN_PRIVATE_KEY", "0x" + Signer.create()._account.key.hex())
     assert main(["deploy", "--rpc", "http://127.0.0.1:9", "--store", str(tmp_path / "store")]) == 1
     assert "127.0.0.1:9" in capsys.readouterr().err

@@ -46,7 +46,9 @@ def test_get_writes_the_verified_blob(tmp_path: Path, blob: Path, capsys: pytest
     assert out.read_bytes() == DATA
 
 
-def test_car_export_and_import_move_a_blob_between_stores(tmp_path: Path, blob: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_car_export_and_import_move_a_blob_between_stores(
+    tmp_path: Path, blob: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cid = add(tmp_path / "a", blob, capsys)
     car = tmp_path / "blob.car"
     assert main(["store", "--store", str(tmp_path / "a"), "export-car", cid, "-o", str(car)]) == 0
@@ -61,7 +63,10 @@ def test_the_store_may_also_follow_the_action(tmp_path: Path, blob: Path, capsys
     assert main(["store", "add", str(blob), "--store", str(tmp_path / "after")]) == 0
     cid = capsys.readouterr().out.strip()
     out = tmp_path / "out.bin"
-    assert main(["store", "--store", str(tmp_path / "after"), "get", cid, "-o", str(out), "--max-blob-size", "800000"]) == 0
+    assert (
+        main(["store", "--store", str(tmp_path / "after"), "get", cid, "-o", str(out), "--max-blob-size", "800000"])
+        == 0
+    )
     assert out.read_bytes() == DATA
 
 
@@ -73,7 +78,9 @@ def test_the_default_store_is_fedchain_store_in_the_working_directory(
     assert (tmp_path / "fedchain-store" / "blocks").is_dir()
 
 
-def test_a_corrupt_store_fails_get_with_exit_1_and_no_output_file(tmp_path: Path, blob: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_corrupt_store_fails_get_with_exit_1_and_no_output_file(
+    tmp_path: Path, blob: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cid = add(tmp_path / "s", blob, capsys)
     for path in (tmp_path / "s" / "blocks").rglob("*.data"):
         if path.stat().st_size > 200_000:
@@ -90,7 +97,9 @@ def test_an_unknown_cid_fails_with_exit_1(tmp_path: Path, capsys: pytest.Capture
     assert "not in the store" in capsys.readouterr().err
 
 
-def test_a_blob_over_the_limit_is_refused_with_exit_1(tmp_path: Path, blob: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_blob_over_the_limit_is_refused_with_exit_1(
+    tmp_path: Path, blob: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["store", "--store", str(tmp_path / "s"), "--max-blob-size", "1000", "add", str(blob)]) == 1
     assert "exceeds the limit of 1000 bytes" in capsys.readouterr().err
 

@@ -36,7 +36,12 @@ def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("shards")
     full = load_icd10()
     keep = range(0, len(full), 60)
-    small = Dataset(name="small", texts=tuple(full.texts[i] for i in keep), labels=tuple(full.labels[i] for i in keep), label_names=full.label_names)
+    small = Dataset(
+        name="small",
+        texts=tuple(full.texts[i] for i in keep),
+        labels=tuple(full.labels[i] for i in keep),
+        label_names=full.label_names,
+    )
     split = split_non_iid(small, list(HOSPITALS.values()), names=list(HOSPITALS), seed=0)
     for shard in split.shards:
         export_shard(shard, out / f"{shard.name}.jsonl")
@@ -60,7 +65,13 @@ class Node:
         with open(self.log, "ab") as out:
             out.write(f"--- start {self.starts}\n".encode())
             out.flush()
-            self.proc = subprocess.Popen([sys.executable, "-m", "fedchain", *self.args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fedchain", *self.args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
         return self
 
     def text(self) -> str:
@@ -78,7 +89,9 @@ class Node:
             if self.text().count(needle) >= count:
                 return
             if self.proc is not None and self.proc.poll() is not None and self.text().count(needle) < count:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode} before logging {needle!r}:\n{self.text()[-3000:]}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc.returncode} before logging {needle!r}:\n{self.text()[-3000:]}"
+                )
             time.sleep(0.1)
         raise AssertionError(f"{self.name} did not log {needle!r} within {timeout:.0f}s:\n{self.text()[-3000:]}")
 
@@ -106,7 +119,9 @@ class Deployment:
     participants: list[Node] = field(init=False)
     addresses: dict[str, str] = field(init=False, default_factory=dict)
 
-    def configure(self, *, rounds: int = ROUNDS, min_updates: int = 3, round_seconds: int = 120, poll: float = 0.2) -> Deployment:
+    def configure(
+        self, *, rounds: int = ROUNDS, min_updates: int = 3, round_seconds: int = 120, poll: float = 0.2
+    ) -> Deployment:
         env = dict(os.environ, FEDCHAIN_KEY_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
         env.pop("FEDCHAIN_PRIVATE_KEY", None)
         keys = self.root / "keys"
@@ -136,7 +151,7 @@ round_seconds = {round_seconds}
 server_lr = 1.0
 seed = 3
 poll_seconds = {poll}
-labels = "{self.shards / 'labels.txt'}"
+labels = "{self.shards / "labels.txt"}"
 
 [federation.model]
 num_buckets = 512
@@ -146,15 +161,28 @@ dim = 8
 epochs = 1
 batch_size = 64
 """
-        participants = "".join(f'\n[[participants]]\nname = "{n}"\naddress = "{self.addresses[n]}"\nmax_samples = 100000\n' for n in HOSPITALS)
-        (self.root / "coordinator.toml").write_text(f'[key]\nkeystore = "keys/coordinator.json"\n{federation}{participants}', encoding="utf-8")
-        self.coordinator = Node("coordinator", ["coordinator", "--config", str(self.root / "coordinator.toml")], self.root / "coordinator.log", env)
+        participants = "".join(
+            f'\n[[participants]]\nname = "{n}"\naddress = "{self.addresses[n]}"\nmax_samples = 100000\n'
+            for n in HOSPITALS
+        )
+        (self.root / "coordinator.toml").write_text(
+            f'[key]\nkeystore = "keys/coordinator.json"\n{federation}{participants}', encoding="utf-8"
+        )
+        self.coordinator = Node(
+            "coordinator",
+            ["coordinator", "--config", str(self.root / "coordinator.toml")],
+            self.root / "coordinator.log",
+            env,
+        )
         self.participants = []
         for n in HOSPITALS:
             (self.root / f"{n}.toml").write_text(
-                f'[key]\nkeystore = "keys/{n}.json"\n{federation}\n[participant]\nname = "{n}"\ndata = "{self.shards / (n + ".jsonl")}"\n', encoding="utf-8"
+                f'[key]\nkeystore = "keys/{n}.json"\n{federation}\n[participant]\nname = "{n}"\ndata = "{self.shards / (n + ".jsonl")}"\n',
+                encoding="utf-8",
             )
-            self.participants.append(Node(n, ["participant", "--config", str(self.root / f"{n}.toml")], self.root / f"{n}.log", env))
+            self.participants.append(
+                Node(n, ["participant", "--config", str(self.root / f"{n}.toml")], self.root / f"{n}.log", env)
+            )
         return self
 
     @property
@@ -170,7 +198,18 @@ batch_size = 64
     def audit(self) -> subprocess.CompletedProcess[str]:
         """``fedchain audit`` in a fresh process, from the chain and the store only."""
         return subprocess.run(
-            [sys.executable, "-m", "fedchain", "audit", "--rpc", self.anvil.url, "--ledger", self.ledger_address(), "--store", str(self.root / "shared" / "store")],
+            [
+                sys.executable,
+                "-m",
+                "fedchain",
+                "audit",
+                "--rpc",
+                self.anvil.url,
+                "--ledger",
+                self.ledger_address(),
+                "--store",
+                str(self.root / "shared" / "store"),
+            ],
             capture_output=True,
             text=True,
             timeout=WAIT,

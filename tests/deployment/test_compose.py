@@ -32,19 +32,25 @@ def _compose() -> str:
 
 
 def test_docker_compose_config_accepts_the_file() -> None:
-    result = subprocess.run([_compose(), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=ENV, timeout=60)
+    result = subprocess.run(
+        [_compose(), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=ENV, timeout=60
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_the_topology_has_a_chain_kubo_a_coordinator_and_three_hospitals() -> None:
-    result = subprocess.run([_compose(), "-f", str(COMPOSE), "config", "--services"], capture_output=True, text=True, env=ENV, timeout=60)
+    result = subprocess.run(
+        [_compose(), "-f", str(COMPOSE), "config", "--services"], capture_output=True, text=True, env=ENV, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert {"chain", "ipfs", "setup", "coordinator", "st-mary", "northgate", "riverside"} <= set(result.stdout.split())
 
 
 def test_compose_refuses_to_start_without_the_keystore_passphrase() -> None:
     env = {k: v for k, v in ENV.items() if k != "FEDCHAIN_KEY_PASSWORD"}
-    result = subprocess.run([_compose(), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [_compose(), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode != 0
     assert "FEDCHAIN_KEY_PASSWORD" in result.stderr
 
@@ -57,15 +63,23 @@ def test_the_setup_service_writes_keys_shards_and_configs_the_nodes_accept(tmp_p
         assert services[name]["depends_on"]["chain"]["condition"] == "service_healthy"
         assert services[name]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
     script = services["setup"]["command"][0].replace("$$", "$")
-    script = script.replace("/nodes", str(tmp_path / "nodes")).replace("/shared", str(tmp_path / "shared")).replace("/tmp/shards", str(tmp_path / "shards"))
+    script = (
+        script.replace("/nodes", str(tmp_path / "nodes"))
+        .replace("/shared", str(tmp_path / "shared"))
+        .replace("/tmp/shards", str(tmp_path / "shards"))
+    )
     script = script.replace("chown -R 10001", "true")  # the image's user; not needed here
     env = dict(ENV, PATH=f"{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}")
     for n in ("coordinator", "st-mary", "northgate", "riverside"):
         (tmp_path / "nodes" / n).mkdir(parents=True)
         # Cheap-KDF keystores made here (the script keeps existing ones); `keys new` is tested elsewhere.
-        Signer.create(n).to_keystore(tmp_path / "nodes" / n / "key.json", ENV["FEDCHAIN_KEY_PASSWORD"], kdf_iterations=2)
+        Signer.create(n).to_keystore(
+            tmp_path / "nodes" / n / "key.json", ENV["FEDCHAIN_KEY_PASSWORD"], kdf_iterations=2
+        )
     (tmp_path / "shared").mkdir()
-    result = subprocess.run(["/bin/sh", "-eu", "-c", script], capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["/bin/sh", "-eu", "-c", script], capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     coordinator = load_node_config(tmp_path / "nodes" / "coordinator" / "node.toml", role="coordinator")
     assert len(coordinator.participants) == 3

@@ -61,7 +61,7 @@ def test_a_valid_participant_config_loads_with_paths_resolved_beside_the_file(tm
     [
         (("rounds = 3", "rounds = 0"), "federation.rounds"),
         (("rounds = 3\n", ""), "federation.rounds"),
-        (("round_seconds = 60", "round_seconds = \"soon\""), "federation.round_seconds"),
+        (("round_seconds = 60", 'round_seconds = "soon"'), "federation.round_seconds"),
         (("round_seconds = 60", "round_secs = 60"), "federation.round_secs"),
         (('rpc = "http://127.0.0.1:8545"', 'rpc = "127.0.0.1:8545"'), "chain.rpc"),
         (('address_file = "shared/ledger.address"', 'address = "0x1234"'), "ledger.address"),
@@ -77,7 +77,14 @@ def test_a_bad_value_is_refused_naming_its_key(tmp_path: Path, edit: tuple[str, 
 
 def test_a_coordinator_config_lists_participants_and_refuses_a_bad_address(tmp_path: Path) -> None:
     base = GOOD.split("[participant]")[0]
-    ok = base + '[[participants]]\naddress = "0x' + "11" * 20 + '"\nmax_samples = 500\n[[participants]]\naddress = "0x' + "22" * 20 + '"\nmax_samples = 500\n'
+    ok = (
+        base
+        + '[[participants]]\naddress = "0x'
+        + "11" * 20
+        + '"\nmax_samples = 500\n[[participants]]\naddress = "0x'
+        + "22" * 20
+        + '"\nmax_samples = 500\n'
+    )
     config = load_node_config(_write(tmp_path, ok), role="coordinator")
     assert [p.max_samples for p in config.participants] == [500, 500]
     with pytest.raises(ConfigError) as err:
@@ -91,7 +98,9 @@ def test_a_config_error_exits_2_with_the_key_on_stderr(tmp_path: Path, capsys: p
     assert "federation.rounds" in capsys.readouterr().err
 
 
-def test_keys_new_writes_a_private_keystore_that_decrypts_to_the_printed_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keys_new_writes_a_private_keystore_that_decrypts_to_the_printed_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(PASSWORD_ENV, "s3cret")
     out = tmp_path / "keys" / "st-mary.json"
     assert main(["keys", "new", "--out", str(out)]) == 0
@@ -104,7 +113,9 @@ def test_keys_new_writes_a_private_keystore_that_decrypts_to_the_printed_address
     assert main(["keys", "new", "--out", str(out)]) == 2  # never overwritten
 
 
-def test_a_keystore_without_a_password_and_no_terminal_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_keystore_without_a_password_and_no_terminal_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     with pytest.raises(ConfigError) as err:
         load_signer(tmp_path / "k.json", name="x", prompt=False)

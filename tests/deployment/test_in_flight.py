@@ -17,7 +17,16 @@ PACING = Pacing(poll_seconds=0.2, backoff_max=1.0, outage_seconds=60)
 
 def _transfer(chain: ResilientRpcChain, signer: Signer, nonce: int) -> bytes:
     base_fee = int(chain.w3.eth.get_block("latest")["baseFeePerGas"])
-    tx = {"type": 2, "chainId": chain.chain_id, "nonce": nonce, "to": "0x" + "11" * 20, "value": 1, "gas": 21_000, "maxFeePerGas": 2 * base_fee + 10**9, "maxPriorityFeePerGas": 10**9}
+    tx = {
+        "type": 2,
+        "chainId": chain.chain_id,
+        "nonce": nonce,
+        "to": "0x" + "11" * 20,
+        "value": 1,
+        "gas": 21_000,
+        "maxFeePerGas": 2 * base_fee + 10**9,
+        "maxPriorityFeePerGas": 10**9,
+    }
     return bytes(signer.sign(tx))
 
 

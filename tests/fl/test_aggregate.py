@@ -83,7 +83,9 @@ def test_a_stream_out_of_participant_order_is_refused() -> None:
 
 def test_a_participant_appearing_twice_is_refused() -> None:
     with pytest.raises(AggregationError, match="appears twice"):
-        fedavg_stream(_tensors(0), [(A, 10, _tensors(1)), (A.upper().replace("0X", "0x"), 10, _tensors(2))], total_samples=20)
+        fedavg_stream(
+            _tensors(0), [(A, 10, _tensors(1)), (A.upper().replace("0X", "0x"), 10, _tensors(2))], total_samples=20
+        )
 
 
 @pytest.mark.parametrize(

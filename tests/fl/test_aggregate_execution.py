@@ -31,7 +31,27 @@ from fedchain.fl import UpdateItem, _aggregate, fedavg_stream
 F32 = np.finfo(np.float32)
 #: float32 values that stress the arithmetic: signed zeros, subnormals, the extremes, specials.
 SPECIAL = np.array(
-    [0.0, -0.0, 1e-45, -1e-45, 3e-39, -1.1754942e-38, F32.tiny, 1e-30, -1.0, 1.0, 0.1, 3.0, 1e30, -1e38, F32.max, -F32.max, np.inf, -np.inf, np.nan],
+    [
+        0.0,
+        -0.0,
+        1e-45,
+        -1e-45,
+        3e-39,
+        -1.1754942e-38,
+        F32.tiny,
+        1e-30,
+        -1.0,
+        1.0,
+        0.1,
+        3.0,
+        1e30,
+        -1e38,
+        F32.max,
+        -F32.max,
+        np.inf,
+        -np.inf,
+        np.nan,
+    ],
     dtype=np.float32,
 )
 #: Tensor shapes: a scalar, empty ones, one element, odd sizes, and sizes of many chunks.
@@ -73,7 +93,9 @@ def _round(seed: int, k: int, kind: str) -> tuple[dict[str, Tensor], list[Update
     rng = np.random.default_rng(seed)
     base = _model(rng, kind)
     counts = [int(c) for c in rng.integers(1, 10_000, size=k)]
-    updates: list[UpdateItem] = [(f"0x{int(rng.integers(1 << 62)):040x}", counts[i], _model(rng, kind)) for i in range(k)]
+    updates: list[UpdateItem] = [
+        (f"0x{int(rng.integers(1 << 62)):040x}", counts[i], _model(rng, kind)) for i in range(k)
+    ]
     return base, updates, sum(counts)
 
 
@@ -98,7 +120,9 @@ def chunk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> in
 @pytest.mark.parametrize("stream", [False, True], ids=["sequence", "stream"])
 @pytest.mark.parametrize(("kind", "eta"), [("random", 1.0), ("random", 0.37), ("finite", 1.0), ("special", 2.5)])
 @pytest.mark.usefixtures("chunk")
-def test_every_execution_gives_the_bits_of_the_frozen_formula(threads: int, stream: bool, kind: str, eta: float) -> None:
+def test_every_execution_gives_the_bits_of_the_frozen_formula(
+    threads: int, stream: bool, kind: str, eta: float
+) -> None:
     base, updates, total = _round(zlib.crc32(f"{threads} {stream} {kind} {eta}".encode()), 5, kind)
     with np.errstate(all="ignore"):  # infinities and NaN, and results beyond float32's range
         want = _frozen(base, updates, total, eta)
@@ -117,12 +141,19 @@ def test_every_execution_gives_the_bits_of_the_frozen_formula(threads: int, stre
     chunk=st.integers(1, 40),
     stream=st.booleans(),
 )
-def test_any_values_give_the_bits_of_the_frozen_formula(data: st.DataObject, k: int, eta: float, threads: int, chunk: int, stream: bool) -> None:
-    shapes = data.draw(st.lists(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=40), min_size=1, max_size=3))
+def test_any_values_give_the_bits_of_the_frozen_formula(
+    data: st.DataObject, k: int, eta: float, threads: int, chunk: int, stream: bool
+) -> None:
+    shapes = data.draw(
+        st.lists(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=40), min_size=1, max_size=3)
+    )
     values = hnp.from_dtype(np.dtype(np.float32))  # every float32: subnormals, -0.0, infinities, NaN
 
     def model() -> dict[str, Tensor]:
-        return {f"p{i}": torch.from_numpy(data.draw(hnp.arrays(np.float32, shape, elements=values))) for i, shape in enumerate(shapes)}
+        return {
+            f"p{i}": torch.from_numpy(data.draw(hnp.arrays(np.float32, shape, elements=values)))
+            for i, shape in enumerate(shapes)
+        }
 
     base = model()
     counts = data.draw(st.lists(st.integers(1, 1 << 40), min_size=k, max_size=k))
@@ -133,7 +164,9 @@ def test_any_values_give_the_bits_of_the_frozen_formula(data: st.DataObject, k: 
     try:
         with np.errstate(all="ignore"):
             want = _frozen(base, updates, total, eta)
-            got = fedavg_stream(base, iter(updates) if stream else updates[::-1], total_samples=total, server_lr=eta, threads=threads)
+            got = fedavg_stream(
+                base, iter(updates) if stream else updates[::-1], total_samples=total, server_lr=eta, threads=threads
+            )
     finally:
         _aggregate._CHUNK, _aggregate._STREAM_CHUNK, _aggregate._MIN_PER_THREAD = previous
     _assert_same_bits(got, want)
@@ -144,7 +177,10 @@ def test_a_large_model_gives_the_bits_of_the_frozen_formula_with_the_default_tun
     rng = np.random.default_rng(7)
     shapes = {"big": (700_001,), "mid": (300, 999), "small": (5,)}
     base = {n: torch.from_numpy(_values(rng, s, "random")) for n, s in shapes.items()}
-    updates: list[UpdateItem] = [(f"0x{i:040x}", 10 + i, {n: torch.from_numpy(_values(rng, s, "random")) for n, s in shapes.items()}) for i in range(3)]
+    updates: list[UpdateItem] = [
+        (f"0x{i:040x}", 10 + i, {n: torch.from_numpy(_values(rng, s, "random")) for n, s in shapes.items()})
+        for i in range(3)
+    ]
     want = _frozen(base, updates, 33, 1.0)
     _assert_same_bits(fedavg_stream(base, updates, total_samples=33, threads=threads), want)
     _assert_same_bits(fedavg_stream(base, iter(updates), total_samples=33, threads=threads), want)
@@ -240,7 +276,9 @@ def test_the_in_memory_aggregate_needs_no_float64_model() -> None:
     shape = (1024, 1024)
     model_bytes = 4 << 20
     base = {"w": torch.from_numpy(np.zeros(shape, dtype=np.float32))}
-    updates: list[UpdateItem] = [(f"0x{i:040x}", 1, {"w": torch.from_numpy(np.full(shape, 0.5, dtype=np.float32))}) for i in range(5)]
+    updates: list[UpdateItem] = [
+        (f"0x{i:040x}", 1, {"w": torch.from_numpy(np.full(shape, 0.5, dtype=np.float32))}) for i in range(5)
+    ]
     gc.collect()
     tracemalloc.start()
     try:
@@ -264,7 +302,9 @@ def test_the_default_thread_count_is_between_one_and_four() -> None:
 
 @pytest.mark.parametrize("sizes", [[], [0], [1], [5, 0, 17], [100, 3, 1000, 1], [1 << 20]])
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
-def test_the_threads_share_the_elements_without_overlap(sizes: list[int], threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_threads_share_the_elements_without_overlap(
+    sizes: list[int], threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_aggregate, "_MIN_PER_THREAD", 16)
     plan = _aggregate._plan(sizes, threads)
     assert 1 <= len(plan) <= threads
@@ -284,7 +324,13 @@ def test_releasing_the_base_empties_it_and_changes_no_bit(stream: bool) -> None:
     base, updates, total = _round(11, 4, "random")
     want = _frozen(base, updates, total, 1.0)
     given_up = dict(base)
-    got = fedavg_stream(given_up, iter(sorted(updates, key=lambda u: u[0])) if stream else updates, total_samples=total, threads=2, release_base=True)
+    got = fedavg_stream(
+        given_up,
+        iter(sorted(updates, key=lambda u: u[0])) if stream else updates,
+        total_samples=total,
+        threads=2,
+        release_base=True,
+    )
     _assert_same_bits(got, want)
     assert given_up == {}
 

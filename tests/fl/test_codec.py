@@ -57,7 +57,14 @@ def _delta() -> dict[str, Tensor]:
 
 
 def _metadata(**changes: str | None) -> dict[str, str]:
-    meta = {"base": "0x" + BASE.hex(), "codec": CODEC, "kind": "update", "round": "3", "samples": "120", "sender": ALICE}
+    meta = {
+        "base": "0x" + BASE.hex(),
+        "codec": CODEC,
+        "kind": "update",
+        "round": "3",
+        "samples": "120",
+        "sender": ALICE,
+    }
     for key, value in changes.items():
         if value is None:
             del meta[key]
@@ -264,7 +271,9 @@ def test_non_finite_values_are_refused_naming_the_tensor(value: float) -> None:
 
 
 @pytest.mark.parametrize("position", ["first", "middle", "last"])
-def test_a_non_finite_value_is_found_wherever_it_is_in_a_large_blob(position: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_non_finite_value_is_found_wherever_it_is_in_a_large_blob(
+    position: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fedchain.fl import codec
 
     monkeypatch.setattr(codec, "_FINITE_SLICE", 7)  # many slices, with a ragged last one
@@ -387,7 +396,10 @@ def test_a_model_with_another_spec_is_refused() -> None:
     with pytest.raises(CodecError) as info:
         decode_model(blob, spec=ModelSpec(num_buckets=2048, dim=8))
     assert info.value.reason == "spec"
-    assert decode_model(blob, spec=TINY, expect=ExpectedMeta(round_id=2, base=BASE, sender=BOB, samples=500)).meta.samples == 500
+    assert (
+        decode_model(blob, spec=TINY, expect=ExpectedMeta(round_id=2, base=BASE, sender=BOB, samples=500)).meta.samples
+        == 500
+    )
 
 
 def test_an_update_is_not_a_model_and_a_model_is_not_an_update() -> None:
@@ -417,7 +429,10 @@ def test_encoding_refuses_bad_metadata() -> None:
     with pytest.raises(CodecError, match="samples"):
         encode_update(_delta(), UpdateMeta(RoundId(3), BASE, ALICE, 0))
     with pytest.raises(CodecError, match="shape"):
-        encode_model(init_params(TINY, 1), ModelMeta(RoundId(0), GENESIS_BASE, BOB, 0, ModelSpec(num_buckets=99, dim=8), GENESIS_STRATEGY))
+        encode_model(
+            init_params(TINY, 1),
+            ModelMeta(RoundId(0), GENESIS_BASE, BOB, 0, ModelSpec(num_buckets=99, dim=8), GENESIS_STRATEGY),
+        )
 
 
 def test_every_single_byte_corruption_outside_the_data_is_refused() -> None:

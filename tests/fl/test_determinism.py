@@ -81,7 +81,14 @@ def _write_blobs(directory: Path) -> str:
 
 def _child(directory: Path, threads: int, env: dict[str, str]) -> list[str]:
     full_env = {**os.environ, **env}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(directory), str(threads)], env=full_env, capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(directory), str(threads)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return out.stdout.split()
 
 
@@ -118,7 +125,9 @@ def test_the_aggregate_in_this_process_matches_a_fresh_process(tmp_path: Path) -
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        params = FedAvg(server_lr=0.8).aggregate(base.params, [(u.meta.sender, u.meta.samples, u.delta) for u in updates], total_samples=19)
+        params = FedAvg(server_lr=0.8).aggregate(
+            base.params, [(u.meta.sender, u.meta.samples, u.delta) for u in updates], total_samples=19
+        )
     finally:
         torch.set_num_threads(previous)
     meta = ModelMeta(RoundId(0), Digest(bytes.fromhex(base_hex)), COORDINATOR, 19, SPEC, "fedavg:server_lr=0.8")
@@ -126,5 +135,7 @@ def test_the_aggregate_in_this_process_matches_a_fresh_process(tmp_path: Path) -
 
 
 def test_genesis_parameters_are_a_function_of_the_seed() -> None:
-    assert all(torch.equal(a, b) for a, b in zip(init_params(SPEC, 1).values(), init_params(SPEC, 1).values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(init_params(SPEC, 1).values(), init_params(SPEC, 1).values(), strict=True)
+    )
     assert not torch.equal(init_params(SPEC, 1)["fc.weight"], init_params(SPEC, 2)["fc.weight"])

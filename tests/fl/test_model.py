@@ -25,9 +25,25 @@ from fedchain.fl.model import build_model, featurize, text_buckets
 @pytest.mark.slow
 def test_ngrams_hash_to_the_same_buckets_in_every_process() -> None:
     spec = ModelSpec()
-    assert text_buckets("Cholera due to Vibrio cholerae", spec) == [12135, 8842, 4804, 13778, 10574, 15107, 698, 6541, 3690]
+    assert text_buckets("Cholera due to Vibrio cholerae", spec) == [
+        12135,
+        8842,
+        4804,
+        13778,
+        10574,
+        15107,
+        698,
+        6541,
+        3690,
+    ]
     code = "from fedchain.fl import ModelSpec; from fedchain.fl.model import text_buckets; print(text_buckets('Cholera due to Vibrio cholerae', ModelSpec()))"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "123"}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "[12135, 8842, 4804, 13778, 10574, 15107, 698, 6541, 3690]"
 
 
@@ -53,7 +69,13 @@ def test_the_spec_has_one_canonical_json_form() -> None:
     spec = ModelSpec(num_buckets=300, dim=4, num_classes=5, ngram=1)
     assert spec.to_json() == '{"dim":4,"ngram":1,"num_buckets":300,"num_classes":5}'
     assert ModelSpec.from_json(spec.to_json()) == spec
-    for text in ('{"dim": 4, "ngram": 1, "num_buckets": 300, "num_classes": 5}', '{"dim":4}', "[]", "nope", '{"dim":0,"ngram":1,"num_buckets":300,"num_classes":5}'):
+    for text in (
+        '{"dim": 4, "ngram": 1, "num_buckets": 300, "num_classes": 5}',
+        '{"dim":4}',
+        "[]",
+        "nope",
+        '{"dim":0,"ngram":1,"num_buckets":300,"num_classes":5}',
+    ):
         with pytest.raises(CodecError) as info:
             ModelSpec.from_json(text)
         assert info.value.reason == "spec"

@@ -14,14 +14,19 @@ NAMES = ("Neoplasms", "Diseases of the eye")
 
 
 def _shard() -> Dataset:
-    return Dataset(name="clinic", texts=("Benign neoplasm of ovary", "Cataract, ünspecified"), labels=(0, 1), label_names=NAMES)
+    return Dataset(
+        name="clinic", texts=("Benign neoplasm of ovary", "Cataract, ünspecified"), labels=(0, 1), label_names=NAMES
+    )
 
 
 def test_an_exported_shard_loads_back_identically(tmp_path: Path) -> None:
     path = tmp_path / "clinic.jsonl"
     export_shard(_shard(), path)
     assert load_shard(path, NAMES) == _shard()
-    assert path.read_text(encoding="utf-8").splitlines()[1] == '{"text": "Cataract, ünspecified", "label": "Diseases of the eye"}'
+    assert (
+        path.read_text(encoding="utf-8").splitlines()[1]
+        == '{"text": "Cataract, ünspecified", "label": "Diseases of the eye"}'
+    )
 
 
 def test_blank_lines_are_skipped(tmp_path: Path) -> None:

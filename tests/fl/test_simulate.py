@@ -42,25 +42,42 @@ def test_plain_fedavg_learns_close_to_centralized_training(small_split: Federate
     assert len(run.accuracies) == 3 and run.accuracies[-1] > run.accuracies[0]
     assert run.accuracies[-1] > majority + 0.2
     assert central.epochs == 3
-    assert abs(central.accuracy - run.accuracies[-1]) < 0.15  # a tenth of the data, so looser than the full-size 5 points
+    assert (
+        abs(central.accuracy - run.accuracies[-1]) < 0.15
+    )  # a tenth of the data, so looser than the full-size 5 points
     assert {name for r in run.rounds for name, _ in r.train_seconds} == set(small_split.names)
 
 
 def test_a_federation_through_blobs_computes_exactly_the_plain_fedavg_model(small_split: FederatedSplit) -> None:
     """What coordinator and participants do through the ledger, minus chain and store."""
     strategy, seed, rounds = FedAvg(), 11, 2
-    addresses = {name: Address(to_checksum_address("0x" + f"{17 * i + 3:02x}" * 20)) for i, name in enumerate(small_split.names)}
+    addresses = {
+        name: Address(to_checksum_address("0x" + f"{17 * i + 3:02x}" * 20)) for i, name in enumerate(small_split.names)
+    }
     plain = run_plain_fedavg(small_split, SPEC, rounds, strategy, seed, participant_keys=addresses)
 
-    model_blob = encode_model(genesis_params(SPEC, seed), ModelMeta(RoundId(0), GENESIS_BASE, COORDINATOR, 0, SPEC, GENESIS_STRATEGY))
+    model_blob = encode_model(
+        genesis_params(SPEC, seed), ModelMeta(RoundId(0), GENESIS_BASE, COORDINATOR, 0, SPEC, GENESIS_STRATEGY)
+    )
     total = sum(len(s) for s in small_split.shards)
     for r in range(rounds):
         base_hash = Digest(hashlib.sha256(model_blob).digest())
         base = decode_model(model_blob, spec=SPEC).params
         blobs = {}
         for shard in small_split.shards:  # participants, in no particular order
-            update = local_round(base, shard, spec=SPEC, strategy=strategy, default=TrainConfig(), round_id=r, seed=seed, participant=addresses[shard.name])
-            blobs[addresses[shard.name]] = encode_update(update.delta, UpdateMeta(RoundId(r), base_hash, addresses[shard.name], update.num_samples))
+            update = local_round(
+                base,
+                shard,
+                spec=SPEC,
+                strategy=strategy,
+                default=TrainConfig(),
+                round_id=r,
+                seed=seed,
+                participant=addresses[shard.name],
+            )
+            blobs[addresses[shard.name]] = encode_update(
+                update.delta, UpdateMeta(RoundId(r), base_hash, addresses[shard.name], update.num_samples)
+            )
 
         def recorded(blobs: dict[Address, bytes] = blobs) -> Iterator[UpdateItem]:
             for who in sorted(blobs, key=str.lower):  # the ledger's order

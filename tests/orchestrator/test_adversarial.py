@@ -77,8 +77,19 @@ def test_a_header_that_lies_about_sender_or_samples_is_excluded(make_federation:
     liar, counter = fed.attacker("liar"), fed.attacker("counter")
     r = _honest_round(fed)
     base = fed.ledger.expected_base(r)
-    _submit(fed, liar, r, update_blob(_zeros(), round_id=r, base_hash=base, sender=fed.participants[0].address, num_samples=10))
-    _submit(fed, counter, r, update_blob(_zeros(), round_id=r, base_hash=base, sender=counter.address, num_samples=9_999), n=10)
+    _submit(
+        fed,
+        liar,
+        r,
+        update_blob(_zeros(), round_id=r, base_hash=base, sender=fed.participants[0].address, num_samples=10),
+    )
+    _submit(
+        fed,
+        counter,
+        r,
+        update_blob(_zeros(), round_id=r, base_hash=base, sender=counter.address, num_samples=9_999),
+        n=10,
+    )
     report = fed.coordinator.finalize(r)
     reasons = {e.participant: e.reason for e in report.verdict.excluded}
     assert reasons == {liar.address: "sender", counter.address: "samples"}
@@ -89,7 +100,9 @@ def test_a_sample_count_above_the_registered_cap_is_rejected_on_chain(make_feder
     r = fed.coordinator.open_round()
     p = fed.participants[0]
     cap = fed.ledger.participant(p.address).max_samples
-    blob = update_blob(_zeros(), round_id=r, base_hash=fed.ledger.expected_base(r), sender=p.address, num_samples=cap + 1)
+    blob = update_blob(
+        _zeros(), round_id=r, base_hash=fed.ledger.expected_base(r), sender=p.address, num_samples=cap + 1
+    )
     with pytest.raises(ContractRevertError, match="above its registered cap"):
         fed.ledger.submit_update(p.signer, r, sha256(blob), fed.store.put(blob), cap + 1)
 
@@ -99,7 +112,12 @@ def test_an_update_above_the_norm_bound_is_excluded(make_federation: MakeFederat
     mallory = fed.attacker()
     r = _honest_round(fed)
     huge = {n: torch.full(s, 10.0) for n, s in param_shapes(SPEC).items()}
-    _submit(fed, mallory, r, update_blob(huge, round_id=r, base_hash=fed.ledger.expected_base(r), sender=mallory.address, num_samples=10))
+    _submit(
+        fed,
+        mallory,
+        r,
+        update_blob(huge, round_id=r, base_hash=fed.ledger.expected_base(r), sender=mallory.address, num_samples=10),
+    )
     assert _exclusion(fed, r, mallory.address) == "norm"
 
 
@@ -124,7 +142,9 @@ def test_hostile_metadata_is_excluded_without_exhausting_memory(make_federation:
     fed = make_federation(FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3))
     mallory = fed.attacker()
     r = _honest_round(fed)
-    good = update_blob(_zeros(), round_id=r, base_hash=fed.ledger.expected_base(r), sender=mallory.address, num_samples=10)
+    good = update_blob(
+        _zeros(), round_id=r, base_hash=fed.ledger.expected_base(r), sender=mallory.address, num_samples=10
+    )
     _submit(fed, mallory, r, _with_metadata(good, junk))
     assert _exclusion(fed, r, mallory.address)
 
@@ -135,7 +155,13 @@ def test_a_record_whose_cid_does_not_hold_its_digest_is_excluded(make_federation
     r = _honest_round(fed)
     base = fed.ledger.expected_base(r)
     claimed = update_blob(_zeros(), round_id=r, base_hash=base, sender=mallory.address, num_samples=10)
-    other = update_blob({n: torch.ones(s) for n, s in param_shapes(SPEC).items()}, round_id=r, base_hash=base, sender=mallory.address, num_samples=10)
+    other = update_blob(
+        {n: torch.ones(s) for n, s in param_shapes(SPEC).items()},
+        round_id=r,
+        base_hash=base,
+        sender=mallory.address,
+        num_samples=10,
+    )
     fed.ledger.submit_update(mallory, r, sha256(claimed), fed.store.put(other), 10)
     assert _exclusion(fed, r, mallory.address) == "hash"
 

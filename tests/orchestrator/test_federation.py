@@ -50,7 +50,12 @@ def test_three_rounds_audit_clean(chain: Chain, store: LocalBlockStore, split: F
 def test_a_demo_workdir_audits_clean_from_a_fresh_process(tmp_path: Path, split: FederatedSplit) -> None:
     result = run_demo(tmp_path / "demo", split, SETTINGS, rounds=2)
     assert result.audit.ok
-    proc = subprocess.run([sys.executable, "-m", "fedchain", "audit", "--workdir", str(tmp_path / "demo")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedchain", "audit", "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "round 1: 3 included, 0 excluded" in proc.stdout
     from fedchain.cli import main
@@ -75,7 +80,9 @@ def test_a_flipped_byte_in_a_stored_update_fails_the_audit(tmp_path: Path, split
     assert main(["audit", "--workdir", str(tmp_path / "demo"), "--check-cids"]) == 1
 
 
-def test_audit_failure_names_round_and_participant(tmp_path: Path, split: FederatedSplit, capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_failure_names_round_and_participant(
+    tmp_path: Path, split: FederatedSplit, capsys: pytest.CaptureFixture[str]
+) -> None:
     from fedchain.cli import main
     from fedchain.orchestrator.federation import open_workdir
 
@@ -90,7 +97,9 @@ def test_audit_failure_names_round_and_participant(tmp_path: Path, split: Federa
     assert "round 0" in out and victim.participant in out and "FAILED" in out
 
 
-def test_a_copied_update_is_excluded_and_the_original_kept(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_a_copied_update_is_excluded_and_the_original_kept(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     fed = Federation(chain, store, split, FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3))
     free_rider = fed.attacker("free-rider")
     r = fed.coordinator.open_round()
@@ -105,7 +114,9 @@ def test_a_copied_update_is_excluded_and_the_original_kept(chain: Chain, store: 
     assert fed.audit().ok
 
 
-def test_a_wrong_aggregate_is_refused_by_participants_and_the_audit(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_a_wrong_aggregate_is_refused_by_participants_and_the_audit(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     fed = Federation(chain, store, split)
     r = fed.coordinator.open_round()
     for p in fed.participants:
@@ -124,20 +135,32 @@ def test_a_wrong_aggregate_is_refused_by_participants_and_the_audit(chain: Chain
     assert report.rounds[0].failures[0].round_id == r
 
 
-def test_an_aggregate_omitting_a_valid_update_fails_verification(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_an_aggregate_omitting_a_valid_update_fails_verification(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     fed = Federation(chain, store, split, FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=2))
     r = fed.coordinator.open_round()
     for p in fed.participants:
         p.participate(r)
     history = fed.ledger.round_history(r)
-    fed.ledger.finalize_round(fed.coordinator.signer, r, sha256(b"whatever"), history.opened.base_cid, [u.participant for u in history.updates[:2]])
+    fed.ledger.finalize_round(
+        fed.coordinator.signer,
+        r,
+        sha256(b"whatever"),
+        history.opened.base_cid,
+        [u.participant for u in history.updates[:2]],
+    )
     verdict = fed.coordinator.verify(r)
     assert not verdict.ok
     assert any(f.participant == history.updates[2].participant and "omitted" in str(f) for f in verdict.failures)
 
 
-def test_a_participant_missing_the_deadline_is_excluded_and_the_round_finalizes(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
-    fed = Federation(chain, store, split, FederationSettings(spec=SPEC, train=SETTINGS.train, round_seconds=60, min_updates=3))
+def test_a_participant_missing_the_deadline_is_excluded_and_the_round_finalizes(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
+    fed = Federation(
+        chain, store, split, FederationSettings(spec=SPEC, train=SETTINGS.train, round_seconds=60, min_updates=3)
+    )
     r = fed.coordinator.open_round()
     for p in fed.participants[:2]:
         p.participate(r)
@@ -177,7 +200,9 @@ def _bad_blobs(fed: Federation, r: int, base: bytes, signer: Signer) -> dict[str
     }
 
 
-def test_malformed_updates_are_excluded_with_a_reason_and_the_round_completes(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_malformed_updates_are_excluded_with_a_reason_and_the_round_completes(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     fed = Federation(chain, store, split, FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3))
     attackers = {}
     r = fed.coordinator.open_round()
@@ -191,14 +216,18 @@ def test_malformed_updates_are_excluded_with_a_reason_and_the_round_completes(ch
     for p in fed.participants:
         p.participate(r)
     report = fed.coordinator.finalize(r)
-    assert sorted(report.verdict.included, key=lambda a: int(a, 16)) == sorted((p.address for p in fed.participants), key=lambda a: int(a, 16))
+    assert sorted(report.verdict.included, key=lambda a: int(a, 16)) == sorted(
+        (p.address for p in fed.participants), key=lambda a: int(a, 16)
+    )
     reasons = {e.participant: e.reason for e in report.verdict.excluded}
     assert set(reasons) == {signer.address for signer in attackers.values()}
     assert all(reasons.values()) and all(e.detail for e in report.verdict.excluded)
     assert fed.audit().ok
 
 
-def test_a_restarted_participant_does_not_submit_twice(chain: Chain, store: LocalBlockStore, split: FederatedSplit) -> None:
+def test_a_restarted_participant_does_not_submit_twice(
+    chain: Chain, store: LocalBlockStore, split: FederatedSplit
+) -> None:
     fed = Federation(chain, store, split)
     r = fed.coordinator.open_round()
     p = fed.participants[0]

@@ -49,7 +49,9 @@ from fedchain.types import Address, Cid, Digest, RoundId
 
 SPEC = ModelSpec(num_buckets=10_000, dim=8)  # ~80k parameters: blobs of a root over two leaves
 COORDINATOR = Address(to_checksum_address("0x" + "c0" * 20))
-PARTICIPANTS = sorted((Address(to_checksum_address("0x" + f"{i:02x}" * 20)) for i in (0x11, 0x22, 0x33)), key=lambda a: int(a, 16))
+PARTICIPANTS = sorted(
+    (Address(to_checksum_address("0x" + f"{i:02x}" * 20)) for i in (0x11, 0x22, 0x33)), key=lambda a: int(a, 16)
+)
 STRATEGY = FedAvg()
 
 
@@ -64,10 +66,20 @@ class Round:
 
     def with_aggregate(self, digest: Digest, cid: Cid) -> RoundHistory:
         agg = dataclasses.replace(self.history.aggregate, aggregate_hash=digest, cid=cid)  # type: ignore[type-var]
-        return dataclasses.replace(self.history, aggregate=agg, state=dataclasses.replace(self.history.state, aggregate_hash=digest))
+        return dataclasses.replace(
+            self.history, aggregate=agg, state=dataclasses.replace(self.history.state, aggregate_hash=digest)
+        )
 
     def encode(self, params: Mapping[str, torch.Tensor]) -> bytes:
-        return aggregate_blob(params, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=self.base_hash, sender=COORDINATOR, num_samples=self.total)
+        return aggregate_blob(
+            params,
+            spec=SPEC,
+            strategy=STRATEGY,
+            round_id=0,
+            base_hash=self.base_hash,
+            sender=COORDINATOR,
+            num_samples=self.total,
+        )
 
 
 def _params(seed: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -82,7 +94,9 @@ def _build(tmp_path: Path, *, zero_first: bool = False) -> Round:
     if zero_first:  # an element that aggregates to exactly +0.0
         first = min(base)
         base[first].view(-1)[0] = 0.0
-        genesis = aggregate_blob(base, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=bytes(32), sender=COORDINATOR, num_samples=0)
+        genesis = aggregate_blob(
+            base, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=bytes(32), sender=COORDINATOR, num_samples=0
+        )
     base_hash, base_cid = sha256(genesis), store.put(genesis)
     updates, items = [], []
     for i, who in enumerate(PARTICIPANTS):
@@ -94,15 +108,28 @@ def _build(tmp_path: Path, *, zero_first: bool = False) -> Round:
         items.append((who, 10 * (i + 1), delta))
     total = sum(u.num_samples for u in updates)
     aggregate = dict(STRATEGY.aggregate(base, items, total_samples=total))
-    blob = aggregate_blob(aggregate, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=base_hash, sender=COORDINATOR, num_samples=total)
+    blob = aggregate_blob(
+        aggregate, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=base_hash, sender=COORDINATOR, num_samples=total
+    )
     record = AggregateRecord(RoundId(0), sha256(blob), store.put(blob), tuple(PARTICIPANTS), 9, "0x")
     state = RoundState(RoundId(0), RoundStatus.FINALIZED, 0, 3, 3, 1, 9, record.aggregate_hash)
     opened = RoundOpened(RoundId(0), base_hash, base_cid, 0, 3, 1, "0x")
     return Round(store, RoundHistory(state, opened, tuple(updates), record), base_hash, base, aggregate, total)
 
 
-def _verify(rnd: Round, history: RoundHistory | None = None, base: VerifiedModel | None = None) -> tuple[object, VerifiedModel | None]:
-    return verify_round_chained(history or rnd.history, rnd.store, STRATEGY, base=base, expected_base=rnd.base_hash, coordinator=COORDINATOR, spec=SPEC, max_blob_size=1 << 24)
+def _verify(
+    rnd: Round, history: RoundHistory | None = None, base: VerifiedModel | None = None
+) -> tuple[object, VerifiedModel | None]:
+    return verify_round_chained(
+        history or rnd.history,
+        rnd.store,
+        STRATEGY,
+        base=base,
+        expected_base=rnd.base_hash,
+        coordinator=COORDINATOR,
+        spec=SPEC,
+        max_blob_size=1 << 24,
+    )
 
 
 def _failure(verdict: object) -> tuple[str, str | None, str | None]:
@@ -114,10 +141,24 @@ def test_a_round_that_verifies_hands_its_aggregate_on(tmp_path: Path) -> None:
     rnd = _build(tmp_path)
     verdict, model = _verify(rnd)
     assert verdict.ok  # type: ignore[attr-defined]
-    assert model is not None and (model.cid, model.digest, model.spec) == (rnd.history.aggregate.cid, rnd.history.aggregate.aggregate_hash, SPEC)  # type: ignore[union-attr]
+    assert model is not None and (model.cid, model.digest, model.spec) == (
+        rnd.history.aggregate.cid,
+        rnd.history.aggregate.aggregate_hash,
+        SPEC,
+    )  # type: ignore[union-attr]
     stored = decode_model(rnd.store.get(rnd.history.aggregate.cid), spec=SPEC).params  # type: ignore[union-attr]
-    assert {n: t.numpy().tobytes() for n, t in model.params.items()} == {n: t.numpy().tobytes() for n, t in stored.items()}
-    assert verify_round(rnd.history, rnd.store, STRATEGY, expected_base=rnd.base_hash, coordinator=COORDINATOR, spec=SPEC, max_blob_size=1 << 24).ok
+    assert {n: t.numpy().tobytes() for n, t in model.params.items()} == {
+        n: t.numpy().tobytes() for n, t in stored.items()
+    }
+    assert verify_round(
+        rnd.history,
+        rnd.store,
+        STRATEGY,
+        expected_base=rnd.base_hash,
+        coordinator=COORDINATOR,
+        spec=SPEC,
+        max_blob_size=1 << 24,
+    ).ok
 
 
 def test_a_recorded_aggregate_that_is_not_the_recomputation_fails_as_recomputed(tmp_path: Path) -> None:
@@ -125,7 +166,11 @@ def test_a_recorded_aggregate_that_is_not_the_recomputation_fails_as_recomputed(
     other = rnd.encode(_params(99))
     verdict, model = _verify(rnd, rnd.with_aggregate(sha256(other), rnd.store.put(other)))
     assert model is None
-    assert _failure(verdict) == ("aggregate (recomputed)", to_hex(sha256(other)), to_hex(sha256(rnd.encode(rnd.aggregate))))
+    assert _failure(verdict) == (
+        "aggregate (recomputed)",
+        to_hex(sha256(other)),
+        to_hex(sha256(rnd.encode(rnd.aggregate))),
+    )
 
 
 def test_a_sign_of_zero_is_a_difference(tmp_path: Path) -> None:
@@ -144,7 +189,11 @@ def test_the_right_digest_at_a_cid_holding_other_bytes_fails_as_the_blob_hash(tm
     rnd = _build(tmp_path)
     other = rnd.encode(_params(98))
     verdict, _ = _verify(rnd, rnd.with_aggregate(rnd.history.aggregate.aggregate_hash, rnd.store.put(other)))  # type: ignore[union-attr]
-    assert _failure(verdict) == ("aggregate blob hash", to_hex(rnd.history.aggregate.aggregate_hash), to_hex(sha256(other)))  # type: ignore[union-attr]
+    assert _failure(verdict) == (
+        "aggregate blob hash",
+        to_hex(rnd.history.aggregate.aggregate_hash),
+        to_hex(sha256(other)),
+    )  # type: ignore[union-attr]
 
 
 def test_an_aggregate_missing_from_the_store_fails_as_the_blob(tmp_path: Path) -> None:
@@ -178,7 +227,10 @@ def test_a_verified_base_is_used_only_if_it_is_the_recorded_blob(tmp_path: Path)
     Path(rnd.store.location, "blocks", key[-3:-1], key + ".data").unlink()  # the base blob is gone from the store
     verdict, _ = _verify(rnd, base=genesis)
     assert verdict.ok  # type: ignore[attr-defined]
-    for wrong in (dataclasses.replace(genesis, cid=rnd.history.updates[0].cid), dataclasses.replace(genesis, digest=sha256(b"x"))):
+    for wrong in (
+        dataclasses.replace(genesis, cid=rnd.history.updates[0].cid),
+        dataclasses.replace(genesis, digest=sha256(b"x")),
+    ):
         verdict, _ = _verify(rnd, base=wrong)
         assert _failure(verdict)[0] == "base model"  # fetched, and missing
 
@@ -186,19 +238,68 @@ def test_a_verified_base_is_used_only_if_it_is_the_recorded_blob(tmp_path: Path)
 def test_model_blob_matches_exactly_the_encoding(tmp_path: Path) -> None:
     rnd = _build(tmp_path)
     blob = rnd.encode(rnd.aggregate)
-    assert aggregate_matches(blob, rnd.aggregate, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=rnd.base_hash, sender=COORDINATOR, num_samples=rnd.total)
-    assert aggregate_matches(bytearray(blob), rnd.aggregate, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=rnd.base_hash, sender=COORDINATOR, num_samples=rnd.total)
+    assert aggregate_matches(
+        blob,
+        rnd.aggregate,
+        spec=SPEC,
+        strategy=STRATEGY,
+        round_id=0,
+        base_hash=rnd.base_hash,
+        sender=COORDINATOR,
+        num_samples=rnd.total,
+    )
+    assert aggregate_matches(
+        bytearray(blob),
+        rnd.aggregate,
+        spec=SPEC,
+        strategy=STRATEGY,
+        round_id=0,
+        base_hash=rnd.base_hash,
+        sender=COORDINATOR,
+        num_samples=rnd.total,
+    )
     (header_len,) = struct.unpack_from("<Q", blob)
     data_start = 8 + header_len
     positions = list(range(data_start + 8)) + list(range(data_start, len(blob), 4093)) + [len(blob) - 1]
     for pos in positions:  # every byte of the prefix and header, and data throughout
         damaged = bytearray(blob)
         damaged[pos] ^= 0x20
-        assert not aggregate_matches(damaged, rnd.aggregate, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=rnd.base_hash, sender=COORDINATOR, num_samples=rnd.total), pos
+        assert not aggregate_matches(
+            damaged,
+            rnd.aggregate,
+            spec=SPEC,
+            strategy=STRATEGY,
+            round_id=0,
+            base_hash=rnd.base_hash,
+            sender=COORDINATOR,
+            num_samples=rnd.total,
+        ), pos
     for other in (blob + b"\0", blob[:-4]):
-        assert not aggregate_matches(other, rnd.aggregate, spec=SPEC, strategy=STRATEGY, round_id=0, base_hash=rnd.base_hash, sender=COORDINATOR, num_samples=rnd.total)
-    for field, value in (("round_id", 1), ("num_samples", rnd.total + 1), ("sender", PARTICIPANTS[0]), ("base_hash", sha256(b"x"))):
-        kwargs = {"spec": SPEC, "strategy": STRATEGY, "round_id": 0, "base_hash": rnd.base_hash, "sender": COORDINATOR, "num_samples": rnd.total, field: value}
+        assert not aggregate_matches(
+            other,
+            rnd.aggregate,
+            spec=SPEC,
+            strategy=STRATEGY,
+            round_id=0,
+            base_hash=rnd.base_hash,
+            sender=COORDINATOR,
+            num_samples=rnd.total,
+        )
+    for field, value in (
+        ("round_id", 1),
+        ("num_samples", rnd.total + 1),
+        ("sender", PARTICIPANTS[0]),
+        ("base_hash", sha256(b"x")),
+    ):
+        kwargs = {
+            "spec": SPEC,
+            "strategy": STRATEGY,
+            "round_id": 0,
+            "base_hash": rnd.base_hash,
+            "sender": COORDINATOR,
+            "num_samples": rnd.total,
+            field: value,
+        }
         assert not aggregate_matches(blob, rnd.aggregate, **kwargs)  # type: ignore[arg-type]
     header = json.loads(blob[8:data_start])
     assert header["__metadata__"]["strategy"] == STRATEGY.name
@@ -229,4 +330,7 @@ def test_a_handed_over_buffer_backs_the_decoded_tensors(tmp_path: Path) -> None:
     assert {n: t.numpy().tobytes() for n, t in shared.items()} == {n: t.numpy().tobytes() for n, t in copied.items()}
     data = np.frombuffer(buffer, dtype=np.uint8)
     assert any(np.shares_memory(t.numpy(), data) for t in shared.values())
-    assert not any(np.shares_memory(t.numpy(), np.frombuffer(blob, dtype=np.uint8)) for t in decode_update(blob, expected_shapes=shapes, copy=False).delta.values())
+    assert not any(
+        np.shares_memory(t.numpy(), np.frombuffer(blob, dtype=np.uint8))
+        for t in decode_update(blob, expected_shapes=shapes, copy=False).delta.values()
+    )

@@ -182,10 +182,24 @@ def _make_handler(kubo: KuboStandIn) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self, path: str, params: dict[str, list[str]], arg: str, body: bytes) -> None:
             store = kubo.store
             if path == "/api/v0/version":
-                self._json({"Version": kubo.version, "Commit": "stand-in", "Repo": "16", "System": "amd64/linux", "Golang": "go1.23.4"})
+                self._json(
+                    {
+                        "Version": kubo.version,
+                        "Commit": "stand-in",
+                        "Repo": "16",
+                        "System": "amd64/linux",
+                        "Golang": "go1.23.4",
+                    }
+                )
             elif path == "/api/v0/add":
                 # Only the settings the stand-in can reproduce; kubo itself would honour others.
-                expected = {"cid-version": "0", "raw-leaves": "false", "chunker": "size-262144", "trickle": "false", "hash": "sha2-256"}
+                expected = {
+                    "cid-version": "0",
+                    "raw-leaves": "false",
+                    "chunker": "size-262144",
+                    "trickle": "false",
+                    "hash": "sha2-256",
+                }
                 for key, value in expected.items():
                     if params.get(key, [None])[0] not in (value, value.capitalize()):
                         self._error(f"stand-in: unsupported add option {key}={params.get(key)}")
@@ -229,7 +243,7 @@ def _make_handler(kubo: KuboStandIn) -> type[BaseHTTPRequestHandler]:
                 kubo.pins.discard(arg)
                 self._json({"Pins": [arg]})
             elif path == "/api/v0/dag/import":
-                (_, car), = _multipart_files(self.headers["Content-Type"], body)
+                ((_, car),) = _multipart_files(self.headers["Content-Type"], body)
                 roots = store.import_car(io.BytesIO(car))
                 kubo.pins.update(roots)
                 self._json(*({"Root": {"Cid": {"/": root}, "PinErrorMsg": ""}} for root in roots))

@@ -42,7 +42,9 @@ def sections(car: bytes) -> tuple[dict[str, object], list[tuple[str, bytes]]]:
     return header, out
 
 
-def test_round_trip_through_car_is_byte_identical(store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path) -> None:
+def test_round_trip_through_car_is_byte_identical(
+    store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path
+) -> None:
     data = random_bytes(5 * CHUNK_SIZE + 3, 1)
     cid = store.put(data)
     car = car_of(store, cid)
@@ -85,7 +87,9 @@ def test_a_cidv1_root_is_exported_as_given(store: LocalBlockStore, tmp_path: Pat
     assert other.get(v1) == b"v1 please"
 
 
-def test_a_corrupt_block_in_a_car_is_an_integrity_error(store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path) -> None:
+def test_a_corrupt_block_in_a_car_is_an_integrity_error(
+    store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path
+) -> None:
     cid = store.put(random_bytes(2 * CHUNK_SIZE, 3))
     car = bytearray(car_of(store, cid))
     car[-5] ^= 0x10
@@ -104,7 +108,9 @@ def test_a_truncated_car_is_refused(store: LocalBlockStore, random_bytes: Random
             import_car(LocalBlockStore(tmp_path / f"o{cut}"), io.BytesIO(car[:cut]))
 
 
-def test_a_car_missing_a_block_of_its_root_is_refused(store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path) -> None:
+def test_a_car_missing_a_block_of_its_root_is_refused(
+    store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path
+) -> None:
     cid = store.put(random_bytes(2 * CHUNK_SIZE, 5))
     car = car_of(store, cid)
     header_len, used, _ = varint.decode_raw(car)
@@ -124,7 +130,9 @@ def test_a_carv2_or_garbage_is_refused(tmp_path: Path) -> None:
         import_car(store, io.BytesIO(b"\x05hello"))
 
 
-def test_a_car_larger_than_the_store_allows_is_refused(store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path) -> None:
+def test_a_car_larger_than_the_store_allows_is_refused(
+    store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path
+) -> None:
     cid = store.put(random_bytes(8 * CHUNK_SIZE, 6))
     car = car_of(store, cid)
     small = LocalBlockStore(tmp_path / "small", max_blob_size=CHUNK_SIZE)
@@ -132,7 +140,9 @@ def test_a_car_larger_than_the_store_allows_is_refused(store: LocalBlockStore, r
         import_car(small, io.BytesIO(car))
 
 
-def test_export_of_a_damaged_blob_fails_rather_than_writing_bad_blocks(store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_export_of_a_damaged_blob_fails_rather_than_writing_bad_blocks(
+    store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     cid = store.put(random_bytes(2 * CHUNK_SIZE, 7))
     for path in Path(store.location, "blocks").rglob("*.data"):
         if path.stat().st_size > CHUNK_SIZE:

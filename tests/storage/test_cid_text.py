@@ -39,7 +39,11 @@ def test_the_direct_path_agrees_with_multiformats(version: int, codec: int) -> N
 
 def test_other_forms_still_parse_through_multiformats() -> None:
     ref = BlockRef(1, DAG_PB, b"\x12\x20" + bytes(range(32)))
-    for text in (CID("base58btc", 1, "dag-pb", ref.multihash).encode("base58btc"), ref.text().upper(), " " + ref.with_version(0).text() + "\n"):
+    for text in (
+        CID("base58btc", 1, "dag-pb", ref.multihash).encode("base58btc"),
+        ref.text().upper(),
+        " " + ref.with_version(0).text() + "\n",
+    ):
         assert parse_cid(text).multihash == ref.multihash
 
 

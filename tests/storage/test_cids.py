@@ -20,7 +20,9 @@ SIZES = [0, 1, 100, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3_000_000]
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_cid_equals_the_oracle(size: int, oracle: Oracle, random_bytes: RandomBytes, write_file: Callable[..., Path], store: LocalBlockStore) -> None:
+def test_cid_equals_the_oracle(
+    size: int, oracle: Oracle, random_bytes: RandomBytes, write_file: Callable[..., Path], store: LocalBlockStore
+) -> None:
     data = random_bytes(size, size + 1)
     path = write_file(data)
     expected = oracle(path)
@@ -50,7 +52,12 @@ def test_cid_equals_the_oracle_at_the_first_two_level_tree(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.one_of(st.binary(max_size=2000), st.integers(0, 3 * CHUNK_SIZE).map(lambda n: bytes(range(256)) * (n // 256) + b"\x07" * (n % 256))))
+@given(
+    data=st.one_of(
+        st.binary(max_size=2000),
+        st.integers(0, 3 * CHUNK_SIZE).map(lambda n: bytes(range(256)) * (n // 256) + b"\x07" * (n % 256)),
+    )
+)
 def test_cid_of_random_contents_equals_the_oracle(data: bytes, oracle: Oracle, tmp_path: Path) -> None:
     path = tmp_path / "hypothesis.bin"
     path.write_bytes(data)
@@ -58,7 +65,9 @@ def test_cid_of_random_contents_equals_the_oracle(data: bytes, oracle: Oracle, t
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_cid_of_random_sizes_and_bytes_equals_the_oracle(seed: int, oracle: Oracle, random_bytes: RandomBytes, write_file: Callable[..., Path]) -> None:
+def test_cid_of_random_sizes_and_bytes_equals_the_oracle(
+    seed: int, oracle: Oracle, random_bytes: RandomBytes, write_file: Callable[..., Path]
+) -> None:
     size = int.from_bytes(random_bytes(3, seed), "big") % (4 * CHUNK_SIZE)
     data = random_bytes(size, seed)
     assert cid_of(data) == oracle(write_file(data))["CIDv0"]

@@ -62,7 +62,9 @@ def assert_every_block_file_is_whole(store_dir: Path) -> int:
     return count
 
 
-def test_two_processes_adding_same_and_different_blobs_leave_a_consistent_store(tmp_path: Path, repo_env: dict[str, str]) -> None:
+def test_two_processes_adding_same_and_different_blobs_leave_a_consistent_store(
+    tmp_path: Path, repo_env: dict[str, str]
+) -> None:
     store_dir = tmp_path / "shared-store"
     go = tmp_path / "go"
     shared = [(1, 3 * CHUNK_SIZE + 11), (2, 200_000), (3, 0)]
@@ -70,7 +72,10 @@ def test_two_processes_adding_same_and_different_blobs_leave_a_consistent_store(
     children = {
         name: subprocess.Popen(
             [sys.executable, "-c", ADDER, str(store_dir), str(go), json.dumps(shared + mine)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=repo_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=repo_env,
         )
         for name, mine in own.items()
     }

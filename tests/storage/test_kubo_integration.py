@@ -20,7 +20,9 @@ from fedchain.storage import CHUNK_SIZE, MAX_LINKS, KuboStore, LocalBlockStore, 
 
 API = os.environ.get("FEDCHAIN_KUBO_API", "")
 
-pytestmark = pytest.mark.skipif(not API, reason="set FEDCHAIN_KUBO_API to a kubo RPC address to run against a real daemon")
+pytestmark = pytest.mark.skipif(
+    not API, reason="set FEDCHAIN_KUBO_API to a kubo RPC address to run against a real daemon"
+)
 
 RandomBytes = Callable[[int, int], bytes]
 
@@ -32,7 +34,9 @@ def kubo_store() -> Iterator[KuboStore]:
     store.close()
 
 
-@pytest.mark.parametrize("size", [0, 1, 100, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3_000_000, MAX_LINKS * CHUNK_SIZE + 1])
+@pytest.mark.parametrize(
+    "size", [0, 1, 100, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3_000_000, MAX_LINKS * CHUNK_SIZE + 1]
+)
 def test_real_kubo_gives_the_embedded_stores_cids(size: int, kubo_store: KuboStore, random_bytes: RandomBytes) -> None:
     data = random_bytes(size, size + 17)
     cid = kubo_store.put(data)
@@ -43,7 +47,9 @@ def test_real_kubo_gives_the_embedded_stores_cids(size: int, kubo_store: KuboSto
     kubo_store.unpin(cid)
 
 
-def test_a_blob_moves_between_kubo_and_the_embedded_store_by_car(kubo_store: KuboStore, store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path) -> None:
+def test_a_blob_moves_between_kubo_and_the_embedded_store_by_car(
+    kubo_store: KuboStore, store: LocalBlockStore, random_bytes: RandomBytes, tmp_path: Path
+) -> None:
     data = random_bytes(3 * CHUNK_SIZE + 1, 99)
     cid = store.put(data)
     car = io.BytesIO()

@@ -82,8 +82,13 @@ def test_add_sends_kubos_default_import_settings_explicitly(kubo: KuboStandIn, k
 
 
 @pytest.mark.parametrize("size", [0, 1, 262_144, 262_145, 3_000_000])
-def test_kubo_cids_equal_the_embedded_store_and_the_oracle(random_bytes: RandomBytes,
-    size: int, kubo_store: KuboStore, store: LocalBlockStore, write_file: Callable[..., Path], oracle: Callable[[Path], dict[str, str]]
+def test_kubo_cids_equal_the_embedded_store_and_the_oracle(
+    random_bytes: RandomBytes,
+    size: int,
+    kubo_store: KuboStore,
+    store: LocalBlockStore,
+    write_file: Callable[..., Path],
+    oracle: Callable[[Path], dict[str, str]],
 ) -> None:
     data = random_bytes(size, seed=size)
     expected = oracle(write_file(data))
@@ -91,7 +96,9 @@ def test_kubo_cids_equal_the_embedded_store_and_the_oracle(random_bytes: RandomB
     assert kubo_store.put(data, version=1) == expected["CIDv1"]
 
 
-def test_put_stream_streams_a_file_and_round_trips(random_bytes: RandomBytes, kubo_store: KuboStore, write_file: Callable[..., Path]) -> None:
+def test_put_stream_streams_a_file_and_round_trips(
+    random_bytes: RandomBytes, kubo_store: KuboStore, write_file: Callable[..., Path]
+) -> None:
     data = random_bytes(1_000_000, seed=7)
     with write_file(data).open("rb") as f:
         cid = kubo_store.put_stream(f)
@@ -117,7 +124,9 @@ def test_a_daemon_that_answers_a_different_cid_on_add_is_caught(kubo: KuboStandI
     assert info.value.cid == cid_of(b"the real bytes")
 
 
-def test_a_corrupt_block_from_the_daemon_is_an_integrity_error(random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore) -> None:
+def test_a_corrupt_block_from_the_daemon_is_an_integrity_error(
+    random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore
+) -> None:
     data = random_bytes(600_000, seed=2)
     cid = kubo_store.put(data)
     leaf = kubo.store  # the stand-in's own blocks are fine; it corrupts them on the way out
@@ -129,7 +138,9 @@ def test_a_corrupt_block_from_the_daemon_is_an_integrity_error(random_bytes: Ran
     assert info.value.block == str(second_leaf)
 
 
-def test_a_truncated_block_from_the_daemon_is_an_integrity_error(random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore) -> None:
+def test_a_truncated_block_from_the_daemon_is_an_integrity_error(
+    random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore
+) -> None:
     cid = kubo_store.put(random_bytes(300_000, seed=3))
     kubo.truncate_blocks = 1000
     with pytest.raises(IntegrityError, match=cid):
@@ -143,7 +154,9 @@ def test_a_blob_the_daemon_lacks_is_not_found(kubo_store: KuboStore) -> None:
     assert not kubo_store.has(missing)
 
 
-def test_get_refuses_a_blob_over_the_limit_after_reading_only_the_root(random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore) -> None:
+def test_get_refuses_a_blob_over_the_limit_after_reading_only_the_root(
+    random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore
+) -> None:
     cid = kubo_store.put(random_bytes(1_000_000, seed=4))
     before = len(kubo.calls("block/get"))
     with pytest.raises(BlobTooLargeError):
@@ -189,7 +202,9 @@ def test_has_pin_and_unpin_use_the_daemon(kubo: KuboStandIn, kubo_store: KuboSto
     kubo_store.unpin(cid)  # not pinned any more: no error
     kubo_store.pin(cid)
     assert cid in kubo.pins
-    assert kubo.calls("pin/add")[-1].params["recursive"][0].lower() == "true"  # kubo parses bools with Go strconv.ParseBool
+    assert (
+        kubo.calls("pin/add")[-1].params["recursive"][0].lower() == "true"
+    )  # kubo parses bools with Go strconv.ParseBool
 
 
 def test_pinning_a_blob_nobody_has_is_not_found(kubo_store: KuboStore) -> None:
@@ -197,8 +212,8 @@ def test_pinning_a_blob_nobody_has_is_not_found(kubo_store: KuboStore) -> None:
         kubo_store.pin(cid_of(b"nowhere"))
 
 
-def test_car_moves_a_blob_from_the_embedded_store_into_kubo_and_back(random_bytes: RandomBytes,
-    kubo: KuboStandIn, kubo_store: KuboStore, store: LocalBlockStore, tmp_path: Path
+def test_car_moves_a_blob_from_the_embedded_store_into_kubo_and_back(
+    random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore, store: LocalBlockStore, tmp_path: Path
 ) -> None:
     data = random_bytes(700_000, seed=5)
     cid = store.put(data)
@@ -215,7 +230,9 @@ def test_car_moves_a_blob_from_the_embedded_store_into_kubo_and_back(random_byte
     assert fresh.get(cid) == data
 
 
-def test_a_bad_car_never_reaches_the_daemon(random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore, store: LocalBlockStore) -> None:
+def test_a_bad_car_never_reaches_the_daemon(
+    random_bytes: RandomBytes, kubo: KuboStandIn, kubo_store: KuboStore, store: LocalBlockStore
+) -> None:
     cid = store.put(random_bytes(600_000, seed=6))
     car = io.BytesIO()
     store.export_car(cid, car)

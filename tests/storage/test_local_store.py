@@ -89,7 +89,9 @@ def test_blocks_live_in_kubo_flatfs_layout(store: LocalBlockStore) -> None:
 
 
 @pytest.mark.parametrize("which", ["root", "first leaf", "last leaf"])
-def test_a_flipped_byte_in_any_block_file_is_caught_on_get(which: str, store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_a_flipped_byte_in_any_block_file_is_caught_on_get(
+    which: str, store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     cid = store.put(random_bytes(SIZE, 5))
     blocks = block_files(store, cid)
     ref, path = {"root": blocks[0], "first leaf": blocks[1], "last leaf": blocks[-1]}[which]
@@ -112,7 +114,9 @@ def test_a_truncated_block_file_is_caught_on_get(store: LocalBlockStore, random_
         store.get(cid)
 
 
-def test_an_oversized_block_file_is_refused_without_reading_it_all(store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_an_oversized_block_file_is_refused_without_reading_it_all(
+    store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     cid = store.put(random_bytes(SIZE, 7))
     ref, path = block_files(store, cid)[1]
     with path.open("ab") as f:
@@ -177,7 +181,9 @@ def test_put_stream_of_unknown_length_stops_at_the_limit(tmp_path: Path) -> None
         assert store.put_stream(pipe) == cid_of(b"y" * 60_000)
 
 
-def test_get_refuses_a_blob_over_the_limit_before_reading_past_the_root(store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_get_refuses_a_blob_over_the_limit_before_reading_past_the_root(
+    store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     cid = store.put(random_bytes(SIZE, 9))
     for _, path in block_files(store, cid)[1:]:
         path.unlink()  # had get read a leaf, this would be BlobNotFoundError
@@ -230,7 +236,9 @@ def test_a_dag_with_raw_leaves_and_cidv1_links_is_readable(store: LocalBlockStor
     # The shape `ipfs add --cid-version=1` builds: raw leaves, CIDv1 links.
     chunks = [b"c" * CHUNK_SIZE, b"d" * 5]
     leaves = [_store_block(store, chunk, RAW, 1) for chunk in chunks]
-    root = _store_block(store, file_node([Link(ref.binary(), len(c), len(c)) for ref, c in zip(leaves, chunks)]), DAG_PB, 1)
+    root = _store_block(
+        store, file_node([Link(ref.binary(), len(c), len(c)) for ref, c in zip(leaves, chunks)]), DAG_PB, 1
+    )
     assert store.get(root.text()) == b"".join(chunks)
     assert store.get(leaves[1].text()) == b"d" * 5
 

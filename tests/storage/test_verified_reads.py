@@ -66,7 +66,9 @@ def _leaf(data: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, SIZE])
-def test_a_verified_read_returns_the_blob_in_a_fresh_buffer(store: LocalBlockStore, random_bytes: RandomBytes, size: int) -> None:
+def test_a_verified_read_returns_the_blob_in_a_fresh_buffer(
+    store: LocalBlockStore, random_bytes: RandomBytes, size: int
+) -> None:
     data = random_bytes(size, size)
     cid = store.put(data)
     got = store.get_verified(cid, _sha(data))
@@ -76,7 +78,9 @@ def test_a_verified_read_returns_the_blob_in_a_fresh_buffer(store: LocalBlockSto
     assert store.get_verified(store.put(data, version=1), _sha(data)) == data
 
 
-def test_a_digest_that_does_not_match_fails_and_returns_nothing(store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_a_digest_that_does_not_match_fails_and_returns_nothing(
+    store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     data = random_bytes(SIZE, 1)
     cid = store.put(data)
     wrong = _sha(b"what the ledger says instead")
@@ -89,7 +93,9 @@ def test_a_digest_that_does_not_match_fails_and_returns_nothing(store: LocalBloc
 
 
 @pytest.mark.parametrize("which", ["root", "first leaf", "last leaf"])
-def test_a_corrupted_block_on_disk_is_caught_and_named(which: str, store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_a_corrupted_block_on_disk_is_caught_and_named(
+    which: str, store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     data = random_bytes(SIZE, 2)
     cid = store.put(data)
     blocks = _blocks(store, cid)
@@ -117,10 +123,15 @@ def test_a_corrupted_inner_node_is_caught_before_its_links_are_followed(store: L
     # root -> two inner nodes -> two leaves each: inner nodes are checked against their CIDs
     chunks = [bytes([65 + i]) * (10 + i) for i in range(4)]
     leaves = [_store_block(store, _leaf(c)) for c in chunks]
-    inner = [file_node([Link(leaves[i].binary(), len(_leaf(chunks[i])), len(chunks[i])) for i in pair]) for pair in ((0, 1), (2, 3))]
+    inner = [
+        file_node([Link(leaves[i].binary(), len(_leaf(chunks[i])), len(chunks[i])) for i in pair])
+        for pair in ((0, 1), (2, 3))
+    ]
     inner_refs = [_store_block(store, block) for block in inner]
     sizes = [len(chunks[0]) + len(chunks[1]), len(chunks[2]) + len(chunks[3])]
-    root = _store_block(store, file_node([Link(ref.binary(), 100, size) for ref, size in zip(inner_refs, sizes, strict=True)]))
+    root = _store_block(
+        store, file_node([Link(ref.binary(), 100, size) for ref, size in zip(inner_refs, sizes, strict=True)])
+    )
     data = b"".join(chunks)
     assert store.get_verified(root.text(), _sha(data)) == data
     _flip(_block_file(store, inner_refs[1]))
@@ -139,13 +150,17 @@ def test_sizes_are_checked_as_get_checks_them(store: LocalBlockStore) -> None:
 def test_raw_leaves_and_cidv1_links_read_verified(store: LocalBlockStore) -> None:
     chunks = [b"c" * CHUNK_SIZE, b"d" * 5]
     leaves = [_store_block(store, chunk, RAW, 1) for chunk in chunks]
-    root = _store_block(store, file_node([Link(ref.binary(), len(c), len(c)) for ref, c in zip(leaves, chunks, strict=True)]), DAG_PB, 1)
+    root = _store_block(
+        store, file_node([Link(ref.binary(), len(c), len(c)) for ref, c in zip(leaves, chunks, strict=True)]), DAG_PB, 1
+    )
     data = b"".join(chunks)
     assert store.get_verified(root.text(), _sha(data)) == data
     assert store.get_verified(root.text(), _sha(data), check_cid=True) == data
 
 
-def test_leaves_under_the_wrong_names_pass_the_digest_check_unless_the_cids_are_checked(store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_leaves_under_the_wrong_names_pass_the_digest_check_unless_the_cids_are_checked(
+    store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     # What a digest-verified read gives up: the store (damaged or lying) holds other bytes
     # under a leaf's name. The bytes returned are exactly the ones the digest names, but
     # the CID does not name them, so another IPFS node would serve something else.
@@ -163,7 +178,9 @@ def test_leaves_under_the_wrong_names_pass_the_digest_check_unless_the_cids_are_
         store.get(cid)
 
 
-def test_a_blob_over_the_limit_is_refused_before_its_leaves_are_read(store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_a_blob_over_the_limit_is_refused_before_its_leaves_are_read(
+    store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     data = random_bytes(SIZE, 5)
     cid = store.put(data)
     for ref in _blocks(store, cid)[1:]:
@@ -217,7 +234,9 @@ def test_a_verified_read_of_a_large_blob_holds_one_copy(tmp_path: Path, random_b
 
 
 @pytest.mark.parametrize("change", ["truncated", "grown"])
-def test_a_leaf_file_of_the_wrong_size_is_reported_as_get_reports_it(change: str, store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_a_leaf_file_of_the_wrong_size_is_reported_as_get_reports_it(
+    change: str, store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     # a leaf is read straight into the blob's buffer only if its file is exactly the leaf
     # expected there; anything else goes through the block-by-block path and its errors
     data = random_bytes(SIZE, 8)
@@ -229,14 +248,22 @@ def test_a_leaf_file_of_the_wrong_size_is_reported_as_get_reports_it(change: str
         store.get(cid)
     with pytest.raises(IntegrityError) as info:
         store.get_verified(cid, _sha(data))
-    assert (info.value.cid, info.value.block, info.value.problem) == (expected.value.cid, expected.value.block, expected.value.problem)
+    assert (info.value.cid, info.value.block, info.value.problem) == (
+        expected.value.cid,
+        expected.value.block,
+        expected.value.problem,
+    )
 
 
-def test_a_leaf_in_another_encoding_of_the_same_bytes_is_decoded_the_general_way(store: LocalBlockStore, random_bytes: RandomBytes) -> None:
+def test_a_leaf_in_another_encoding_of_the_same_bytes_is_decoded_the_general_way(
+    store: LocalBlockStore, random_bytes: RandomBytes
+) -> None:
     data = random_bytes(SIZE, 9)
     cid = store.put(data)
     leaf = _blocks(store, cid)[1]
-    raw_type = _leaf(data[:CHUNK_SIZE]).replace(b"\x08\x02", b"\x08\x00", 1)  # UnixFS Raw instead of File: other bytes, same data
+    raw_type = _leaf(data[:CHUNK_SIZE]).replace(
+        b"\x08\x02", b"\x08\x00", 1
+    )  # UnixFS Raw instead of File: other bytes, same data
     _block_file(store, leaf).write_bytes(raw_type)
     assert store.get_verified(cid, _sha(data)) == data  # the digest vouches for the bytes
     with pytest.raises(IntegrityError, match="do not hash"):
