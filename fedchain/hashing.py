@@ -65,4 +65,14 @@ def parse_digest(text: str | bytes) -> Digest:
         raise DigestFormatError(text, "not hexadecimal") from err
 
 
-__all__ = ["DIGEST_SIZE", "parse_digest", "sha256", "sha256_chunks", "sha256_file", "short", "to_hex"]
+def derive_seed(seed: int, *parts: str | int) -> int:
+    """A 63-bit seed derived from ``seed`` and a purpose, e.g. ``derive_seed(7, "train", 3, "st-mary")``.
+
+    Derivation is sha256 of the parts joined by ``\\x1f``, so seeds for different purposes are
+    unrelated and the same on every machine.
+    """
+    text = "\x1f".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+__all__ = ["derive_seed", "DIGEST_SIZE", "parse_digest", "sha256", "sha256_chunks", "sha256_file", "short", "to_hex"]
