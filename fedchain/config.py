@@ -33,7 +33,7 @@ KEY_ENV = "FEDCHAIN_PRIVATE_KEY"
 PASSWORD_ENV = "FEDCHAIN_KEY_PASSWORD"
 KUBO_ENV = "FEDCHAIN_KUBO_API"
 WORKDIR_FILE = "federation.json"
-_WORKDIR_FORMAT = 1
+_WORKDIR_FORMAT = 2
 
 
 def load_signer(keystore: Path | None, *, name: str, key_env: str = KEY_ENV, prompt: bool = True) -> Signer:
@@ -88,16 +88,17 @@ class Workdir:
     store:
         The store location: a directory (relative to the working directory) or a kubo API.
     participants:
-        Participant names by address (informational: the chain is the source of truth).
-    settings:
-        The federation's settings (model spec, training, strategy), as JSON.
+        Names by address (informational: the chain is the source of truth; the federation's
+        rules are in the manifest the ledger fixes).
+    task:
+        The task the demo trained (``{"app": ..., "settings": {...}}``), to load its models again.
     """
 
     rpc: str
     ledger: str
     store: str
     participants: dict[str, str]
-    settings: dict[str, Any]
+    task: dict[str, Any]
 
     def save(self, directory: Path) -> Path:
         """Write ``federation.json`` atomically."""
@@ -129,7 +130,7 @@ class Workdir:
             raise ConfigError(str(path), f"unreadable: {err}") from err
         if not isinstance(data, dict) or data.get("format") != _WORKDIR_FORMAT:
             raise ConfigError(f"{path}: format", f"expected {_WORKDIR_FORMAT}")
-        fields = ("rpc", "ledger", "store", "participants", "settings")
+        fields = ("rpc", "ledger", "store", "participants", "task")
         for key in fields:
             if key not in data:
                 raise ConfigError(f"{path}: {key}", "missing")
@@ -188,23 +189,25 @@ class LedgerConfig:
 
 @dataclass(frozen=True)
 class FederationConfig:
-    """``[federation]``: what every actor of a federation must agree on, plus pacing.
+    """``[federation]``: how many rounds to run and how often to poll, plus the federation's rules.
 
-    ``model`` and ``train`` hold the keys of :class:`fedchain.fl.ModelSpec` and
-    :class:`fedchain.fl.TrainConfig` (validated when the settings are built).
+    The rules (``rules``, as manifest names such as ``rounds.min_updates`` or
+    ``aggregation.server_lr``) are only those the file sets. A coordinator deploys a manifest
+    with them (defaults from :class:`fedchain.protocol.Manifest` for the rest); a participant's
+    are compared with the manifest on the ledger, and any difference refuses to start.
     """
 
     rounds: int
-    min_updates: int = 1
-    round_seconds: int = 600
-    server_lr: float = 1.0
-    seed: int = 0
-    max_blob_size: int = 64 * 1024 * 1024
-    max_update_norm: float | None = None
-    labels: Path | None = None
-    model: dict[str, int] = field(default_factory=dict)
-    train: dict[str, float] = field(default_factory=dict)
     poll_seconds: float = 2.0
+    rules: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """``[task]``: which task trains (``app``: a shipped name or ``package.module:attribute``) and its settings."""
+
+    app: str = "icd"
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ class NodeConfig:
     store: str
     keystore: Path
     federation: FederationConfig
+    task: TaskConfig
     participant: ParticipantDataConfig | None
     participants: tuple[ParticipantEntry, ...]
     log_json: bool = False
@@ -311,14 +315,18 @@ class _Table:
         return _Table(value, self.key(name), known)
 
 
-def _address(value: str, key: str) -> str:
-    if not (value.startswith("0x") and len(value) == 42):
+def check_address(value: str, key: str) -> str:
+    """``value`` if it is ``0x`` + 40 hex digits, else a :class:`ConfigError` naming ``key``."""
+    if not (isinstance(value, str) and value.startswith("0x") and len(value) == 42):
         raise ConfigError(key, f"must be a 0x-prefixed 20-byte hex address, got {value!r}")
     try:
         int(value, 16)
     except ValueError as err:
         raise ConfigError(key, f"must be a 0x-prefixed 20-byte hex address, got {value!r}") from err
     return value
+
+
+_address = check_address
 
 
 def load_node_config(path: Path, *, role: str) -> NodeConfig:
@@ -349,7 +357,9 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
         p = Path(value).expanduser()
         return p if p.is_absolute() else base / p
 
-    top = _Table(raw, "", ("chain", "ledger", "store", "key", "federation", "participant", "participants", "log"))
+    top = _Table(
+        raw, "", ("chain", "ledger", "store", "key", "federation", "task", "participant", "participants", "log")
+    )
 
     chain_t = top.table("chain", ("rpc", "dev", "retries", "backoff", "timeout", "outage_seconds"), required=True)
     rpc = chain_t.text("rpc", required=True)
@@ -389,43 +399,52 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
         "federation",
         (
             "rounds",
+            "poll_seconds",
             "min_updates",
             "round_seconds",
             "server_lr",
+            "rule",
             "seed",
             "max_blob_size",
             "max_update_norm",
-            "labels",
-            "model",
             "train",
-            "poll_seconds",
         ),
         required=True,
     )
-    model_t = fed_t.table("model", ("num_buckets", "dim", "num_classes", "ngram"))
-    model = {k: model_t.integer(k) for k in ("num_buckets", "dim", "num_classes", "ngram") if k in model_t.data}
-    train_t = fed_t.table("train", ("epochs", "lr", "batch_size"))
-    train: dict[str, float] = {}
-    if "epochs" in train_t.data:
-        train["epochs"] = train_t.integer("epochs")  # type: ignore[assignment]
-    if "batch_size" in train_t.data:
-        train["batch_size"] = train_t.integer("batch_size")  # type: ignore[assignment]
-    if "lr" in train_t.data:
-        train["lr"] = train_t.number("lr")  # type: ignore[assignment]
-    labels = fed_t.text("labels")
+    rules: dict[str, Any] = {}
+    for key, name, kind in (
+        ("min_updates", "rounds.min_updates", "int"),
+        ("round_seconds", "rounds.round_seconds", "int"),
+        ("server_lr", "aggregation.server_lr", "number"),
+        ("rule", "aggregation.rule", "text"),
+        ("seed", "seed", "int0"),
+        ("max_blob_size", "max_blob_size", "int"),
+        ("max_update_norm", "max_update_norm", "number"),
+    ):
+        if key in fed_t.data:
+            value = (
+                fed_t.integer(key, minimum=0 if kind == "int0" else 1)
+                if kind.startswith("int")
+                else fed_t.number(key)
+                if kind == "number"
+                else fed_t.text(key)
+            )
+            rules[name] = value
+    train_t = fed_t.table("train", tuple(fed_t.data.get("train", {}) or ()))
+    for key, value in train_t.data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(train_t.key(key), f"must be a number or a string, got {value!r}")
+        rules[f"train.{key}"] = value
     federation = FederationConfig(
         rounds=fed_t.integer("rounds", required=True),  # type: ignore[arg-type]
-        min_updates=fed_t.integer("min_updates", default=1),  # type: ignore[arg-type]
-        round_seconds=fed_t.integer("round_seconds", default=600),  # type: ignore[arg-type]
-        server_lr=fed_t.number("server_lr", default=1.0),  # type: ignore[arg-type]
-        seed=fed_t.integer("seed", default=0, minimum=0),  # type: ignore[arg-type]
-        max_blob_size=fed_t.integer("max_blob_size", default=64 * 1024 * 1024),  # type: ignore[arg-type]
-        max_update_norm=fed_t.number("max_update_norm"),
-        labels=resolve(labels) if labels else None,
-        model=model,  # type: ignore[arg-type]
-        train=train,
         poll_seconds=fed_t.number("poll_seconds", default=2.0),  # type: ignore[arg-type]
+        rules=rules,
     )
+    task_t = top.table("task", ("app", "settings"))
+    settings = task_t.data.get("settings", {})
+    if not isinstance(settings, dict):
+        raise ConfigError("task.settings", "must be a table")
+    task = TaskConfig(app=task_t.text("app", default="icd") or "icd", settings=dict(settings))
 
     participant: ParticipantDataConfig | None = None
     if role == "participant":
@@ -478,29 +497,11 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
         store=store,
         keystore=resolve(keystore),
         federation=federation,
+        task=task,
         participant=participant,
         participants=tuple(entries),
         log_json=fmt == "json",
     )
-
-
-def read_labels(path: Path) -> tuple[str, ...]:
-    """The federation's class names from a text file, one per line.
-
-    Raises
-    ------
-    ConfigError
-        If the file cannot be read or names no class, or names one twice.
-    """
-    try:
-        names = tuple(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
-    except OSError as err:
-        raise ConfigError("federation.labels", f"cannot read {path}: {err.strerror or err}") from err
-    if len(names) < 2:
-        raise ConfigError("federation.labels", f"{path} names {len(names)} classes; a classifier needs at least 2")
-    if len(set(names)) != len(names):
-        raise ConfigError("federation.labels", f"{path} names a class twice")
-    return names
 
 
 __all__ = [
@@ -508,16 +509,17 @@ __all__ = [
     "KUBO_ENV",
     "PASSWORD_ENV",
     "WORKDIR_FILE",
+    "check_address",
     "ChainConfig",
     "FederationConfig",
     "LedgerConfig",
     "NodeConfig",
     "ParticipantDataConfig",
     "ParticipantEntry",
+    "TaskConfig",
     "Workdir",
     "keystore_password",
     "kubo_api",
     "load_node_config",
     "load_signer",
-    "read_labels",
 ]

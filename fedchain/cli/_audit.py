@@ -1,4 +1,4 @@
-"""``fedchain audit``: replay a ledger's history and verify every round; no keys needed."""
+"""``fedchain audit``: replay a ledger's history and verify every round; no keys, no torch needed."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from fedchain.cli._common import EXIT_ERROR, EXIT_OK, print_audit
-from fedchain.errors import FedchainError
+from fedchain.cli._common import EXIT_FAILED, EXIT_OK, add_ledger_arguments, open_ledger, print_audit
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,81 +17,122 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "audit",
         help="verify a ledger's whole history from the chain and the store",
         description=(
-            "Replays every round recorded on a ledger and verifies it: every update blob re-hashed and "
-            "checked, the aggregate recomputed bit for bit, the lineage checked. Needs no keys and no "
-            "private data. Exit status: 0 everything verifies, 1 a discrepancy, 2 the audit could not run."
+            "Replays every round recorded on a ledger and verifies it: the code at the address is a fedchain "
+            "ledger, the federation manifest matches the digest the ledger fixes (every rule is read from it), "
+            "every update blob is re-hashed and checked, the aggregate recomputed bit for bit, the lineage "
+            "checked. Needs no keys, no private data and no training framework. Exit status: 0 everything "
+            "verifies, 1 a discrepancy (or fewer rounds than --expect-rounds), 2 the audit could not run."
         ),
     )
-    where = p.add_argument_group("what to audit (either --workdir, or --rpc with --ledger and --store)")
-    where.add_argument(
-        "--workdir", type=Path, help="a working directory written by `fedchain demo` (works with no node running)"
-    )
-    where.add_argument("--rpc", help="JSON-RPC URL of the chain node")
-    where.add_argument("--ledger", help="the ledger contract's address")
-    where.add_argument("--store", help="the blob store: a directory or a kubo API address (http://127.0.0.1:5001)")
+    add_ledger_arguments(p, what="what to audit")
     p.add_argument(
-        "--server-lr", type=float, default=1.0, help="FedAvg server learning rate the federation used (default: 1.0)"
-    )
-    p.add_argument(
-        "--max-blob-size", type=int, default=64 * 1024 * 1024, help="largest blob fetched, in bytes (default: 64 MiB)"
-    )
-    p.add_argument(
-        "--max-update-norm", type=float, default=None, help="the federation's update-norm bound, if it had one"
+        "--expect-rounds", type=int, default=None, metavar="N", help="fail (exit 1) unless at least N rounds have ended"
     )
     p.add_argument(
         "--check-cids",
         action="store_true",
-        help="also check every block of every blob against the CID that names it (by default each blob is checked against its recorded sha256 only, "
-        "which is what makes it the recorded blob; this adds the proof that the recorded CIDs name those bytes, for a second hash of every byte)",
+        help="also check every block of every blob against the CID that names it (a second hash of every byte; "
+        "by default each blob is checked against its recorded sha256, which is what makes it the recorded blob)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(handler=_run, error_exit_code=EXIT_ERROR)
+    p.add_argument("--json", action="store_true", help="print the report as JSON (for machines)")
+    p.add_argument(
+        "--html", type=Path, default=None, metavar="FILE", help="also write a self-contained HTML report (for people)"
+    )
+    p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from fedchain.audit import audit_ledger
-    from fedchain.chain import Ledger, connect
-    from fedchain.fl import FedAvg
-    from fedchain.orchestrator.federation import open_workdir
-    from fedchain.storage import open_store
+    from fedchain.errors import ConfigError, UnknownContractError
 
-    if args.workdir is not None:
-        if args.rpc or args.ledger or args.store:
-            print("fedchain audit: error: give either --workdir or --rpc/--ledger/--store, not both", file=sys.stderr)
-            return EXIT_ERROR
-        chain, ledger, store, settings = open_workdir(args.workdir)
-        strategy = FedAvg(server_lr=settings.server_lr)
-        spec, max_blob, max_norm = settings.spec, settings.max_blob_size, settings.max_update_norm
-    else:
-        missing = [
-            flag
-            for flag, value in (("--rpc", args.rpc), ("--ledger", args.ledger), ("--store", args.store))
-            if not value
-        ]
-        if missing:
-            print(f"fedchain audit: error: missing {', '.join(missing)} (or give --workdir)", file=sys.stderr)
-            return EXIT_ERROR
-        chain = connect(args.rpc)
-        ledger = Ledger(chain, args.ledger)
-        store = open_store(args.store, max_blob_size=args.max_blob_size)
-        strategy = FedAvg(server_lr=args.server_lr)
-        spec, max_blob, max_norm = None, args.max_blob_size, args.max_update_norm
+    if args.expect_rounds is not None and args.expect_rounds < 0:
+        raise ConfigError("--expect-rounds", f"must be >= 0, got {args.expect_rounds}")
+    out = Console(soft_wrap=True, highlight=False)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
     try:
-        report = audit_ledger(
-            ledger,
-            store,
-            strategy,
-            spec=spec,
-            max_blob_size=max_blob,
-            max_update_norm=max_norm,
-            check_cids=args.check_cids,
-        )
-    except FedchainError as err:
-        print(f"fedchain audit: error: could not run the audit: {err}", file=sys.stderr)
-        return EXIT_ERROR
+        chain, ledger, store, names = open_ledger(args, "audit")
+    except UnknownContractError as e:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "ledger": e.address,
+                        "failures": [
+                            {
+                                "round": None,
+                                "check": "unknown contract code",
+                                "participant": None,
+                                "expected": "a fedchain ledger",
+                                "actual": str(e),
+                                "message": str(e),
+                            }
+                        ],
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            print(f"audit FAILED: {e}", file=sys.stdout)
+        return EXIT_FAILED
+    try:
+        total = ledger.next_round()
+        with _progress(err, total, quiet=args.json) as on_round:
+            report = audit_ledger(
+                ledger,
+                store,
+                names=names,
+                on_round=on_round,
+                check_cids=args.check_cids,
+                expect_rounds=args.expect_rounds,
+                details=args.html is not None,
+            )
     finally:
         chain.close()
+    if args.html is not None:
+        from fedchain.audit.report import write_html
+
+        write_html(report, args.html)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
-        return EXIT_OK if report.ok else 1
-    return print_audit(Console(soft_wrap=True), report)
+        return EXIT_OK if report.ok else EXIT_FAILED
+    code = print_audit(out, report)
+    if args.html is not None:
+        out.print(f"report written to {args.html}")
+    return code
+
+
+class _progress:
+    """A progress bar on a terminal (plain lines every 10 rounds otherwise), driven by ``on_round``."""
+
+    def __init__(self, console: Console, total: int, *, quiet: bool) -> None:
+        self.console, self.total, self.quiet = console, total, quiet
+        self._bar = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self.console.is_terminal and not self.quiet and self.total > 1:
+            self._bar = Progress(
+                TextColumn("auditing"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} rounds"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._bar.__enter__()
+            job = self._bar.add_task("audit", total=self.total)
+            return lambda v: self._bar.update(job, completed=v.round_id + 1)  # type: ignore[union-attr]
+        if self.quiet or self.total < 20:
+            return None
+
+        def line(v):  # type: ignore[no-untyped-def]
+            if (v.round_id + 1) % 10 == 0:
+                self.console.print(f"audited {v.round_id + 1}/{self.total} rounds")
+
+        return line
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)

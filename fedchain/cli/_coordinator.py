@@ -1,7 +1,7 @@
 """``fedchain coordinator --config FILE``: the coordinator as a long-running process.
 
-Also the pieces ``fedchain participant`` shares with it: event logging, the exit codes of a
-service, and opening the node's chain connection and store with retries.
+Also the pieces ``fedchain participant`` shares with it: event logging, SIGTERM, and opening the
+node's chain connection and store with retries.
 """
 
 from __future__ import annotations
@@ -11,49 +11,49 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from fedchain.cli._common import EXIT_ERROR, EXIT_FAILED, EXIT_OK
+from fedchain.cli._common import EXIT_OK
 
 if TYPE_CHECKING:
+    from fedchain.chain import Ledger, Pacing, ResilientRpcChain
     from fedchain.config import NodeConfig
-    from fedchain.orchestrator.service import Pacing, ResilientRpcChain
     from fedchain.storage import BlobStore
 
-#: The node or store stayed unreachable for longer than ``chain.outage_seconds``.
-EXIT_UNREACHABLE = 3
 #: Stopped by SIGTERM (``docker stop``): 128 + 15, as a shell reports it.
 EXIT_TERMINATED = 143
 
 SERVICE_EXIT_CODES = (
-    "Exit status: 0 the configured rounds are finalized (and, for a participant, the last one "
-    "verified); 1 a verification failed or the ledger refused this node; 2 the config, key or "
-    "data is wrong; 3 the chain node or store stayed unreachable for longer than "
-    "chain.outage_seconds; 143 stopped by SIGTERM. Restarting after any of them is safe: "
-    "the process carries on from the chain's state."
+    "Exit status: 0 the configured rounds have ended (and, for a participant, all of them verified); 1 a "
+    "verification failed, the code at the ledger address is not a fedchain ledger, or the ledger refused this "
+    "node; 2 the config, key, data or task is wrong, or differs from the federation manifest on the ledger "
+    "(the message names the field); 3 the chain node or store stayed unreachable for longer than "
+    "chain.outage_seconds; 143 stopped by SIGTERM. Restarting after any of them is safe: the process carries "
+    "on from the chain's state."
 )
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "coordinator",
-        help="run the coordinator: register participants, open, aggregate and finalize rounds",
+        help="run the coordinator: register participants, open, close, aggregate and finalize rounds",
         description=(
-            "Runs until the configured rounds are finalized: registers the [[participants]] of the "
-            "config, opens each round, waits for the quorum or the deadline, aggregates, finalizes "
-            "and verifies. With [ledger] address_file and no such file it first deploys a ledger and "
-            "writes its address there. Everything is read back from the chain at every step, so it "
-            "can be killed and restarted at any point. Key: [key] keystore, password in "
-            "$FEDCHAIN_KEY_PASSWORD or a prompt. " + SERVICE_EXIT_CODES
+            "Runs until the configured rounds have ended: registers the [[participants]] of the config, opens "
+            "each round, closes it once the quorum of valid updates is recorded (or the deadline passed), "
+            "aggregates and finalizes it (or abandons a round that cannot be finalized). With [ledger] "
+            "address_file and no such file it first deploys a ledger, whose manifest holds the [federation] "
+            "rules and the [task]'s schema, and writes its address there; killed during deployment and "
+            "restarted, it finds its own ledger instead of deploying a second one. Everything is read back from "
+            "the chain at every step, so it can be killed and restarted at any point. Key: [key] keystore, "
+            "password in $FEDCHAIN_KEY_PASSWORD or a prompt. " + SERVICE_EXIT_CODES
         ),
     )
     p.add_argument(
         "--config", type=Path, required=True, help="the node's TOML config (see README, 'Multi-process deployment')"
     )
-    p.set_defaults(handler=_run, error_exit_code=EXIT_ERROR)
+    p.set_defaults(handler=_run, service=True)
 
 
 # --------------------------------------------------------------------------- shared with `participant`
@@ -67,7 +67,11 @@ class _JsonLines(logging.Formatter):
             out["event"] = event
             for k, v in getattr(record, "fields", {}).items():
                 out[k] = (
-                    v.hex() if isinstance(v, bytes) else v if isinstance(v, (int, float, bool, type(None))) else str(v)
+                    "0x" + v.hex()
+                    if isinstance(v, bytes)
+                    else v
+                    if isinstance(v, (int, float, bool, type(None)))
+                    else str(v)
                 )
         else:
             out["message"] = record.getMessage()
@@ -76,9 +80,9 @@ class _JsonLines(logging.Formatter):
 
 def setup_service_logging(json_lines: bool) -> None:
     """Make the service's events visible (INFO) and, if asked, format every line as JSON."""
-    service = logging.getLogger("fedchain.orchestrator.service")
-    if service.getEffectiveLevel() > logging.INFO:
-        service.setLevel(logging.INFO)
+    events = logging.getLogger("fedchain.orchestrator")
+    if events.getEffectiveLevel() > logging.INFO:
+        events.setLevel(logging.INFO)
     if json_lines:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(_JsonLines())
@@ -93,12 +97,21 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def pacing_of(config: NodeConfig) -> Pacing:
+    from fedchain.chain import Pacing
+
+    return Pacing(poll_seconds=config.federation.poll_seconds, outage_seconds=config.chain.outage_seconds)
+
+
 def open_node(config: NodeConfig, address: str, pacing: Pacing) -> tuple[ResilientRpcChain, BlobStore]:
-    """Connect to the chain and the store (waiting for them), funding ``address`` on a dev node."""
-    from fedchain.orchestrator.service import ResilientRpcChain, retrying
+    """Connect to the chain and the store (waiting for them, saying for how long), funding ``address`` on a dev node."""
+    from fedchain.chain import ResilientRpcChain
+    from fedchain.orchestrator._events import log_event
+    from fedchain.orchestrator._loop import retrying
     from fedchain.storage import open_store
 
     c = config.chain
+    log_event("connecting", rpc=c.rpc, store=config.store, gives_up_after_seconds=pacing.outage_seconds)
     chain: ResilientRpcChain = retrying(
         lambda: ResilientRpcChain(
             c.rpc, retries=c.retries, backoff=c.backoff, timeout=c.timeout, pacing=pacing, dev=c.dev
@@ -107,48 +120,53 @@ def open_node(config: NodeConfig, address: str, pacing: Pacing) -> tuple[Resilie
         endpoint=c.rpc,
         what="the chain node",
     )
-    store: BlobStore = retrying(
-        lambda: open_store(config.store, max_blob_size=config.federation.max_blob_size),
-        pacing,
-        endpoint=config.store,
-        what="the store",
-    )
+    store: BlobStore = retrying(lambda: open_store(config.store), pacing, endpoint=config.store, what="the store")
     if c.dev:
         retrying(lambda: chain.fund(address), pacing, endpoint=c.rpc, what="funding")
     return chain, store
 
 
-def run_service(body: Callable[[], int]) -> int:
-    """Run a service body, mapping its errors to the exit codes of :data:`SERVICE_EXIT_CODES`."""
-    from fedchain.errors import (
-        ChainConnectionError,
-        ConfigError,
-        DataError,
-        StoreUnavailableError,
-        VerificationError,
-    )
-    from fedchain.orchestrator.service import log_event
+def wait_for_ledger(config: NodeConfig, chain: ResilientRpcChain, pacing: Pacing) -> Ledger | None:
+    """The configured ledger, by address or from ``address_file`` (``None`` if the file does not exist yet)."""
+    from fedchain.chain import Ledger
+    from fedchain.config import check_address
+    from fedchain.errors import ConfigError
+    from fedchain.orchestrator._loop import retrying
 
-    exit_on_sigterm()
-    try:
-        return body()
-    except (ConfigError, DataError) as err:
-        print(f"fedchain: error: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    except VerificationError as err:
-        log_event(
-            "verification_failed",
-            round=err.round_id,
-            what=err.what,
-            participant=err.participant or "-",
-            detail=str(err),
-        )
-        print(f"fedchain: VERIFICATION FAILED: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except (ChainConnectionError, StoreUnavailableError) as err:
-        log_event("gave_up", error=type(err).__name__, detail=str(err))
-        print(f"fedchain: error: {err}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+    address = config.ledger.address
+    if address is None:
+        path = config.ledger.address_file
+        assert path is not None
+        try:
+            address = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise ConfigError("ledger.address_file", f"cannot read {path}: {err.strerror or err}") from err
+        if not address:
+            return None
+        check_address(address, "ledger.address_file")
+    return retrying(lambda: Ledger(chain, address), pacing, endpoint=chain.endpoint, what="the ledger contract")
+
+
+def write_address_file(path: Path, address: str) -> None:
+    """Write the ledger address atomically (a reader never sees half of it)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(address + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def rules_for(config: NodeConfig, ledger: Ledger, store: BlobStore, pacing: Pacing) -> Any:
+    """The ledger's rules, after refusing a local configuration that differs from its manifest."""
+    from fedchain.orchestrator._loop import retrying
+    from fedchain.protocol import check_against, load_rules
+
+    rules = retrying(lambda: load_rules(ledger, store), pacing, endpoint=ledger.chain.endpoint, what="the manifest")
+    check_against(rules.manifest, config.federation.rules, source=f"{config.path} [federation]")
+    return rules
 
 
 # --------------------------------------------------------------------------- the coordinator
@@ -159,30 +177,44 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_node_config(args.config, role="coordinator")
     setup_service_logging(config.log_json)
-    return run_service(lambda: _serve(config))
+    exit_on_sigterm()
+    return _serve(config)
+
+
+def manifest_of(config: NodeConfig) -> Any:
+    """The manifest a coordinator deploys: the [task]'s schema and the [federation] rules (defaults for the rest)."""
+    from fedchain.orchestrator.federation import make_manifest
+    from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM
+    from fedchain.tasks import load_task
+
+    task = load_task(config.task.app, config.task.settings)
+    r = config.federation.rules
+    aggregation = {"rule": r.get("aggregation.rule", "fedavg"), "server_lr": float(r.get("aggregation.server_lr", 1.0))}
+    train = dict(task.train_config())
+    train.update({k.removeprefix("train."): v for k, v in r.items() if k.startswith("train.")})
+    manifest = make_manifest(
+        task,
+        seed=int(r.get("seed", 0)),
+        min_updates=int(r.get("rounds.min_updates", max(1, len(config.participants)))),
+        round_seconds=int(r.get("rounds.round_seconds", 600)),
+        aggregation=aggregation,
+        max_update_norm=float(r.get("max_update_norm", DEFAULT_MAX_UPDATE_NORM)),
+        max_blob_size=int(r.get("max_blob_size", DEFAULT_MAX_BLOB_SIZE)),
+        train=train,
+    )
+    return task, manifest
 
 
 def _serve(config: NodeConfig) -> int:
     from fedchain.config import load_signer
     from fedchain.errors import ConfigError
-    from fedchain.orchestrator.actors import Coordinator
-    from fedchain.orchestrator.service import (
-        CoordinatorService,
-        Pacing,
-        Registration,
-        deploy_ledger,
-        log_event,
-        resolve_ledger,
-        retrying,
-        run_loop,
-        settings_from_config,
-        write_address_file,
-    )
-    from fedchain.orchestrator.settings import strategy_from_settings
+    from fedchain.orchestrator._events import log_event
+    from fedchain.orchestrator._loop import retrying, run_loop
+    from fedchain.orchestrator.coordinator import Coordinator, CoordinatorService, Registration
+    from fedchain.orchestrator.federation import deploy, genesis_params
     from fedchain.types import Address
 
-    settings = settings_from_config(config.federation)
-    pacing = Pacing(poll_seconds=config.federation.poll_seconds, outage_seconds=config.chain.outage_seconds)
+    pacing = pacing_of(config)
     signer = load_signer(config.keystore, name="coordinator", prompt=sys.stdin.isatty())
     log_event(
         "starting",
@@ -194,30 +226,28 @@ def _serve(config: NodeConfig) -> int:
     )
     chain, store = open_node(config, signer.address, pacing)
     try:
-        ledger = resolve_ledger(
-            chain, address=config.ledger.address, address_file=config.ledger.address_file, pacing=pacing
-        )
+        ledger = wait_for_ledger(config, chain, pacing)
         if ledger is None:
             assert config.ledger.address_file is not None
-            ledger = retrying(
-                lambda: deploy_ledger(chain, signer, store, settings),
+            task, manifest = manifest_of(config)
+            genesis = genesis_params(task, manifest.seed)
+            deployment = retrying(
+                lambda: deploy(chain, signer, store, manifest, genesis),
                 pacing,
                 endpoint=chain.endpoint,
                 what="deployment",
             )
+            ledger = deployment.ledger
             write_address_file(config.ledger.address_file, ledger.address)
-        coordinator_address = retrying(
-            lambda: ledger.info().coordinator, pacing, endpoint=chain.endpoint, what="the ledger"
-        )
-        if coordinator_address != signer.address:
+        rules = rules_for(config, ledger, store, pacing)
+        if rules.coordinator != signer.address:
             raise ConfigError(
                 "key.keystore",
-                f"{signer.address} is not the coordinator of ledger {ledger.address} (its coordinator is {coordinator_address})",
+                f"{signer.address} is not the coordinator of ledger {ledger.address} (its coordinator is {rules.coordinator})",
             )
-        log_event("ledger", ledger=ledger.address, chain_id=chain.chain_id)
-        coordinator = Coordinator(ledger, signer, store, strategy_from_settings(settings), settings)
+        log_event("ledger", ledger=ledger.address, chain_id=chain.chain_id, manifest=rules.digest)
         service = CoordinatorService(
-            coordinator,
+            Coordinator(ledger, signer, store, rules),
             [
                 Registration(Address(chain.w3.to_checksum_address(p.address)), p.max_samples, p.name)
                 for p in config.participants

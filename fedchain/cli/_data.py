@@ -1,4 +1,4 @@
-"""``fedchain data export``: write the demo's hospital shards as local JSONL files."""
+"""``fedchain data export``: write a task's demo shards as local files, one per participant."""
 
 from __future__ import annotations
 
@@ -6,57 +6,50 @@ import argparse
 import json
 from pathlib import Path
 
-from fedchain.cli._common import EXIT_ERROR, EXIT_OK
+from fedchain.cli._common import EXIT_OK
+from fedchain.cli._demo import parse_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("data", help="export the demo's three hospital shards as local data files")
+    p = sub.add_parser("data", help="export a task's demo shards as local data files (for separate processes)")
     data = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     export = data.add_parser(
         "export",
-        help="write each hospital's shard (JSON Lines of text,label), the test set and labels.txt",
+        help="write each demo participant's shard and the held-out test set",
         description=(
-            "Splits ICD-10-CM across the demo's three hospitals exactly as `fedchain demo` does and writes "
-            'OUT/<hospital>.jsonl (one {"text": ..., "label": ...} object per line, label = chapter name), '
-            "OUT/test.jsonl and OUT/labels.txt (the class names, one per line, in label order). A "
-            "participant's config points [participant] data at its shard and [federation] labels at labels.txt."
+            "Splits the task's shipped data across its demo participants exactly as `fedchain demo` does and writes "
+            "OUT/<participant>.<ext> and OUT/test.<ext> in the task's own format (for icd: JSON Lines of "
+            '{"text": ..., "label": ...}). A participant\'s config points [participant] data at its shard.'
         ),
     )
     export.add_argument("--out", type=Path, required=True, help="directory to write into (created if missing)")
-    export.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0, the demo's)")
+    export.add_argument("--task", default="icd", help="the task (default: icd)")
     export.add_argument(
-        "--every", type=int, default=1, help="keep every N-th record before splitting, for quick runs (default: 1, all)"
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="a task setting (repeatable)"
     )
+    export.add_argument(
+        "--participants", type=int, default=None, help="how many participants (default: the task's demo)"
+    )
+    export.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0, the demo's)")
     export.add_argument("--json", action="store_true", help="print what was written as JSON")
-    export.set_defaults(handler=_export, error_exit_code=EXIT_ERROR)
+    export.set_defaults(handler=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fedchain.errors import ConfigError
-    from fedchain.fl import HOSPITALS, Dataset, export_shard, load_icd10, split_non_iid
+    from fedchain.tasks import load_task
 
-    if args.every < 1:
-        raise ConfigError("--every", f"must be at least 1, got {args.every}")
-    full = load_icd10()
-    if args.every > 1:
-        keep = range(0, len(full), args.every)
-        full = Dataset(
-            name=full.name,
-            texts=tuple(full.texts[i] for i in keep),
-            labels=tuple(full.labels[i] for i in keep),
-            label_names=full.label_names,
-        )
-    split = split_non_iid(full, list(HOSPITALS.values()), names=list(HOSPITALS), seed=args.seed)
+    task = load_task(args.task, parse_settings(args.settings))
+    demo = task.demo(args.participants or int(getattr(task, "demo_participants", 3)), args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
+    suffix = str(getattr(task, "data_suffix", ".data"))
     written: dict[str, int] = {}
-    for name, shard in [*((s.name, s) for s in split.shards), ("test", split.test)]:
-        export_shard(shard, args.out / f"{name}.jsonl")
-        written[f"{name}.jsonl"] = len(shard)
-    (args.out / "labels.txt").write_text("".join(n + "\n" for n in full.label_names), encoding="utf-8")
+    for name, data in [*((m.name, m.data) for m in demo.participants), ("test", demo.test)]:
+        path = args.out / f"{name}{suffix}"
+        task.export_data(data, str(path))
+        written[path.name] = task.num_samples(data)
     if args.json:
-        print(json.dumps({"directory": str(args.out), "files": written, "labels": str(args.out / "labels.txt")}))
+        print(json.dumps({"directory": str(args.out), "files": written}))
     else:
         for name, count in written.items():
             print(f"{args.out / name}: {count:,} records")
-        print(f"{args.out / 'labels.txt'}: {len(full.label_names)} classes")
     return EXIT_OK

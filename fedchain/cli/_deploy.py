@@ -1,4 +1,4 @@
-"""``fedchain deploy``: put a new ledger on a chain, with its genesis model in the store."""
+"""``fedchain deploy``: put a new ledger on a chain, with its manifest and genesis model in the store."""
 
 from __future__ import annotations
 
@@ -7,79 +7,94 @@ import json
 from pathlib import Path
 
 from fedchain.cli._common import EXIT_OK
+from fedchain.cli._demo import RULES, aggregation_of, check_rpc, parse_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "deploy",
-        help="deploy a FederatedLedger (the deploying key becomes the coordinator)",
+        help="deploy a FederatedLedger with its manifest (the deploying key becomes the coordinator)",
         description=(
-            "Deploys a FederatedLedger contract from the committed artifact (no compiler needed). "
-            "The genesis model is created from --seed with the default model spec (or read from "
-            "--genesis FILE), stored in --store, and its sha256 fixed in the contract. The key comes "
-            "from --keystore FILE (password in $FEDCHAIN_KEY_PASSWORD or a prompt) or from "
-            "$FEDCHAIN_PRIVATE_KEY; never from the command line."
+            "Deploys a FederatedLedger from the committed artifact (no compiler needed). The federation "
+            "manifest (the task's tensor schema and model, the aggregation rule, the norm bound, the round "
+            "rules) and the genesis model (the task's initial tensors from --seed) are stored in --store and "
+            "their digests fixed in the contract. Deploying twice with the same key, manifest and genesis finds "
+            "the first ledger instead of deploying another. The key comes from --keystore FILE (password in "
+            "$FEDCHAIN_KEY_PASSWORD or a prompt) or from $FEDCHAIN_PRIVATE_KEY; never from the command line."
         ),
     )
     p.add_argument(
         "--rpc", required=True, help="JSON-RPC URL of the chain node, or 'embedded' for a throw-away in-process chain"
     )
-    p.add_argument("--store", required=True, help="blob store: a directory or a kubo API address")
+    p.add_argument("--store", required=True, help="blob store: a directory (created if missing) or a kubo API address")
     p.add_argument("--keystore", type=Path, help="encrypted keystore of the coordinator (see `fedchain keys new`)")
+    p.add_argument("--task", default="icd", help="the task whose schema the federation exchanges (default: icd)")
     p.add_argument(
-        "--genesis", type=Path, help="a canonical model blob to start from (default: a fresh model from --seed)"
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="a task setting (repeatable)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the fresh genesis model (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="root seed of the genesis model and of training (default: 0)")
+    p.add_argument("--aggregation", choices=RULES, default="fedavg", help="aggregation rule (default: fedavg)")
+    p.add_argument("--server-lr", type=float, default=1.0, help="server learning rate (default: 1.0)")
+    p.add_argument("--trim", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--byzantine", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--select", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--clip", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--max-update-norm", type=float, default=None, help="update norm bound (default: 1000)")
+    p.add_argument("--min-updates", type=int, default=1, help="quorum to finalize before the deadline (default: 1)")
     p.add_argument(
-        "--fund", action="store_true", help="on a development node (anvil), give the coordinator ether first"
+        "--round-seconds", type=int, default=600, help="time from opening a round to its deadline (default: 600)"
+    )
+    p.add_argument(
+        "--fund", action="store_true", help="on a development node (anvil, hardhat), give the coordinator ether first"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedchain.chain import Ledger, connect
+    from fedchain.chain import connect
     from fedchain.config import load_signer
-    from fedchain.errors import ConfigError
-    from fedchain.fl import decode_model
-    from fedchain.hashing import sha256, to_hex
-    from fedchain.orchestrator.actors import Coordinator
-    from fedchain.orchestrator.settings import default_settings
+    from fedchain.hashing import to_hex
+    from fedchain.orchestrator.federation import deploy, genesis_params, make_manifest
+    from fedchain.protocol import DEFAULT_MAX_UPDATE_NORM
     from fedchain.storage import open_store
+    from fedchain.tasks import load_task
 
+    check_rpc(args.rpc)
     signer = load_signer(args.keystore, name="coordinator")
-    chain = connect(args.rpc)
+    task = load_task(args.task, parse_settings(args.settings))
+    manifest = make_manifest(
+        task,
+        seed=args.seed,
+        min_updates=args.min_updates,
+        round_seconds=args.round_seconds,
+        aggregation=aggregation_of(args),
+        max_update_norm=args.max_update_norm if args.max_update_norm is not None else DEFAULT_MAX_UPDATE_NORM,
+    )
     store = open_store(args.store)
-    if args.fund:
-        chain.fund(signer.address)
-    if args.genesis is not None:
-        try:
-            blob = args.genesis.read_bytes()
-        except OSError as err:
-            raise ConfigError(str(args.genesis), f"cannot read: {err}") from err
-        decode_model(blob, spec=None, max_size=store.max_blob_size)  # refuse a blob that is not a model
-        cid = store.put(blob)
-        store.pin(cid)
-        digest = sha256(blob)
-    else:
-        settings = default_settings(seed=args.seed)
-        digest, cid = Coordinator.publish_genesis(store, settings, signer.address)
-    ledger, tx = Ledger.deploy(chain, signer, digest, cid)
-    result = {
-        "ledger": ledger.address,
-        "coordinator": signer.address,
-        "chain_id": chain.chain_id,
-        "transaction": tx.tx_hash,
-        "block": tx.block_number,
-        "gas_used": tx.gas_used,
-        "genesis_hash": to_hex(digest),
-        "genesis_cid": cid,
-    }
+    chain = connect(args.rpc)
+    try:
+        if args.fund:
+            chain.fund(signer.address)
+        d = deploy(chain, signer, store, manifest, genesis_params(task, args.seed))
+        result = {
+            "ledger": d.ledger.address,
+            "coordinator": signer.address,
+            "chain_id": chain.chain_id,
+            "reused": d.reused,
+            "gas_used": d.gas_used,
+            "manifest_hash": to_hex(manifest.digest),
+            "manifest_cid": d.manifest_cid,
+            "genesis_hash": to_hex(d.genesis_hash),
+            "genesis_cid": d.genesis_cid,
+        }
+    finally:
+        chain.close()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"ledger {ledger.address} deployed by {signer.address} on chain {chain.chain_id}")
-        print(f"  transaction {tx.tx_hash} (block {tx.block_number}, gas {tx.gas_used:,})")
-        print(f"  genesis model {to_hex(digest)} at {cid}")
-    chain.close()
+        verb = "found (deployed earlier by this key)" if d.reused else "deployed"
+        print(f"ledger {d.ledger.address} {verb} by {signer.address} on chain {result['chain_id']}, gas {d.gas_used:,}")
+        print(f"  manifest {result['manifest_hash']} at {d.manifest_cid}")
+        print(f"  genesis model {result['genesis_hash']} at {d.genesis_cid}")
     return EXIT_OK

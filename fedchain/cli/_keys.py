@@ -23,10 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     new.add_argument("--out", type=Path, required=True, help="the keystore file to write")
     new.add_argument("--json", action="store_true", help="print the address as JSON")
-    new.set_defaults(handler=_new, error_exit_code=EXIT_ERROR)
+    new.set_defaults(handler=_new)
     show = keys.add_parser("address", help="print a keystore's address (needs no password)")
     show.add_argument("keystore", type=Path)
-    show.set_defaults(handler=_address, error_exit_code=EXIT_ERROR)
+    show.set_defaults(handler=_address)
 
 
 def _new(args: argparse.Namespace) -> int:

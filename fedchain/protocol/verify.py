@@ -223,6 +223,20 @@ def _finite(params: Mapping[str, np.ndarray]) -> bool:
     return all(bool(np.isfinite(a).all()) for a in params.values())
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A closed round's screening and the aggregate of its valid updates (what the coordinator finalizes).
+
+    ``params`` is ``None`` when the valid updates cannot be aggregated into a finite model
+    (``error`` says why): the round cannot be finalized and is abandoned.
+    """
+
+    valid: tuple[UpdateRecord, ...]
+    excluded: tuple[Exclusion, ...]
+    params: Arrays | None
+    error: AggregationError | None = None
+
+
 def prepare_aggregate(
     history: RoundHistory,
     store: BlobStore,
@@ -230,19 +244,14 @@ def prepare_aggregate(
     load_base: Callable[[], Arrays],
     *,
     observer: Observer | None = None,
-) -> tuple[list[UpdateRecord], list[Exclusion], Arrays]:
-    """Screen a closed round's recorded updates and aggregate the valid ones: what the coordinator runs.
+) -> Prepared:
+    """Screen a round's recorded updates and aggregate the valid ones: what the coordinator runs.
 
     One pass over the blobs in the usual case: the aggregation weighs each update by ``n_k / n``
     with ``n`` the valid updates' total, known only once all are screened, so the pass assumes
     every recorded update is valid and aggregates as it screens; if any is excluded, a second
     pass aggregates the valid ones with the right ``n``. ``load_base()`` gives the base, once per
     pass; the aggregation may free it as soon as its accumulator holds it.
-
-    Raises
-    ------
-    AggregationError
-        If the aggregate is not finite (the round cannot be finalized; the coordinator abandons it).
     """
     base_hash = history.opened.base_hash
     screened = _Screened()
@@ -258,18 +267,19 @@ def prepare_aggregate(
     for _ in updates:  # finish screening if the aggregation stopped early
         pass
     if screened.excluded:  # the optimistic total was wrong: again, with the valid ones only
-        params = None
-        valid = set(r.participant for r in screened.valid)
+        params, error = None, None
+        valid = {r.participant for r in screened.valid}
         again = _stream(history, store, rules, _Screened(), base_hash=base_hash, include=valid)
-        params = rules.strategy.aggregate(
-            load_base(), again, total_samples=sum(u.num_samples for u in screened.valid), release_base=True
-        )
-    elif error is not None:
-        raise error
-    assert params is not None
-    if not _finite(params):
-        raise AggregationError(f"round {history.state.round_id}: the aggregate of the valid updates is not finite")
-    return screened.valid, screened.excluded, params
+        try:
+            params = rules.strategy.aggregate(
+                load_base(), again, total_samples=sum(u.num_samples for u in screened.valid), release_base=True
+            )
+        except AggregationError as err:
+            error = err
+    if params is not None and not _finite(params):
+        params = None
+        error = AggregationError(f"round {history.state.round_id}: the aggregate of the valid updates is not finite")
+    return Prepared(tuple(screened.valid), tuple(screened.excluded), params, error)
 
 
 # --------------------------------------------------------------------------- verification
@@ -519,6 +529,7 @@ __all__ = [
     "UpdateStatus",
     "VerifiedModel",
     "load_model",
+    "Prepared",
     "prepare_aggregate",
     "verify_round",
 ]

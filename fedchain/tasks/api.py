@@ -117,6 +117,13 @@ class Task(ABC):
     def evaluate(self, arrays: Arrays, data: Any) -> Mapping[str, float]:
         """Metrics of ``arrays`` on ``data`` (e.g. ``accuracy``, ``loss``, ``perplexity``)."""
 
+    def export_data(self, data: Any, path: str) -> None:
+        """Write ``data`` (a demo participant's) to ``path`` so that :meth:`load_data` reads it back.
+
+        Used by ``fedchain data export`` to hand each node of a multi-process federation its shard.
+        """
+        raise NotImplementedError(f"task {self.name!r} cannot export its data")
+
     def num_samples(self, data: Any) -> int:
         """How many records ``data`` holds (the sample cap the coordinator registers)."""
         return len(data)

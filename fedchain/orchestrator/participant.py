@@ -1,0 +1,240 @@
+"""A participant: verifies, trains on its own data, and submits updates from its own account.
+
+The participant never trains on a model it has not verified: before training on round r's
+base it verifies every round from the genesis (or from its own last checkpoint) up to r
+(:mod:`fedchain.protocol.custody`). Its data never leaves the object; only the update blob,
+whose header carries the metrics its task reported, goes to the store, and its digest to the
+chain.
+
+:class:`ParticipantService` is its loop, like the coordinator's: every step reads the chain and
+takes the one step its state calls for.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fedchain.chain import Ledger, Signer
+from fedchain.errors import AlreadySubmittedError, ConfigError, DeadlinePassedError, RoundNotOpenError, VerificationError
+from fedchain.hashing import derive_seed, sha256, short, to_hex
+from fedchain.orchestrator._events import log_event
+from fedchain.orchestrator._step import Step
+from fedchain.protocol import Checkpoint, Rules, advance, genesis
+from fedchain.protocol.blobs import update_blob
+from fedchain.records import RoundStatus, TxResult
+from fedchain.storage import BlobStore
+from fedchain.tasks.api import Task
+from fedchain.types import Address
+
+logger = logging.getLogger(__name__)
+
+_METRIC = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def participant_seed(seed: int, round_id: int, participant: str) -> int:
+    """The seed of ``participant``'s local training in ``round_id``: ``derive_seed(seed, "train", round_id, participant)``."""
+    return derive_seed(seed, "train", round_id, participant)
+
+
+def _public_metrics(metrics: Mapping[str, Any], name: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not _METRIC.fullmatch(key):
+            raise ConfigError("task", f"{name}: metric name {key!r} is not a short plain name ([A-Za-z0-9_.-], 1 to 64)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError("task", f"{name}: metric {key!r} is {value!r}, not a finite number")
+        out[key] = float(value)
+    return out
+
+
+class Participant:
+    """The participant role.
+
+    Parameters
+    ----------
+    ledger, signer, store, rules:
+        The federation's ledger, this participant's key, the blob store and the manifest's rules.
+    task:
+        The task that trains (its schema and model must be the manifest's).
+    data:
+        The participant's private data, as the task loaded it. It never leaves this object.
+    name:
+        A label for logs and the training seed (the hospital's name).
+    """
+
+    def __init__(self, ledger: Ledger, signer: Signer, store: BlobStore, rules: Rules, task: Task, data: Any, name: str) -> None:
+        schema = task.schema()
+        if schema != rules.schema:
+            raise ConfigError("task", f"task {task.name!r} exchanges {schema.to_json()}, the federation manifest fixes {rules.schema.to_json()}")
+        if task.describe() != rules.model:
+            raise ConfigError("task", f"task {task.name!r} describes its model as {task.describe()!r}, the federation manifest says {rules.model!r}")
+        if dict(task.frozen()) != dict(rules.manifest.frozen):
+            raise ConfigError("task", f"task {task.name!r} builds on {dict(task.frozen())}, the federation manifest says {dict(rules.manifest.frozen)}")
+        self.ledger = ledger
+        self.signer = signer
+        self.store = store
+        self.rules = rules
+        self.task = task
+        self.data = data
+        self.name = name
+        self.gas_used = 0
+        self.checkpoint: Checkpoint | None = None
+
+    @property
+    def address(self) -> Address:
+        return self.signer.address
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.task.num_samples(self.data))
+
+    def catch_up(self, upto: int) -> Checkpoint:
+        """Verify every round before ``upto`` (chain of custody); return the checkpoint.
+
+        Raises
+        ------
+        VerificationError
+            Naming the first round that does not verify: nothing is trained on it.
+        """
+        if self.checkpoint is None:
+            self.checkpoint = genesis(self.ledger, self.store, self.rules)
+        self.checkpoint, verdicts = advance(self.ledger, self.store, self.rules, self.checkpoint, upto)
+        for v in verdicts:
+            log_event("round_verified", round=v.round_id, ok=v.ok, by=self.name, status=v.status.name.lower())
+        return self.checkpoint
+
+    def has_submitted(self, round_id: int) -> bool:
+        """Whether the chain already holds this participant's update for ``round_id``."""
+        return self.ledger.update_hash(round_id, self.address) is not None
+
+    def participate(self, round_id: int) -> TxResult | None:
+        """Verify up to round ``round_id``, train on its base and submit the update.
+
+        Returns ``None`` if the chain already has this participant's update (after a restart).
+
+        Raises
+        ------
+        VerificationError
+            If any round before, or the round's base, does not verify; nothing is trained then.
+        ContractRevertError
+            If the ledger refuses the submission (e.g. :class:`DeadlinePassedError`).
+        """
+        if self.has_submitted(round_id):
+            logger.info("%s: already submitted for round %d", self.name, round_id)
+            return None
+        cp = self.catch_up(round_id)
+        opened = self.ledger.round_history(round_id).opened
+        if opened.base_hash != cp.digest or opened.base_cid != cp.cid:
+            raise VerificationError(round_id, "lineage", expected=f"{to_hex(cp.digest)} at {cp.cid}", actual=f"{to_hex(opened.base_hash)} at {opened.base_cid}")
+        assert cp.params is not None
+        base = cp.params
+        result = self.task.train(
+            {k: np.array(v, dtype=np.float32, copy=True) for k, v in base.items()},
+            self.data,
+            dict(self.rules.manifest.train),
+            seed=participant_seed(self.rules.manifest.seed, round_id, self.name),
+        )
+        if set(result.arrays) != set(base):
+            raise ConfigError("task", f"{self.task.name}: train returned tensors {sorted(result.arrays)}, the schema has {sorted(base)}")
+        delta = {k: np.subtract(np.asarray(result.arrays[k], dtype=np.float32), base[k], dtype=np.float32) for k in sorted(base)}
+        metrics = _public_metrics(result.metrics, self.task.name)
+        blob = update_blob(delta, round_id=round_id, base_hash=cp.digest, sender=self.address, num_samples=result.num_samples, metrics=metrics)
+        del delta
+        digest = sha256(blob)
+        cid = self.store.put(blob)
+        self.store.pin(cid)
+        del blob
+        try:
+            tx = self.ledger.submit_update(self.signer, round_id, digest, cid, result.num_samples)
+        except AlreadySubmittedError:
+            return None
+        self.gas_used += tx.gas_used
+        logger.info("%s: submitted round %d update %s (%d samples, gas %d)", self.name, round_id, short(digest), result.num_samples, tx.gas_used)
+        return tx
+
+
+class ParticipantService:
+    """A participant's loop: wait for registration, take part in every open round, verify the last.
+
+    It stops when ``rounds`` rounds have ended (after verifying all of them).
+    """
+
+    def __init__(self, participant: Participant, *, rounds: int) -> None:
+        self.participant = participant
+        self.rounds = rounds
+        self._said: set[tuple[str, int]] = set()
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.participant.ledger
+
+    def _once(self, event: str, round_id: int | None, **fields: Any) -> None:
+        key = (event, -1 if round_id is None else round_id)
+        if key not in self._said:
+            self._said.add(key)
+            log_event(event, **({} if round_id is None else {"round": round_id}), **fields)
+
+    def step(self) -> Step:
+        """Take the one step the chain's state calls for."""
+        p, ledger = self.participant, self.ledger
+        p.signer.forget_nonce(ledger.chain.chain_id)
+        entry = ledger.participant(p.address)
+        if not entry.registered:
+            self._once("waiting_for_registration", None, participant=p.address)
+            return Step.IDLE
+        if p.num_samples > entry.max_samples:
+            raise ConfigError("participant.data", f"{p.num_samples} records, above the {entry.max_samples} the coordinator registered for {p.address}")
+        r = ledger.next_round()
+        if r == 0:
+            self._once("waiting_for_round", 0)
+            return Step.IDLE
+        current = r - 1
+        state = ledger.round_state(current)
+        if state.status in (RoundStatus.FINALIZED, RoundStatus.ABANDONED):
+            if r >= self.rounds:
+                p.catch_up(r)
+                log_event("federation_finished", rounds=r, ledger=ledger.address)
+                return Step.DONE
+            self._once("waiting_for_round", r)
+            return Step.IDLE
+        if p.has_submitted(current):
+            self._once("update_on_chain", current, participant=p.address)
+            return Step.IDLE
+        if state.status is RoundStatus.CLOSED:
+            self._once("round_missed", current, reason="closed")
+            return Step.IDLE
+        if ledger.chain.now() > state.deadline:
+            self._once("round_missed", current, deadline=state.deadline)
+            return Step.IDLE
+        self._once("round_seen", current, deadline=state.deadline)
+        try:
+            tx = p.participate(current)
+        except DeadlinePassedError:
+            self._once("round_missed", current, deadline=state.deadline)
+            return Step.IDLE
+        except RoundNotOpenError:
+            self._once("round_missed", current, reason="closed")
+            return Step.IDLE
+        if tx is None:
+            self._once("update_on_chain", current, participant=p.address)
+        else:
+            log_event(
+                "update_submitted",
+                round=current,
+                participant=p.address,
+                name=p.name,
+                update=ledger.update_hash(current, p.address),
+                samples=p.num_samples,
+                gas=tx.gas_used,
+                tx=tx.tx_hash,
+            )
+        return Step.WORKED
+
+
+__all__ = ["Participant", "ParticipantService", "participant_seed"]
