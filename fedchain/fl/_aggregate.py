@@ -13,7 +13,9 @@ even in IEEE binary64/binary32)::
 i.e. ``theta' = theta + eta * sum_k (n_k / n) * delta_k``. For addresses (``0x`` + 40 hex
 digits) the order is the addresses' numeric order, the order in which
 :class:`~fedchain.records.RoundHistory` lists updates. With no updates the result is
-``theta`` itself.
+``theta`` itself. Which NaN a NaN element is (its sign and payload) is not specified:
+IEEE 754 leaves open which operand's NaN an operation returns, numpy's loops differ there,
+and a NaN aggregate is not finite, so the codec never encodes it.
 
 How it is executed changes no bit of the result:
 
