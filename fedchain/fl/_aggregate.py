@@ -19,10 +19,12 @@ and a NaN aggregate is not finite, so the codec never encodes it.
 
 How it is executed changes no bit of the result:
 
-- Every step is elementwise: one numpy call over a range of elements (``copyto`` to
-  float64, ``multiply`` by ``np.float64(c_k)``, ``add`` into the accumulator, ``copyto``
-  to float32), each correctly rounded; never a fused multiply-add, never BLAS, never a
-  reduction, neither over participants nor over elements. An element's result depends
+- Every step is elementwise: one numpy call over a range of elements (``multiply`` of the
+  float32 delta by ``np.float64(c_k)`` with ``dtype=float64``, whose cast of the delta to
+  float64 is exact, and ``add`` into the accumulator, the first update's add reading theta
+  in float32 and the last one's writing float32, again through numpy's exact widening and
+  nearest-even narrowing casts), each correctly rounded; never a fused multiply-add, never
+  BLAS, never a reduction, neither over participants nor over elements. An element's result depends
   only on that element of ``theta`` and of each ``delta_k`` and on the ``c_k``, taken in
   participant order, so neither the SIMD width nor the chunk size can change it.
 - The elements are processed in chunks, and shared among a few threads (default
@@ -215,14 +217,12 @@ def _add_scaled(
     (c_k, flats), chunk = current[0], tmp.size
     for index, start, stop in spans:
         a, d = acc[index], flats[index]
+        theta = thetas[index] if thetas is not None else a
         for lo in range(start, stop, chunk):
             hi = min(lo + chunk, stop)
             t = tmp[: hi - lo]
-            if thetas is not None:
-                np.copyto(a[lo:hi], thetas[index][lo:hi])  # exact
-            np.copyto(t, d[lo:hi])  # exact
-            np.multiply(t, c_k, out=t)
-            np.add(a[lo:hi], t, out=a[lo:hi])
+            np.multiply(d[lo:hi], c_k, out=t, dtype=np.float64)  # fl64(fl64(delta) * c_k); the cast is exact
+            np.add(theta[lo:hi], t, out=a[lo:hi], dtype=np.float64)  # theta read as float64: exact
 
 
 def _sum_chunks(
@@ -240,12 +240,17 @@ def _sum_chunks(
         for lo in range(start, stop, chunk):
             hi = min(lo + chunk, stop)
             a, t = acc[: hi - lo], tmp[: hi - lo]
-            np.copyto(a, theta[lo:hi])  # exact
-            for c_k, d in deltas:
-                np.copyto(t, d[lo:hi])  # exact
-                np.multiply(t, c_k, out=t)
-                np.add(a, t, out=a)
-            np.copyto(out[lo:hi], a)  # float64 -> float32, rounding to nearest even
+            if not deltas:
+                np.copyto(a, theta[lo:hi])  # exact
+                np.copyto(out[lo:hi], a)  # and back: theta itself, as fl32(fl64(theta))
+                continue
+            previous = theta[lo:hi]  # read as float64 by the first add: exact
+            for j, (c_k, d) in enumerate(deltas):
+                np.multiply(d[lo:hi], c_k, out=t, dtype=np.float64)  # fl64(fl64(delta) * c_k); the cast is exact
+                # the last add rounds its float64 sum to float32 as it writes it (nearest even)
+                target = out[lo:hi] if j == len(deltas) - 1 else a
+                np.add(previous, t, out=target, dtype=np.float64)
+                previous = a
 
 
 def _in_memory(

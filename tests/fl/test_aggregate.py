@@ -151,7 +151,8 @@ def test_peak_memory_does_not_grow_with_the_number_of_participants() -> None:
     assert many < few + (1 << 20)  # not one more MiB for 22 more participants
     # float64 accumulator (2 MiB), the threads' float64 chunks (at most 1 MiB), one delta (1 MiB);
     # at the end the result (1 MiB) beside the accumulator
-    assert many < (4 << 20) + (64 << 10)
+    # + numpy's casting buffers: 8192 float64 per cast operand and thread, whatever the model's size
+    assert many < (4 << 20) + (256 << 10)
 
 
 def test_fedavg_is_a_strategy_that_trains_with_the_default_config() -> None:

@@ -273,7 +273,8 @@ def test_the_streamed_aggregate_needs_the_float64_accumulator_and_little_more() 
         tracemalloc.stop()
     # the float64 accumulator (2 models), the threads' float64 chunks (at most 1 model) and the
     # update being produced (1 model); at the end the result (1 model) beside the accumulator
-    assert peak <= 4 * model_bytes + (64 << 10)
+    # + numpy's casting buffers: 8192 float64 per cast operand and thread, whatever the model's size
+    assert peak <= 4 * model_bytes + (256 << 10)
 
 
 def test_the_in_memory_aggregate_needs_no_float64_model() -> None:
@@ -289,7 +290,8 @@ def test_the_in_memory_aggregate_needs_no_float64_model() -> None:
     finally:
         tracemalloc.stop()
     # the result (1 model) and two float64 chunks per thread (at most 2 models; 8 MiB a thread for large models)
-    assert peak <= 3 * model_bytes + (64 << 10)
+    # + numpy's casting buffers: 8192 float64 per cast operand and thread, whatever the model's size
+    assert peak <= 3 * model_bytes + (256 << 10)
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
