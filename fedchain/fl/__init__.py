@@ -1,7 +1,8 @@
-"""Federated learning core: data, the model, local training, the codec and aggregation.
+"""The audit path's federated-learning core: the tensor schema, the codec and aggregation.
 
-The only fedchain package that imports torch. Parameters cross its boundary as
-``dict[str, Tensor]`` (float32, sorted by name) and as canonical blobs (:mod:`.codec`).
+numpy only, no torch: parameters cross the protocol as ``dict[str, np.ndarray]`` (float32,
+sorted by name; see :mod:`.schema`) and as canonical blobs (:mod:`.codec`). Training lives in
+the tasks (:mod:`fedchain.tasks`), the only place torch is imported.
 """
 
 from fedchain.fl.codec import (
@@ -10,6 +11,8 @@ from fedchain.fl.codec import (
     GENESIS_BASE,
     GENESIS_STRATEGY,
     MAX_HEADER_SIZE,
+    MAX_METRICS,
+    MAX_MODEL_DESCRIPTION,
     DecodedModel,
     DecodedUpdate,
     ExpectedMeta,
@@ -19,117 +22,50 @@ from fedchain.fl.codec import (
     decode_update,
     encode_model,
     encode_update,
+    is_checksum_address,
     l2_norm,
+    model_blob_matches,
+    render_metrics,
 )
-from fedchain.fl.data import (
-    Dataset,
-    FederatedSplit,
-    export_shard,
-    icd10_codes,
-    load_icd10,
-    load_shard,
-    majority_accuracy,
-    split_non_iid,
-)
-from fedchain.fl.model import (
-    ModelSpec,
-    TextClassifier,
-    blob_data_size,
-    derive_seed,
-    init_params,
-    param_shapes,
-)
-from fedchain.fl.scenario import (
-    DEFAULT_SPEC,
-    DEFAULT_TRAIN,
-    DEMO_ROUNDS,
-    DEMO_SEED,
-    HOSPITALS,
-    default_strategy,
-    demo_split,
-)
-from fedchain.fl.simulate import (
-    CentralizedRun,
-    FederationRun,
-    RoundStats,
-    genesis_params,
-    local_round,
-    participant_seed,
-    run_plain_fedavg,
-    train_centralized,
-)
+from fedchain.fl.schema import FLOAT32, Arrays, Schema, TensorSpec
 from fedchain.fl.strategy import (
     FedAvg,
     Strategy,
     UpdateItem,
+    default_threads,
     fedavg_stream,
     participant_order,
-)
-from fedchain.fl.train import (
-    LocalUpdate,
-    TrainConfig,
-    TrainMetrics,
-    evaluate,
-    predict,
-    torch_threads,
-    train_local,
 )
 
 __all__ = [
     "CODEC",
     "DEFAULT_MAX_BLOB_SIZE",
-    "DEFAULT_SPEC",
-    "DEFAULT_TRAIN",
-    "DEMO_ROUNDS",
-    "DEMO_SEED",
+    "FLOAT32",
     "GENESIS_BASE",
     "GENESIS_STRATEGY",
-    "HOSPITALS",
     "MAX_HEADER_SIZE",
-    "CentralizedRun",
-    "Dataset",
+    "MAX_METRICS",
+    "MAX_MODEL_DESCRIPTION",
+    "Arrays",
     "DecodedModel",
     "DecodedUpdate",
     "ExpectedMeta",
     "FedAvg",
-    "FederatedSplit",
-    "FederationRun",
-    "LocalUpdate",
     "ModelMeta",
-    "ModelSpec",
-    "RoundStats",
+    "Schema",
     "Strategy",
-    "TextClassifier",
-    "TrainConfig",
-    "TrainMetrics",
+    "TensorSpec",
     "UpdateItem",
     "UpdateMeta",
-    "blob_data_size",
     "decode_model",
     "decode_update",
-    "default_strategy",
-    "demo_split",
-    "derive_seed",
+    "default_threads",
     "encode_model",
     "encode_update",
-    "evaluate",
-    "export_shard",
     "fedavg_stream",
-    "genesis_params",
-    "icd10_codes",
-    "init_params",
+    "is_checksum_address",
     "l2_norm",
-    "load_icd10",
-    "load_shard",
-    "local_round",
-    "majority_accuracy",
-    "param_shapes",
+    "model_blob_matches",
     "participant_order",
-    "participant_seed",
-    "predict",
-    "run_plain_fedavg",
-    "split_non_iid",
-    "torch_threads",
-    "train_centralized",
-    "train_local",
+    "render_metrics",
 ]

@@ -13,14 +13,18 @@ even in IEEE binary64/binary32)::
 i.e. ``theta' = theta + eta * sum_k (n_k / n) * delta_k``. For addresses (``0x`` + 40 hex
 digits) the order is the addresses' numeric order, the order in which
 :class:`~fedchain.records.RoundHistory` lists updates. With no updates the result is
-``theta`` itself.
+``theta`` itself. Which NaN a NaN element is (its sign and payload) is not specified:
+IEEE 754 leaves open which operand's NaN an operation returns, numpy's loops differ there,
+and a NaN aggregate is not finite, so the codec never encodes it.
 
 How it is executed changes no bit of the result:
 
-- Every step is elementwise: one numpy call over a range of elements (``copyto`` to
-  float64, ``multiply`` by ``np.float64(c_k)``, ``add`` into the accumulator, ``copyto``
-  to float32), each correctly rounded; never a fused multiply-add, never BLAS, never a
-  reduction, neither over participants nor over elements. An element's result depends
+- Every step is elementwise: one numpy call over a range of elements (``multiply`` of the
+  float32 delta by ``np.float64(c_k)`` with ``dtype=float64``, whose cast of the delta to
+  float64 is exact, and ``add`` into the accumulator, the first update's add reading theta
+  in float32 and the last one's writing float32, again through numpy's exact widening and
+  nearest-even narrowing casts), each correctly rounded; never a fused multiply-add, never
+  BLAS, never a reduction, neither over participants nor over elements. An element's result depends
   only on that element of ``theta`` and of each ``delta_k`` and on the ``c_k``, taken in
   participant order, so neither the SIMD width nor the chunk size can change it.
 - The elements are processed in chunks, and shared among a few threads (default
@@ -49,15 +53,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from functools import partial
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from fedchain.errors import AggregationError
 
 logger = logging.getLogger(__name__)
 
-#: One update as aggregation consumes it: (participant, n_k, delta tensors).
-UpdateItem = tuple[str, int, Mapping[str, Tensor]]
+#: One update as aggregation consumes it: (participant, n_k, delta arrays, float32 numpy).
+UpdateItem = tuple[str, int, Mapping[str, np.ndarray]]
 
 #: Elements per chunk: a float64 chunk is 2 MiB. Measured on 2 EPYC cores (1 MiB of L2 each),
 #: chunks of 2**15..2**17 were slower: each thread then switches more often between numpy
@@ -90,13 +92,14 @@ def default_threads() -> int:
     return max(1, min(_MAX_THREADS, cpus))
 
 
-def _as_float32(name: str, value: Tensor, participant: str | None) -> np.ndarray:
+def _as_float32(name: str, value: object, participant: str | None) -> np.ndarray:
     who = f"update from {participant}: " if participant is not None else "base model: "
-    if not isinstance(value, Tensor):
-        raise AggregationError(f"{who}tensor {name!r} is a {type(value).__name__}, not a torch.Tensor")
-    if value.dtype != torch.float32:
-        raise AggregationError(f"{who}tensor {name!r} has dtype {value.dtype}, expected torch.float32")
-    return value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+        kind = f"{type(value).__module__}.{type(value).__name__}"
+        raise AggregationError(f"{who}tensor {name!r} is a {kind}: expected a numpy float32 array")
+    if value.dtype != np.float32:
+        raise AggregationError(f"{who}tensor {name!r} has dtype {value.dtype}: expected a numpy float32 array")
+    return value
 
 
 def _ordered(updates: Iterable[UpdateItem]) -> Iterator[UpdateItem]:
@@ -126,7 +129,7 @@ def _ordered(updates: Iterable[UpdateItem]) -> Iterator[UpdateItem]:
 def _checked(
     participant: str,
     n_k: object,
-    delta: Mapping[str, Tensor],
+    delta: Mapping[str, np.ndarray],
     names: list[str],
     shapes: list[tuple[int, ...]],
     total_samples: int,
@@ -214,14 +217,12 @@ def _add_scaled(
     (c_k, flats), chunk = current[0], tmp.size
     for index, start, stop in spans:
         a, d = acc[index], flats[index]
+        theta = thetas[index] if thetas is not None else a
         for lo in range(start, stop, chunk):
             hi = min(lo + chunk, stop)
             t = tmp[: hi - lo]
-            if thetas is not None:
-                np.copyto(a[lo:hi], thetas[index][lo:hi])  # exact
-            np.copyto(t, d[lo:hi])  # exact
-            np.multiply(t, c_k, out=t)
-            np.add(a[lo:hi], t, out=a[lo:hi])
+            np.multiply(d[lo:hi], c_k, out=t, dtype=np.float64)  # fl64(fl64(delta) * c_k); the cast is exact
+            np.add(theta[lo:hi], t, out=a[lo:hi], dtype=np.float64)  # theta read as float64: exact
 
 
 def _sum_chunks(
@@ -239,12 +240,17 @@ def _sum_chunks(
         for lo in range(start, stop, chunk):
             hi = min(lo + chunk, stop)
             a, t = acc[: hi - lo], tmp[: hi - lo]
-            np.copyto(a, theta[lo:hi])  # exact
-            for c_k, d in deltas:
-                np.copyto(t, d[lo:hi])  # exact
-                np.multiply(t, c_k, out=t)
-                np.add(a, t, out=a)
-            np.copyto(out[lo:hi], a)  # float64 -> float32, rounding to nearest even
+            if not deltas:
+                np.copyto(a, theta[lo:hi])  # exact
+                np.copyto(out[lo:hi], a)  # and back: theta itself, as fl32(fl64(theta))
+                continue
+            previous = theta[lo:hi]  # read as float64 by the first add: exact
+            for j, (c_k, d) in enumerate(deltas):
+                np.multiply(d[lo:hi], c_k, out=t, dtype=np.float64)  # fl64(fl64(delta) * c_k); the cast is exact
+                # the last add rounds its float64 sum to float32 as it writes it (nearest even)
+                target = out[lo:hi] if j == len(deltas) - 1 else a
+                np.add(previous, t, out=target, dtype=np.float64)
+                previous = a
 
 
 def _in_memory(
@@ -328,14 +334,14 @@ def _streamed(
 
 
 def fedavg_stream(
-    base: Mapping[str, Tensor],
+    base: Mapping[str, np.ndarray],
     updates: Iterable[UpdateItem],
     *,
     total_samples: int,
     server_lr: float = 1.0,
     threads: int | None = None,
     release_base: bool = False,
-) -> dict[str, Tensor]:
+) -> dict[str, np.ndarray]:
     """Aggregate updates with FedAvg, exactly as the module docstring specifies.
 
     Memory is O(model): an iterator is consumed one update at a time, so pass a generator
@@ -344,7 +350,7 @@ def fedavg_stream(
     Parameters
     ----------
     base:
-        The round's base parameters ``theta`` (float32).
+        The round's base parameters ``theta`` (numpy float32 arrays, any memory layout).
     updates:
         ``(participant, n_k, delta)`` triples; a sequence is sorted here, an iterator
         must come sorted by :func:`participant_order`.
@@ -363,13 +369,14 @@ def fedavg_stream(
 
     Returns
     -------
-    dict[str, Tensor]
-        The new float32 parameters, sorted by name.
+    dict[str, np.ndarray]
+        The new parameters, sorted by name: C-contiguous float32 arrays of their own.
 
     Raises
     ------
     AggregationError
-        If an update's tensors differ from the base in names, shapes or dtype, a
+        If a value is not a numpy float32 array (a ``torch.Tensor`` is refused, not
+        converted), an update's tensors differ from the base in names or shapes, a
         participant repeats or is out of order, a sample count is not a positive int,
         or the counts do not add up to ``total_samples``.
     """
@@ -403,7 +410,7 @@ def fedavg_stream(
             outs = _streamed(
                 pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr), release_base=release_base
             )
-    return {name: torch.from_numpy(out) for name, out in zip(names, outs, strict=True)}
+    return dict(zip(names, outs, strict=True))
 
 
 __all__ = ["UpdateItem", "default_threads", "fedavg_stream", "participant_order"]

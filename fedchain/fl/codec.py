@@ -1,5 +1,9 @@
 """The canonical encoding of updates and models: one byte string per value, no pickle.
 
+numpy only: tensors are ``np.ndarray`` of dtype float32 (any memory layout on input; decoded
+arrays are C-contiguous). The codec knows no model: the caller gives the tensor
+:class:`~fedchain.fl.schema.Schema` (the federation manifest's) that a blob must match.
+
 A blob is a safetensors file (see :mod:`fedchain.fl._safetensors` for the exact
 header rendering) holding float32 little-endian tensors with their data in sorted name
 order, and string metadata in the header's ``__metadata__``:
@@ -15,7 +19,10 @@ base       ``0x`` + 64 lower-case hex: sha256 of the base model blob
 sender     the EIP-55 checksummed address of whoever produced the blob
 samples    decimal training-sample count: ``n_k`` for an update, ``n`` for an aggregate
            (0 for a genesis model)
-spec       models only: :meth:`ModelSpec.to_json` of the model's shape
+metrics    updates only, and only when there are any: the training metrics as canonical
+           JSON (see :func:`render_metrics`), e.g. ``{"accuracy":0.5,"loss":1.25}``
+spec       models only: the task's short description of the model (:attr:`ModelMeta.model`,
+           printable ASCII, at most :data:`MAX_MODEL_DESCRIPTION` characters)
 strategy   models only: :attr:`Strategy.name` of the aggregation, or ``genesis``
 =========  ==========================================================================
 
@@ -30,28 +37,31 @@ any tensor is built. Every failure is a :class:`~fedchain.errors.CodecError` who
 ``shape``, ``offsets``, ``non-canonical``, ``non-finite`` (NaN or infinite values),
 ``norm``, and ``round``, ``base``, ``sender`` or ``samples`` when that metadata field
 differs from what the ledger says.
+
+The sender's EIP-55 checksum is checked here, with pycryptodome's keccak (a crypto library,
+not a chain one): one address has exactly one accepted spelling, so the check belongs to the
+canonical form the decoder enforces, not to its callers.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import numpy as np
-import torch
-from eth_utils.address import is_checksum_address as _is_checksum_address
-from torch import Tensor
+from Crypto.Hash import keccak
 
 from fedchain.errors import CodecError
 from fedchain.fl import _safetensors
 from fedchain.fl._exact import sum_of_squares
-from fedchain.fl.model import ModelSpec, param_shapes
+from fedchain.fl.schema import Schema
 from fedchain.types import Address, Digest, RoundId
 
 logger = logging.getLogger(__name__)
@@ -64,21 +74,37 @@ GENESIS_BASE = Digest(bytes(32))
 GENESIS_STRATEGY = "genesis"
 #: Largest header accepted (ours are a few hundred bytes; this bounds JSON parsing).
 MAX_HEADER_SIZE = 64 * 1024
-#: Largest blob accepted when the caller gives neither ``max_size`` nor shapes.
+#: Largest blob accepted when the caller gives neither ``max_size`` nor a schema.
 DEFAULT_MAX_BLOB_SIZE = 256 * 1024 * 1024
+#: Longest model description (:attr:`ModelMeta.model`).
+MAX_MODEL_DESCRIPTION = 2000
+#: Most metrics an update header carries.
+MAX_METRICS = 32
 
 _UPDATE_KEYS = frozenset({"codec", "kind", "round", "base", "sender", "samples"})
+_UPDATE_OPTIONAL = frozenset({"metrics"})
 _MODEL_KEYS = _UPDATE_KEYS | {"spec", "strategy"}
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,30}")
 _HEX_DIGEST = re.compile(r"0x[0-9a-f]{64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _STRATEGY = re.compile(r"[A-Za-z0-9_.:=,+-]{1,200}")
+_MODEL = re.compile(rf"[\x20-\x7e]{{1,{MAX_MODEL_DESCRIPTION}}}")
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @functools.lru_cache(maxsize=4096)
 def is_checksum_address(address: str) -> bool:
-    """EIP-55 check, remembered: a federation's few senders recur in every blob (a keccak each time otherwise)."""
-    return bool(_is_checksum_address(address))
+    """Whether ``address`` is ``0x`` + 40 hex digits cased as EIP-55 says.
+
+    Remembered: a federation's few senders recur in every blob (a keccak each time otherwise).
+    """
+    if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+        return False
+    digits = address[2:]
+    hashed = keccak.new(digest_bits=256, data=digits.lower().encode("ascii")).hexdigest()
+    return all(
+        (c.upper() if int(h, 16) >= 8 else c.lower()) == c for c, h in zip(digits, hashed, strict=False) if c.isalpha()
+    )
 
 
 @dataclass(frozen=True)
@@ -95,12 +121,16 @@ class UpdateMeta:
         The participant's checksummed address.
     samples:
         Training records used (``n_k``), at least 1.
+    metrics:
+        Training metrics (``loss``, ``accuracy``, ...): at most :data:`MAX_METRICS` finite
+        numbers named by ``[A-Za-z0-9_.-]{1,64}``. Empty by default, and then absent from the header.
     """
 
     round_id: RoundId
     base: Digest
     sender: Address
     samples: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,8 +147,10 @@ class ModelMeta:
         The coordinator's checksummed address.
     samples:
         Total training records aggregated (``n``; 0 for the genesis model).
-    spec:
-        The model's shape.
+    model:
+        The task's short description of the model (:meth:`fedchain.tasks.api.Task.describe`),
+        opaque to the codec: printable ASCII, 1 to :data:`MAX_MODEL_DESCRIPTION` characters.
+        Written under the header key ``spec``.
     strategy:
         The aggregation's :attr:`~fedchain.fl.strategy.Strategy.name` (``genesis`` for the genesis model).
     """
@@ -127,7 +159,7 @@ class ModelMeta:
     base: Digest
     sender: Address
     samples: int
-    spec: ModelSpec
+    model: str
     strategy: str
 
 
@@ -149,27 +181,88 @@ class ExpectedMeta:
 
 @dataclass(frozen=True)
 class DecodedUpdate:
-    """A validated update: the delta (float32, sorted by name) and its header."""
+    """A validated update: the delta (float32, C-contiguous, sorted by name) and its header."""
 
-    delta: dict[str, Tensor]
+    delta: dict[str, np.ndarray]
     meta: UpdateMeta
 
 
 @dataclass(frozen=True)
 class DecodedModel:
-    """A validated model: its parameters (float32, sorted by name) and its header."""
+    """A validated model: its parameters (float32, C-contiguous, sorted by name) and its header."""
 
-    params: dict[str, Tensor]
+    params: dict[str, np.ndarray]
     meta: ModelMeta
 
     @property
-    def spec(self) -> ModelSpec:
-        """The model's spec (``meta.spec``)."""
-        return self.meta.spec
+    def schema(self) -> Schema:
+        """The schema of :attr:`params`."""
+        return Schema.of(self.params)
 
 
 def _fail(reason: str, detail: str) -> NoReturn:
     raise CodecError(reason, detail)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def render_metrics(metrics: Mapping[str, float]) -> str:
+    """The canonical JSON of ``metrics``: sorted names, ``repr(float(v))`` values, no spaces.
+
+    ``repr`` of a float is the shortest string that reads back as the same float, so each
+    set of metrics has exactly one rendering (``-0.0`` stays ``-0.0``; ``1`` becomes ``1.0``).
+
+    Raises
+    ------
+    CodecError
+        ``metadata``: a name outside ``[A-Za-z0-9_.-]{1,64}``, more than :data:`MAX_METRICS`
+        entries, or a value that is not a finite real number.
+    """
+    if not isinstance(metrics, Mapping):
+        _fail("metadata", f"metrics must be a mapping, got {type(metrics).__name__}")
+    if len(metrics) > MAX_METRICS:
+        _fail("metadata", f"{len(metrics)} metrics, at most {MAX_METRICS} are recorded")
+    values: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+            _fail("metadata", f"metric name {str(name)[:80]!r} is not 1 to 64 of [A-Za-z0-9_.-]")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            _fail("metadata", f"metric {name!r} is a {type(value).__name__}, not a number")
+        as_float = float(value)
+        if not math.isfinite(as_float):
+            _fail("metadata", f"metric {name!r} is {as_float!r}, not finite")
+        values[name] = as_float
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _no_constant(text: str) -> NoReturn:
+    _fail("metadata", f"metadata field 'metrics' holds {text!r}, not a finite number")
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        _fail("metadata", "metadata field 'metrics' names a metric twice")
+    return out
+
+
+def _parse_metrics(text: str) -> dict[str, float]:
+    """The metrics of an update header, which must be exactly :func:`render_metrics` of them."""
+    try:
+        parsed = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, CodecError):
+            raise
+        _fail("metadata", f"metadata field 'metrics' is not JSON: {text[:80]!r}")
+    if not isinstance(parsed, dict) or not parsed:
+        _fail("metadata", f"metadata field 'metrics' is not a non-empty object: {text[:80]!r}")
+    if any(not isinstance(v, float) for v in parsed.values()):
+        _fail("non-canonical", f"metadata field 'metrics' holds a value that is not a float: {text[:80]!r}")
+    metrics: dict[str, float] = parsed
+    if render_metrics(metrics) != text:
+        _fail("non-canonical", f"metadata field 'metrics' is not in canonical form: {text[:80]!r}")
+    return metrics
 
 
 # --------------------------------------------------------------------------- encoding
@@ -182,7 +275,7 @@ def _common_metadata(
         _fail("metadata", f"round must be a non-negative int, got {round_id!r}")
     if not isinstance(base, bytes) or len(base) != 32:
         _fail("metadata", f"base must be a 32-byte digest, got {base!r}")
-    if not isinstance(sender, str) or not _ADDRESS.fullmatch(sender) or not is_checksum_address(sender):
+    if not is_checksum_address(sender):
         _fail("metadata", f"sender must be a checksummed address, got {sender!r}")
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < min_samples:
         _fail("metadata", f"samples must be an int >= {min_samples}, got {samples!r}")
@@ -196,50 +289,92 @@ def _common_metadata(
     }
 
 
-def _to_arrays(tensors: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+def _to_arrays(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not isinstance(tensors, Mapping):
+        _fail("dtype", f"expected a mapping of names to numpy float32 arrays, got {type(tensors).__name__}")
     arrays: dict[str, np.ndarray] = {}
     for name in sorted(tensors):
         t = tensors[name]
         if not isinstance(name, str) or not name or name.startswith("__") or not name.isascii():
             _fail("header", f"tensor name {name!r} is not a plain ASCII name")
-        if not isinstance(t, Tensor):
-            _fail("dtype", f"tensor {name!r} is a {type(t).__name__}, not a torch.Tensor")
-        if t.dtype != torch.float32:
-            _fail("dtype", f"tensor {name!r} has dtype {t.dtype}, only float32 is encoded")
-        arr = t.detach().cpu().contiguous().numpy()
-        if not np.isfinite(arr).all():
+        if not isinstance(t, np.ndarray):
+            _fail(
+                "dtype", f"tensor {name!r} is a {type(t).__module__}.{type(t).__name__}: expected a numpy float32 array"
+            )
+        if t.dtype != np.float32:
+            _fail("dtype", f"tensor {name!r} has dtype {t.dtype}: expected a numpy float32 array")
+        if not np.isfinite(t).all():
             _fail("non-finite", f"tensor {name!r} holds NaN or infinite values")
-        arrays[name] = arr
+        arrays[name] = t
     return arrays
 
 
-def encode_update(delta: Mapping[str, Tensor], meta: UpdateMeta) -> bytes:
+def _check_schema(arrays: Mapping[str, np.ndarray], schema: Schema | None) -> None:
+    if schema is not None:
+        _check_names_and_shapes({n: tuple(a.shape) for n, a in arrays.items()}, _shapes(schema))
+
+
+def encode_update(delta: Mapping[str, np.ndarray], meta: UpdateMeta, *, schema: Schema | None = None) -> bytes:
     """Encode an update (a parameter delta) canonically.
+
+    Parameters
+    ----------
+    delta:
+        float32 numpy arrays by tensor name (any memory layout).
+    meta:
+        The header fields.
+    schema:
+        If given, ``delta`` must have exactly its tensors and shapes.
 
     Raises
     ------
     CodecError
-        ``dtype`` (not float32), ``non-finite`` (NaN or infinite values) or ``metadata`` (bad field).
+        ``dtype`` (not a numpy float32 array), ``non-finite`` (NaN or infinite values),
+        ``metadata`` (bad field), or ``shape`` / ``missing-tensor`` / ``unexpected-tensor``
+        when ``delta`` does not fit ``schema``.
     """
     metadata = _common_metadata("update", meta.round_id, meta.base, meta.sender, meta.samples, 1)
-    return _safetensors.render(_to_arrays(delta), metadata)
+    if meta.metrics:
+        metadata["metrics"] = render_metrics(meta.metrics)
+    elif not isinstance(meta.metrics, Mapping):
+        _fail("metadata", f"metrics must be a mapping, got {type(meta.metrics).__name__}")
+    arrays = _to_arrays(delta)
+    _check_schema(arrays, schema)
+    return _safetensors.render(arrays, metadata)
 
 
-def encode_model(params: Mapping[str, Tensor], meta: ModelMeta) -> bytes:
+def encode_model(params: Mapping[str, np.ndarray], meta: ModelMeta, *, schema: Schema | None = None) -> bytes:
     """Encode model parameters canonically.
+
+    Parameters
+    ----------
+    params:
+        float32 numpy arrays by tensor name (any memory layout).
+    meta:
+        The header fields.
+    schema:
+        If given, ``params`` must have exactly its tensors and shapes.
 
     Raises
     ------
     CodecError
         ``dtype``, ``non-finite``, ``metadata``, or ``shape`` / ``missing-tensor`` /
-        ``unexpected-tensor`` when ``params`` does not fit ``meta.spec``.
+        ``unexpected-tensor`` when ``params`` does not fit ``schema``.
     """
-    metadata = _model_metadata(params, meta)  # metadata and shapes are checked before the values
-    return _safetensors.render(_to_arrays(params), metadata)
+    metadata = _model_metadata(meta)
+    arrays = _to_arrays(params)
+    _check_schema(arrays, schema)
+    return _safetensors.render(arrays, metadata)
 
 
-def model_blob_matches(blob: bytes | bytearray | memoryview, params: Mapping[str, Tensor], meta: ModelMeta) -> bool:
-    """Whether ``blob == encode_model(params, meta)``, decided without encoding (or hashing) anything.
+def model_blob_matches(
+    blob: bytes | bytearray | memoryview,
+    params: Mapping[str, np.ndarray],
+    meta: ModelMeta,
+    *,
+    schema: Schema | None = None,
+) -> bool:
+    """Whether ``blob == encode_model(params, meta, schema=schema)``, decided without encoding (or hashing) anything.
 
     The same checks as :func:`encode_model` run first and raise as it raises; then the
     blob is compared with what it would write, piece by piece and byte for byte
@@ -253,22 +388,34 @@ def model_blob_matches(blob: bytes | bytearray | memoryview, params: Mapping[str
     CodecError
         Whenever :func:`encode_model` would.
     """
-    metadata = _model_metadata(params, meta)
-    return _safetensors.matches(blob, _to_arrays(params), metadata)
+    metadata = _model_metadata(meta)
+    arrays = _to_arrays(params)
+    _check_schema(arrays, schema)
+    return _safetensors.matches(blob, arrays, metadata)
 
 
-def _model_metadata(params: Mapping[str, Tensor], meta: ModelMeta) -> dict[str, str]:
-    """A model blob's header metadata, after checking ``meta`` and ``params``' names and shapes against its spec."""
+def _model_metadata(meta: ModelMeta) -> dict[str, str]:
+    """A model blob's header metadata, after checking ``meta``."""
     metadata = _common_metadata("model", meta.round_id, meta.base, meta.sender, meta.samples, 0)
     if not isinstance(meta.strategy, str) or not _STRATEGY.fullmatch(meta.strategy):
         _fail("metadata", f"strategy must be a short plain name, got {meta.strategy!r}")
-    metadata["spec"] = meta.spec.to_json()
+    if not isinstance(meta.model, str) or not _MODEL.fullmatch(meta.model):
+        _fail(
+            "metadata",
+            f"model must be 1 to {MAX_MODEL_DESCRIPTION} printable ASCII characters, got {str(meta.model)[:80]!r}",
+        )
+    metadata["spec"] = meta.model
     metadata["strategy"] = meta.strategy
-    _check_names_and_shapes({n: tuple(t.shape) for n, t in params.items()}, param_shapes(meta.spec))
     return metadata
 
 
 # --------------------------------------------------------------------------- decoding
+
+
+def _shapes(schema: Schema) -> dict[str, tuple[int, ...]]:
+    if not isinstance(schema, Schema):
+        _fail("spec", f"expected a fedchain.fl.schema.Schema, got {type(schema).__name__}")
+    return schema.shapes
 
 
 def _check_names_and_shapes(actual: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> None:
@@ -277,12 +424,14 @@ def _check_names_and_shapes(actual: Mapping[str, tuple[int, ...]], expected: Map
             _fail("missing-tensor", f"tensor {name!r} is missing")
     for name in sorted(actual):
         if name not in expected:
-            _fail("unexpected-tensor", f"tensor {name[:80]!r} is not a parameter of the model")
+            _fail("unexpected-tensor", f"tensor {name[:80]!r} is not in the schema")
         if tuple(actual[name]) != tuple(expected[name]):
             _fail("shape", f"tensor {name!r} has shape {tuple(actual[name])}, expected {tuple(expected[name])}")
 
 
-def _parse_common(meta: Mapping[str, str], kind: str, keys: frozenset[str]) -> tuple[RoundId, Digest, Address, int]:
+def _parse_common(
+    meta: Mapping[str, str], kind: str, keys: frozenset[str], optional: frozenset[str] = frozenset()
+) -> tuple[RoundId, Digest, Address, int]:
     codec = meta.get("codec")
     if codec != CODEC:
         _fail(
@@ -297,14 +446,14 @@ def _parse_common(meta: Mapping[str, str], kind: str, keys: frozenset[str]) -> t
         if key not in meta:
             _fail("metadata", f"metadata field {key!r} is missing")
     for key in sorted(meta):
-        if key not in keys:
+        if key not in keys and key not in optional:
             _fail("metadata", f"unknown metadata field {key[:80]!r}")
     for key in ("round", "samples"):
         if not _DECIMAL.fullmatch(meta[key]):
             _fail("metadata", f"metadata field {key!r} is not a canonical decimal: {meta[key][:80]!r}")
     if not _HEX_DIGEST.fullmatch(meta["base"]):
         _fail("metadata", f"metadata field 'base' is not 0x + 64 lower-case hex digits: {meta['base'][:80]!r}")
-    if not _ADDRESS.fullmatch(meta["sender"]) or not is_checksum_address(meta["sender"]):
+    if not is_checksum_address(meta["sender"]):
         _fail("metadata", f"metadata field 'sender' is not a checksummed address: {meta['sender'][:80]!r}")
     return (
         RoundId(int(meta["round"])),
@@ -323,11 +472,11 @@ def _check_expected(round_id: int, base: Digest, sender: Address, samples: int, 
         ("sender", expect.sender, sender),
         ("samples", expect.samples, samples),
     )
-    for field, want, have in pairs:
-        if field == "sender" and want is not None:
+    for key, want, have in pairs:
+        if key == "sender" and want is not None:
             want, have = str(want).lower(), str(have).lower()  # one address, however it is cased
         if want is not None and want != have:
-            _fail(field, f"metadata field {field!r} is {have!r}, the ledger says {want!r}")
+            _fail(key, f"metadata field {key!r} is {have!r}, the ledger says {want!r}")
 
 
 def _check_layout(parsed: _safetensors.Parsed, blob_size: int) -> None:
@@ -388,8 +537,8 @@ def _check_values(blob: bytes | bytearray | memoryview, parsed: _safetensors.Par
             _fail("norm", f"update L2 norm {norm!r} exceeds the bound {max_norm!r}")
 
 
-def l2_norm(arrays: Mapping[str, np.ndarray | Tensor]) -> float:
-    """The L2 norm over all float32 tensors, exactly rounded: the same float on every machine.
+def l2_norm(arrays: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm over all float32 arrays, exactly rounded: the same float on every machine.
 
     The sum of squares is computed exactly and rounded once (see :mod:`fedchain.fl._exact`),
     then its square root is taken (correctly rounded by IEEE 754), so the result does not
@@ -397,19 +546,24 @@ def l2_norm(arrays: Mapping[str, np.ndarray | Tensor]) -> float:
 
     Raises
     ------
-    ValueError
-        If a tensor is not float32.
+    CodecError
+        ``dtype``: a value is not a numpy float32 array.
     """
-    values = (a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a) for _, a in sorted(arrays.items()))
+    values = []
+    for name, a in sorted(arrays.items()):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+            what = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else f"a {type(a).__module__}.{type(a).__name__}"
+            _fail("dtype", f"tensor {name!r} is {what}: expected a numpy float32 array")
+        values.append(a)
     return math.sqrt(sum_of_squares(values))
 
 
-def _tensors(blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed, copy: bool) -> dict[str, Tensor]:
+def _copies(blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed, copy: bool) -> dict[str, np.ndarray]:
     if not copy and isinstance(blob, bytearray) and sys.byteorder == "little":
         # views of the caller's buffer, which it handed over: no allocation at all
-        return {name: torch.from_numpy(view) for name, view in _arrays(blob, parsed)}
+        return {name: view.view(np.float32) for name, view in _arrays(blob, parsed)}
     # the only allocation proportional to the blob, made after every check has passed
-    return {name: torch.from_numpy(view.astype(np.float32, copy=True)) for name, view in _arrays(blob, parsed)}
+    return {name: view.astype(np.float32, copy=True) for name, view in _arrays(blob, parsed)}
 
 
 def _as_buffer(blob: object) -> bytes | bytearray | memoryview:
@@ -434,7 +588,7 @@ def _default_max_size(shapes: Mapping[str, tuple[int, ...]]) -> int:
 def decode_update(
     blob: bytes | bytearray | memoryview,
     *,
-    expected_shapes: Mapping[str, tuple[int, ...]],
+    schema: Schema,
     max_size: int | None = None,
     expect: ExpectedMeta | None = None,
     max_norm: float | None = None,
@@ -446,44 +600,50 @@ def decode_update(
     ----------
     blob:
         The bytes, as fetched.
-    expected_shapes:
-        Name and shape of every tensor of the base model (:func:`~fedchain.fl.model.param_shapes`).
+    schema:
+        The exchanged tensors (the federation manifest's): the blob must hold exactly these,
+        with these shapes, in float32.
     max_size:
-        Largest blob accepted; by default the size the shapes imply plus the largest header.
+        Largest blob accepted; by default the size the schema implies plus the largest header.
     expect:
         What the ledger says (round, base, sender, samples); given fields must match the header.
     max_norm:
         If given, the update's L2 norm over all tensors must not exceed it.
     copy:
-        ``False`` lets the tensors be views of ``blob`` when it is a ``bytearray`` the
+        ``False`` lets the arrays be views of ``blob`` when it is a ``bytearray`` the
         caller hands over (a fresh read, say), saving a copy of the blob; the caller must
         not change the buffer afterwards. Any other blob is copied.
 
     Returns
     -------
     DecodedUpdate
+        Its ``meta.metrics`` are the header's (empty when it has none).
 
     Raises
     ------
     CodecError
         On any defect; nothing is returned half-checked.
     """
-    data, parsed = _start(blob, _default_max_size(expected_shapes) if max_size is None else max_size)
-    round_id, base, sender, samples = _parse_common(parsed.metadata, "update", _UPDATE_KEYS)
+    shapes = _shapes(schema)
+    data, parsed = _start(blob, _default_max_size(shapes) if max_size is None else max_size)
+    round_id, base, sender, samples = _parse_common(parsed.metadata, "update", _UPDATE_KEYS, _UPDATE_OPTIONAL)
     if samples < 1:
         _fail("metadata", "metadata field 'samples' must be at least 1 for an update")
+    metrics = _parse_metrics(parsed.metadata["metrics"]) if "metrics" in parsed.metadata else {}
     _check_expected(round_id, base, sender, samples, expect)
-    _check_names_and_shapes({e.name: e.shape for e in parsed.entries}, expected_shapes)
+    _check_names_and_shapes({e.name: e.shape for e in parsed.entries}, shapes)
     _check_layout(parsed, len(data))
     _check_canonical(parsed)
     _check_values(data, parsed, max_norm)
-    return DecodedUpdate(delta=_tensors(data, parsed, copy), meta=UpdateMeta(round_id, base, sender, samples))
+    meta = UpdateMeta(round_id, base, sender, samples, metrics)
+    return DecodedUpdate(delta=_copies(data, parsed, copy), meta=meta)
 
 
 def decode_model(
     blob: bytes | bytearray | memoryview,
     *,
-    spec: ModelSpec | None = None,
+    schema: Schema | None,
+    model: str | None = None,
     max_size: int | None = None,
     expect: ExpectedMeta | None = None,
     copy: bool = True,
@@ -494,12 +654,14 @@ def decode_model(
     ----------
     blob:
         The bytes, as fetched.
-    spec:
-        The model shape the caller expects; ``None`` accepts the shape the header
-        declares (still bounded by ``max_size``).
+    schema:
+        The exchanged tensors the caller expects (the manifest's); ``None`` accepts the
+        tensors the header declares (still bounded by ``max_size``).
+    model:
+        If given, the header's model description (key ``spec``) must be exactly this.
     max_size:
-        Largest blob accepted; by default the size ``spec`` implies plus the largest
-        header, or :data:`DEFAULT_MAX_BLOB_SIZE` without a spec.
+        Largest blob accepted; by default the size ``schema`` implies plus the largest
+        header, or :data:`DEFAULT_MAX_BLOB_SIZE` without a schema.
     expect:
         What the ledger says (round, base, sender, samples); given fields must match the header.
     copy:
@@ -514,23 +676,31 @@ def decode_model(
     CodecError
         On any defect; nothing is returned half-checked.
     """
+    shapes = None if schema is None else _shapes(schema)
     if max_size is None:
-        max_size = DEFAULT_MAX_BLOB_SIZE if spec is None else _default_max_size(param_shapes(spec))
+        max_size = DEFAULT_MAX_BLOB_SIZE if shapes is None else _default_max_size(shapes)
     data, parsed = _start(blob, max_size)
     round_id, base, sender, samples = _parse_common(parsed.metadata, "model", _MODEL_KEYS)
-    header_spec = ModelSpec.from_json(parsed.metadata["spec"])
-    if spec is not None and header_spec != spec:
-        _fail("spec", f"model spec is {header_spec.to_json()}, expected {spec.to_json()}")
+    header_model = parsed.metadata["spec"]
+    if not _MODEL.fullmatch(header_model):
+        _fail("spec", f"model description is not 1 to {MAX_MODEL_DESCRIPTION} printable ASCII: {header_model[:80]!r}")
+    if model is not None and header_model != model:
+        _fail("spec", f"model is {header_model[:200]!r}, expected {model[:200]!r}")
     strategy = parsed.metadata["strategy"]
     if not _STRATEGY.fullmatch(strategy):
         _fail("metadata", f"metadata field 'strategy' is not a plain name: {strategy[:80]!r}")
     _check_expected(round_id, base, sender, samples, expect)
-    _check_names_and_shapes({e.name: e.shape for e in parsed.entries}, param_shapes(header_spec))
+    if shapes is not None:
+        _check_names_and_shapes({e.name: e.shape for e in parsed.entries}, shapes)
+    else:
+        for entry in parsed.entries:
+            if not entry.name or entry.name.startswith("__") or not entry.name.isascii():
+                _fail("header", f"tensor name {entry.name[:80]!r} is not a plain ASCII name")
     _check_layout(parsed, len(data))
     _check_canonical(parsed)
     _check_values(data, parsed, None)
-    meta = ModelMeta(round_id, base, sender, samples, header_spec, strategy)
-    return DecodedModel(params=_tensors(data, parsed, copy), meta=meta)
+    meta = ModelMeta(round_id, base, sender, samples, header_model, strategy)
+    return DecodedModel(params=_copies(data, parsed, copy), meta=meta)
 
 
 __all__ = [
@@ -539,6 +709,8 @@ __all__ = [
     "GENESIS_BASE",
     "GENESIS_STRATEGY",
     "MAX_HEADER_SIZE",
+    "MAX_METRICS",
+    "MAX_MODEL_DESCRIPTION",
     "DecodedModel",
     "DecodedUpdate",
     "ExpectedMeta",
@@ -548,6 +720,8 @@ __all__ = [
     "decode_update",
     "encode_model",
     "encode_update",
+    "is_checksum_address",
     "l2_norm",
     "model_blob_matches",
+    "render_metrics",
 ]

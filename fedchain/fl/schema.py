@@ -61,7 +61,9 @@ class Schema:
     @classmethod
     def of(cls, arrays: Mapping[str, np.ndarray]) -> Schema:
         """The schema of ``arrays`` (float32 each)."""
-        return cls(tuple(TensorSpec(n, tuple(int(d) for d in a.shape), str(np.dtype(a.dtype))) for n, a in arrays.items()))
+        return cls(
+            tuple(TensorSpec(n, tuple(int(d) for d in a.shape), str(np.dtype(a.dtype))) for n, a in arrays.items())
+        )
 
     @classmethod
     def from_shapes(cls, shapes: Mapping[str, Iterable[int]]) -> Schema:

@@ -10,14 +10,16 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
-from torch import Tensor
+import numpy as np
 
-from fedchain.fl._aggregate import UpdateItem, fedavg_stream, participant_order
-from fedchain.fl.train import TrainConfig
+from fedchain.fl._aggregate import UpdateItem, default_threads, fedavg_stream, participant_order
 
 logger = logging.getLogger(__name__)
+
+#: A round's training settings: whatever the task trains with, opaque to the strategy.
+ConfigT = TypeVar("ConfigT")
 
 
 @runtime_checkable
@@ -29,19 +31,19 @@ class Strategy(Protocol):
         """A short canonical description (recorded in every aggregate blob's header)."""
         ...
 
-    def configure(self, round_id: int, default: TrainConfig) -> TrainConfig:
+    def configure(self, round_id: int, default: ConfigT) -> ConfigT:
         """The training settings participants use in ``round_id``, given the federation's default."""
         ...
 
     def aggregate(
         self,
-        base: Mapping[str, Tensor],
+        base: Mapping[str, np.ndarray],
         updates: Iterable[UpdateItem],
         *,
         total_samples: int,
         release_base: bool = False,
-    ) -> dict[str, Tensor]:
-        """The new global model from ``base`` and the round's valid updates.
+    ) -> dict[str, np.ndarray]:
+        """The new global model from ``base`` and the round's valid updates (numpy float32 arrays).
 
         ``updates`` yields ``(participant, n_k, delta)``; a one-shot iterator must be
         sorted by participant (see :func:`fedavg_stream`). With ``release_base``, ``base`` is a
@@ -71,22 +73,22 @@ class FedAvg:
         """``fedavg:server_lr=<repr>``, e.g. ``fedavg:server_lr=1.0``."""
         return f"fedavg:server_lr={float(self.server_lr)!r}"
 
-    def configure(self, round_id: int, default: TrainConfig) -> TrainConfig:
+    def configure(self, round_id: int, default: ConfigT) -> ConfigT:
         """Every round trains with the federation's default settings."""
         return default
 
     def aggregate(
         self,
-        base: Mapping[str, Tensor],
+        base: Mapping[str, np.ndarray],
         updates: Iterable[UpdateItem],
         *,
         total_samples: int,
         release_base: bool = False,
-    ) -> dict[str, Tensor]:
+    ) -> dict[str, np.ndarray]:
         """:func:`fedavg_stream` with this strategy's server learning rate."""
         return fedavg_stream(
             base, updates, total_samples=total_samples, server_lr=self.server_lr, release_base=release_base
         )
 
 
-__all__ = ["FedAvg", "Strategy", "UpdateItem", "fedavg_stream", "participant_order"]
+__all__ = ["ConfigT", "FedAvg", "Strategy", "UpdateItem", "default_threads", "fedavg_stream", "participant_order"]

@@ -19,11 +19,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from torch import Tensor
 
 from fedchain.errors import AggregationError
 from fedchain.fl import UpdateItem, _aggregate, fedavg_stream
@@ -58,15 +56,15 @@ SPECIAL = np.array(
 SHAPES = {"a": (), "b": (0,), "c": (3, 0), "d": (1,), "e": (13,), "f": (37, 29), "g": (2500,)}
 
 
-def _frozen(base: dict[str, Tensor], updates: list[UpdateItem], total: int, eta: float) -> dict[str, np.ndarray]:
+def _frozen(base: dict[str, np.ndarray], updates: list[UpdateItem], total: int, eta: float) -> dict[str, np.ndarray]:
     """The module docstring's formula, whole arrays at a time."""
     ordered = sorted(updates, key=lambda u: u[0].lower())
     out = {}
     for name, theta in base.items():
-        acc = theta.numpy().astype(np.float64)
+        acc = theta.astype(np.float64)
         tmp = np.empty_like(acc)
         for _, n_k, delta in ordered:
-            np.copyto(tmp, delta[name].numpy())
+            np.copyto(tmp, delta[name])
             np.multiply(tmp, np.float64((eta * float(n_k)) / float(total)), out=tmp)
             np.add(acc, tmp, out=acc)
         out[name] = acc.astype(np.float32)
@@ -83,13 +81,14 @@ def _values(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.n
     return np.array(values, dtype=np.float32)  # an array even for shape ()
 
 
-def _model(rng: np.random.Generator, kind: str) -> dict[str, Tensor]:
-    model = {name: torch.from_numpy(_values(rng, shape, kind)) for name, shape in SHAPES.items()}
-    model["t"] = torch.from_numpy(_values(rng, (23, 41), kind)).t()  # not contiguous
+def _model(rng: np.random.Generator, kind: str) -> dict[str, np.ndarray]:
+    model = {name: _values(rng, shape, kind) for name, shape in SHAPES.items()}
+    model["t"] = _values(rng, (23, 41), kind).T  # not contiguous
+    model["u"] = _values(rng, (2, 300), kind)[:, ::3]  # strided
     return model
 
 
-def _round(seed: int, k: int, kind: str) -> tuple[dict[str, Tensor], list[UpdateItem], int]:
+def _round(seed: int, k: int, kind: str) -> tuple[dict[str, np.ndarray], list[UpdateItem], int]:
     rng = np.random.default_rng(seed)
     base = _model(rng, kind)
     counts = [int(c) for c in rng.integers(1, 10_000, size=k)]
@@ -99,12 +98,17 @@ def _round(seed: int, k: int, kind: str) -> tuple[dict[str, Tensor], list[Update
     return base, updates, sum(counts)
 
 
-def _assert_same_bits(got: dict[str, Tensor], want: dict[str, np.ndarray]) -> None:
+def _assert_same_bits(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
     assert list(got) == sorted(want)
     for name, value in want.items():
-        assert got[name].dtype == torch.float32
+        assert type(got[name]) is np.ndarray and got[name].dtype == np.float32 and got[name].flags.c_contiguous
         assert got[name].shape == value.shape, name
-        assert got[name].numpy().tobytes() == value.tobytes(), name
+        # every bit, except which NaN a NaN is: IEEE 754 leaves open which operand's NaN an
+        # operation returns, and numpy's loops differ there (SIMD body and tail); a NaN
+        # aggregate is not finite, so the codec never encodes it
+        nan = np.isnan(value)
+        assert np.array_equal(np.isnan(got[name]), nan), name
+        assert got[name][~nan].tobytes() == np.ascontiguousarray(value)[~nan].tobytes(), name
 
 
 @pytest.fixture(params=[3, 64, 1000, _aggregate._CHUNK], ids=lambda c: f"chunk={c}")
@@ -149,11 +153,8 @@ def test_any_values_give_the_bits_of_the_frozen_formula(
     )
     values = hnp.from_dtype(np.dtype(np.float32))  # every float32: subnormals, -0.0, infinities, NaN
 
-    def model() -> dict[str, Tensor]:
-        return {
-            f"p{i}": torch.from_numpy(data.draw(hnp.arrays(np.float32, shape, elements=values)))
-            for i, shape in enumerate(shapes)
-        }
+    def model() -> dict[str, np.ndarray]:
+        return {f"p{i}": data.draw(hnp.arrays(np.float32, shape, elements=values)) for i, shape in enumerate(shapes)}
 
     base = model()
     counts = data.draw(st.lists(st.integers(1, 1 << 40), min_size=k, max_size=k))
@@ -176,10 +177,9 @@ def test_any_values_give_the_bits_of_the_frozen_formula(
 def test_a_large_model_gives_the_bits_of_the_frozen_formula_with_the_default_tuning(threads: int) -> None:
     rng = np.random.default_rng(7)
     shapes = {"big": (700_001,), "mid": (300, 999), "small": (5,)}
-    base = {n: torch.from_numpy(_values(rng, s, "random")) for n, s in shapes.items()}
+    base = {n: _values(rng, s, "random") for n, s in shapes.items()}
     updates: list[UpdateItem] = [
-        (f"0x{i:040x}", 10 + i, {n: torch.from_numpy(_values(rng, s, "random")) for n, s in shapes.items()})
-        for i in range(3)
+        (f"0x{i:040x}", 10 + i, {n: _values(rng, s, "random") for n, s in shapes.items()}) for i in range(3)
     ]
     want = _frozen(base, updates, 33, 1.0)
     _assert_same_bits(fedavg_stream(base, updates, total_samples=33, threads=threads), want)
@@ -189,13 +189,13 @@ def test_a_large_model_gives_the_bits_of_the_frozen_formula_with_the_default_tun
 @pytest.mark.parametrize("stream", [False, True], ids=["sequence", "stream"])
 @pytest.mark.usefixtures("chunk")
 def test_numpy_errstate_applies_in_every_thread(stream: bool) -> None:
-    base = {"w": torch.full((64,), float(F32.max))}
-    updates: list[UpdateItem] = [(f"0x{i:040x}", 1, {"w": torch.full((64,), float(F32.max))}) for i in range(2)]
+    base = {"w": np.full(64, F32.max, dtype=np.float32)}
+    updates: list[UpdateItem] = [(f"0x{i:040x}", 1, {"w": np.full(64, F32.max, dtype=np.float32)}) for i in range(2)]
     with np.errstate(over="raise"), pytest.raises(FloatingPointError, match="overflow"):
         fedavg_stream(base, iter(updates) if stream else updates, total_samples=2, threads=4)
     with np.errstate(over="ignore"):  # and no warning, which pytest would turn into an error
         got = fedavg_stream(base, iter(updates) if stream else updates, total_samples=2, threads=4)
-    assert torch.isinf(got["w"]).all()
+    assert np.isinf(got["w"]).all()
 
 
 def _libm() -> ctypes.CDLL | None:
@@ -224,9 +224,9 @@ def test_the_threads_round_as_the_caller_does(stream: bool) -> None:
             parallel = fedavg_stream(base, iter(updates) if stream else updates, total_samples=total, threads=4)
         finally:
             libm.fesetround(0)
-    assert all(torch.equal(nearest[n], warm[n]) for n in base)
-    assert any(not torch.equal(serial[n], nearest[n]) for n in base)  # the mode did change the result
-    _assert_same_bits(parallel, {n: t.numpy() for n, t in serial.items()})
+    assert all(nearest[n].tobytes() == warm[n].tobytes() for n in base)
+    assert any(serial[n].tobytes() != nearest[n].tobytes() for n in base)  # the mode did change the result
+    _assert_same_bits(parallel, serial)
 
 
 @pytest.mark.usefixtures("chunk")
@@ -240,13 +240,18 @@ def test_a_stream_is_consumed_one_update_at_a_time_by_several_threads() -> None:
             assert sum(r() is not None for r in alive) == 0, "a previous update is still held"
             w = np.full(500, float(i), dtype=np.float32)
             alive.append(weakref.ref(w))  # alive as long as any tensor or array made from it
-            delta = {"w": torch.from_numpy(w), "b": torch.randn(3)}
+            delta = {"w": w, "b": np.full(3, -float(i), dtype=np.float32)}
             del w
             workers.update(t.name for t in threading.enumerate())
             yield f"0x{i:040x}", 1, delta
             del delta
 
-    fedavg_stream({"w": torch.zeros(500), "b": torch.zeros(3)}, stream(), total_samples=30, threads=4)
+    fedavg_stream(
+        {"w": np.zeros(500, dtype=np.float32), "b": np.zeros(3, dtype=np.float32)},
+        stream(),
+        total_samples=30,
+        threads=4,
+    )
     assert sum(name.startswith("fedavg") for name in workers) == 3
 
 
@@ -256,10 +261,9 @@ def test_the_streamed_aggregate_needs_the_float64_accumulator_and_little_more() 
 
     def stream(n: int) -> Iterator[UpdateItem]:
         for i in range(n):
-            # numpy-backed tensors, so that tracemalloc sees every allocation
-            yield f"0x{i:040x}", 1, {"w": torch.from_numpy(np.full(shape, 0.001 * i, dtype=np.float32))}
+            yield f"0x{i:040x}", 1, {"w": np.full(shape, 0.001 * i, dtype=np.float32)}
 
-    base = {"w": torch.from_numpy(np.zeros(shape, dtype=np.float32))}
+    base = {"w": np.zeros(shape, dtype=np.float32)}
     gc.collect()
     tracemalloc.start()
     try:
@@ -269,16 +273,15 @@ def test_the_streamed_aggregate_needs_the_float64_accumulator_and_little_more() 
         tracemalloc.stop()
     # the float64 accumulator (2 models), the threads' float64 chunks (at most 1 model) and the
     # update being produced (1 model); at the end the result (1 model) beside the accumulator
-    assert peak <= 4 * model_bytes + (64 << 10)
+    # + numpy's casting buffers: 8192 float64 per cast operand and thread, whatever the model's size
+    assert peak <= 4 * model_bytes + (256 << 10)
 
 
 def test_the_in_memory_aggregate_needs_no_float64_model() -> None:
     shape = (1024, 1024)
     model_bytes = 4 << 20
-    base = {"w": torch.from_numpy(np.zeros(shape, dtype=np.float32))}
-    updates: list[UpdateItem] = [
-        (f"0x{i:040x}", 1, {"w": torch.from_numpy(np.full(shape, 0.5, dtype=np.float32))}) for i in range(5)
-    ]
+    base = {"w": np.zeros(shape, dtype=np.float32)}
+    updates: list[UpdateItem] = [(f"0x{i:040x}", 1, {"w": np.full(shape, 0.5, dtype=np.float32)}) for i in range(5)]
     gc.collect()
     tracemalloc.start()
     try:
@@ -287,13 +290,14 @@ def test_the_in_memory_aggregate_needs_no_float64_model() -> None:
     finally:
         tracemalloc.stop()
     # the result (1 model) and two float64 chunks per thread (at most 2 models; 8 MiB a thread for large models)
-    assert peak <= 3 * model_bytes + (64 << 10)
+    # + numpy's casting buffers: 8192 float64 per cast operand and thread, whatever the model's size
+    assert peak <= 3 * model_bytes + (256 << 10)
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
 def test_a_thread_count_must_be_a_positive_int(threads: object) -> None:
     with pytest.raises(AggregationError, match="threads"):
-        fedavg_stream({"x": torch.zeros(1)}, [], total_samples=0, threads=threads)  # type: ignore[arg-type]
+        fedavg_stream({"x": np.zeros(1, dtype=np.float32)}, [], total_samples=0, threads=threads)  # type: ignore[arg-type]
 
 
 def test_the_default_thread_count_is_between_one_and_four() -> None:
@@ -337,14 +341,14 @@ def test_releasing_the_base_empties_it_and_changes_no_bit(stream: bool) -> None:
 
 def test_a_released_base_is_freed_before_the_first_update_is_asked_for() -> None:
     shape = (1024, 1024)
-    theta = torch.from_numpy(np.zeros(shape, dtype=np.float32))
+    theta = np.zeros(shape, dtype=np.float32)
     alive = weakref.ref(theta)
     seen: list[bool] = []
 
     def stream() -> Iterator[UpdateItem]:
         gc.collect()
         seen.append(alive() is None)
-        yield "0x" + "1" * 40, 1, {"w": torch.from_numpy(np.full(shape, 0.5, dtype=np.float32))}
+        yield "0x" + "1" * 40, 1, {"w": np.full(shape, 0.5, dtype=np.float32)}
 
     base = {"w": theta}
     del theta
@@ -357,4 +361,6 @@ def test_release_base_needs_a_dict_it_may_empty() -> None:
     from types import MappingProxyType
 
     with pytest.raises(AggregationError, match="release_base needs the base as a dict"):
-        fedavg_stream(MappingProxyType({"w": torch.zeros(3)}), iter(()), total_samples=0, release_base=True)  # type: ignore[arg-type]
+        fedavg_stream(
+            MappingProxyType({"w": np.zeros(3, dtype=np.float32)}), iter(()), total_samples=0, release_base=True
+        )  # type: ignore[arg-type]
