@@ -185,6 +185,8 @@ class DecodedUpdate:
 
     delta: dict[str, np.ndarray]
     meta: UpdateMeta
+    norm: float | None = None
+    """The delta's exact L2 norm (:func:`l2_norm`), when the decoder checked it against a bound."""
 
 
 @dataclass(frozen=True)
@@ -516,7 +518,9 @@ def _arrays(blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed) -
 _FINITE_SLICE = 1 << 18  # elements per slice of the finiteness check
 
 
-def _check_values(blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed, max_norm: float | None) -> None:
+def _check_values(
+    blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed, max_norm: float | None
+) -> float | None:
     # _check_layout has made the tensors one contiguous float32 run: one pass over all of
     # it, and tensor by tensor only to name the culprit
     total = sum(math.prod(e.shape) for e in parsed.entries)
@@ -535,6 +539,8 @@ def _check_values(blob: bytes | bytearray | memoryview, parsed: _safetensors.Par
         norm = l2_norm(dict(_arrays(blob, parsed)))
         if not norm <= max_norm:
             _fail("norm", f"update L2 norm {norm!r} exceeds the bound {max_norm!r}")
+        return norm
+    return None
 
 
 def l2_norm(arrays: Mapping[str, np.ndarray]) -> float:
@@ -634,9 +640,9 @@ def decode_update(
     _check_names_and_shapes({e.name: e.shape for e in parsed.entries}, shapes)
     _check_layout(parsed, len(data))
     _check_canonical(parsed)
-    _check_values(data, parsed, max_norm)
+    norm = _check_values(data, parsed, max_norm)
     meta = UpdateMeta(round_id, base, sender, samples, metrics)
-    return DecodedUpdate(delta=_copies(data, parsed, copy), meta=meta)
+    return DecodedUpdate(delta=_copies(data, parsed, copy), meta=meta, norm=norm)
 
 
 def decode_model(

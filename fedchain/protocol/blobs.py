@@ -49,7 +49,9 @@ def aggregate_blob(
     params: Mapping[str, np.ndarray], rules: Rules, *, round_id: int, base_hash: bytes, num_samples: int
 ) -> bytes:
     """Encode round ``round_id``'s aggregate (sender: the coordinator; strategy: the manifest's)."""
-    return encode_model(params, _aggregate_meta(rules, round_id=round_id, base_hash=base_hash, num_samples=num_samples))
+    return encode_model(
+        params, _aggregate_meta(rules, round_id=round_id, base_hash=base_hash, num_samples=num_samples), schema=rules.schema
+    )
 
 
 def aggregate_matches(
@@ -63,7 +65,7 @@ def aggregate_matches(
 ) -> bool:
     """Whether ``blob`` is exactly :func:`aggregate_blob` of these arguments (nothing is encoded)."""
     meta = _aggregate_meta(rules, round_id=round_id, base_hash=base_hash, num_samples=num_samples)
-    return model_blob_matches(blob, params, meta)
+    return model_blob_matches(blob, params, meta, schema=rules.schema)
 
 
 def genesis_blob(params: Mapping[str, np.ndarray], *, model: str, sender: str) -> bytes:
