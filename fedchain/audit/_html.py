@@ -487,7 +487,12 @@ class _Page:
         if not self.rounds or not self.participants:
             return _empty("participation", "Who took part", "No participant or round recorded.")
         cells = self._cells()
-        head = "".join(f"<th>round {_int(x.get('round'))}</th>" for x in self.rounds)
+        head = "".join(
+            f"<th>round {_int(x.get('round'))}</th>"
+            if self._round_ok(x)
+            else f'<th class="badcol">round {_int(x.get("round"))}<br>failed</th>'
+            for x in self.rounds
+        )
         rows = []
         for a in self.participants:
             tds = []
@@ -820,6 +825,7 @@ table.matrix td.cell { text-align:center; white-space:nowrap; }
 .cosgrid { display:grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap:12px; }
 table.lineage td:nth-child(3), table.lineage td:nth-child(4) { width:40%; }
 tr.badrow td { background:#fdf0ef; }
+table.grid thead th.badcol { background:#fbdcd9; color:#7f1d1d; }
 details { margin:4px 0; } summary { cursor:pointer; font-weight:600; }
 footer { color:var(--muted); font-size:13px; text-align:center; padding:8px; }
 @media print { body { background:#fff; } section { break-inside:avoid; } }

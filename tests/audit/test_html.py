@@ -93,6 +93,8 @@ def test_the_matrix_shows_the_excluded_update_with_its_reason_and_the_missing_pa
 ) -> None:
     tags = markup(pages["tampered"])
     matrix = tags[tags.index('<section id="participation"') : tags.index('<section id="norms"')]
+    assert matrix.count('<th class="badcol">') == 1
+    assert '<th class="badcol">round 2<br>failed</th>' in matrix
     assert matrix.count('<td class="cell exc"') == 1
     assert ">excluded: norm_bound</td>" in matrix
     assert "update norm 14.2071 exceeds the bound 10.0" in matrix  # the detail, on hover
@@ -183,18 +185,18 @@ def png_colours(path: Path, rows: int) -> set[tuple[int, ...]]:
     colours: set[tuple[int, ...]] = set()
     prev = bytearray(stride)
     for y in range(min(rows, height)):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        filt, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - bpp] if i >= bpp else 0
             b = prev[i]
             c = prev[i - bpp] if i >= bpp else 0
-            if kind == 1:
+            if filt == 1:
                 line[i] = (line[i] + a) & 0xFF
-            elif kind == 2:
+            elif filt == 2:
                 line[i] = (line[i] + b) & 0xFF
-            elif kind == 3:
+            elif filt == 3:
                 line[i] = (line[i] + (a + b) // 2) & 0xFF
-            elif kind == 4:
+            elif filt == 4:
                 p = a + b - c
                 pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
                 line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
