@@ -47,48 +47,46 @@ def run_loop(
 ) -> None:
     """Call ``step`` until it returns :attr:`Step.DONE`, riding out transient failures.
 
-    The pause between retries doubles from ``pacing.poll_seconds`` up to ``pacing.backoff_max``.
+    Retries follow the one backoff policy of :class:`fedchain.chain.Backoff` (doubling from
+    ``pacing.poll_seconds`` up to ``pacing.backoff_max``, for at most ``pacing.outage_seconds``).
 
     Raises
     ------
     ChainConnectionError
         If failures go on for longer than ``pacing.outage_seconds``.
     """
-    failing_since: float | None = None
-    delay = pacing.poll_seconds
+    backoff = None  # the retry schedule of the current outage, if any
     while True:
         try:
             result = step()
         except FINAL_ERRORS:
             raise
         except TRANSIENT_ERRORS as err:
-            now = clock()
-            if failing_since is None:
-                failing_since = now
+            if backoff is None:
+                backoff = pacing.backoff(clock=clock)
                 log_event(
                     "unreachable",
                     endpoint=endpoint,
                     detail=_describe(err, 160),
-                    giving_up_after_seconds=pacing.outage_seconds,
+                    gives_up_after_seconds=pacing.outage_seconds,
                 )
-            if now - failing_since > pacing.outage_seconds:
+            delay = backoff.next_delay()
+            if delay is None:
                 raise ChainConnectionError(
-                    endpoint, f"still failing after {now - failing_since:.0f}s; last error: {_describe(err)}"
+                    endpoint, f"still failing after {backoff.elapsed:.0f}s; last error: {_describe(err)}"
                 ) from err
             log_event(
                 "retrying",
                 error=type(err).__name__,
                 detail=_describe(err, 160),
                 in_seconds=delay,
-                gives_up_in_seconds=pacing.outage_seconds - (now - failing_since),
+                gives_up_in_seconds=max(0.0, pacing.outage_seconds - backoff.elapsed),
             )
             sleep(delay)
-            delay = min(max(delay, 0.1) * 2, pacing.backoff_max)
             continue
-        if failing_since is not None:
-            log_event("recovered", after_seconds=clock() - failing_since)
-            failing_since = None
-            delay = pacing.poll_seconds
+        if backoff is not None:
+            log_event("recovered", after_seconds=backoff.elapsed)
+            backoff = None
         if result is Step.DONE:
             return
         if result is Step.IDLE:

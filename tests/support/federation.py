@@ -1,20 +1,32 @@
-"""Small federations on real chains and the real store, for the orchestrator tests."""
+"""Small federations on real chains and the real store, for the orchestrator and audit tests.
+
+A small slice of the real ICD-10-CM data (every 60th record) and a small model keep each round
+well under a second; the protocol exercised is exactly the demo's.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fedchain.audit import AuditReport, audit_ledger
-from fedchain.chain import Chain, Ledger, Signer
-from fedchain.fl import HOSPITALS, Dataset, FedAvg, FederatedSplit, ModelSpec, TrainConfig, load_icd10, split_non_iid
-from fedchain.orchestrator.actors import Coordinator, FederationSettings, Participant
-from fedchain.storage import LocalBlockStore
+from fedchain.chain import Chain
+from fedchain.orchestrator.federation import Federation, make_manifest
+from fedchain.protocol import Manifest
+from fedchain.storage import BlobStore
+from fedchain.tasks.api import DemoData, DemoParticipant
+from fedchain.tasks.icd import IcdTask
+from fedchain.tasks.icd.data import HOSPITALS, Dataset, load_icd10, split_non_iid
 
-SPEC = ModelSpec(num_buckets=512, dim=8)
-SETTINGS = FederationSettings(
-    spec=SPEC, train=TrainConfig(epochs=1, batch_size=64), seed=3, round_seconds=600, min_updates=3
-)
+#: The small model of these tests: 512 buckets x 8 dimensions.
+TASK_SETTINGS: dict[str, Any] = {"num_buckets": 512, "dim": 8, "batch_size": 64}
 
 
-def small_split() -> FederatedSplit:
+def small_task() -> IcdTask:
+    return IcdTask(**TASK_SETTINGS)
+
+
+def small_demo() -> DemoData:
     """Every 60th ICD-10-CM record, split across the three demo hospitals."""
     full = load_icd10()
     keep = range(0, len(full), 60)
@@ -24,43 +36,22 @@ def small_split() -> FederatedSplit:
         labels=tuple(full.labels[i] for i in keep),
         label_names=full.label_names,
     )
-    return split_non_iid(small, list(HOSPITALS.values()), names=list(HOSPITALS), seed=0)
+    split = split_non_iid(small, list(HOSPITALS.values()), names=list(HOSPITALS), seed=0)
+    return DemoData(participants=[DemoParticipant(s.name, s) for s in split.shards], test=split.test)
 
 
-class Federation:
-    """A coordinator and three hospitals on one chain and one store."""
+def small_manifest(task: IcdTask | None = None, **rules: Any) -> Manifest:
+    """The manifest of these tests (seed 3, quorum of all three hospitals unless given)."""
+    rules.setdefault("seed", 3)
+    rules.setdefault("min_updates", 3)
+    return make_manifest(task or small_task(), **rules)
 
-    def __init__(
-        self, chain: Chain, store: LocalBlockStore, split: FederatedSplit, settings: FederationSettings = SETTINGS
-    ) -> None:
-        self.chain, self.store, self.settings = chain, store, settings
-        self.strategy = FedAvg()
-        key = Signer.create("coordinator")
-        chain.fund(key.address)
-        genesis, cid = Coordinator.publish_genesis(store, settings, key.address)
-        self.ledger, _ = Ledger.deploy(chain, key, genesis, cid)
-        self.coordinator = Coordinator(self.ledger, key, store, self.strategy, settings)
-        self.participants: list[Participant] = []
-        for shard in split.shards:
-            signer = Signer.create(shard.name)
-            chain.fund(signer.address)
-            self.coordinator.register(signer.address, len(shard))
-            self.participants.append(
-                Participant(self.ledger, signer, store, self.strategy, settings, shard, shard.name)
-            )
 
-    def attacker(self, name: str = "mallory") -> Signer:
-        signer = Signer.create(name)
-        self.chain.fund(signer.address)
-        self.coordinator.register(signer.address, 10_000)
-        return signer
+def make(chain: Chain, store: BlobStore, demo: DemoData, manifest: Manifest | None = None, **kwargs: Any) -> Federation:
+    task = small_task()
+    return Federation.create(chain, store, task, demo.participants, manifest or small_manifest(task), **kwargs)
 
-    def audit(self) -> AuditReport:
-        return audit_ledger(
-            self.ledger,
-            self.store,
-            self.strategy,
-            spec=SPEC,
-            max_blob_size=self.settings.max_blob_size,
-            max_update_norm=self.settings.max_update_norm,
-        )
+
+def audit(fed: Federation, **kwargs: Any) -> AuditReport:
+    names: Mapping[str, str] = dict(fed.names)
+    return audit_ledger(fed.ledger, fed.store, names=names, **kwargs)
