@@ -25,10 +25,12 @@ exactly (as Python ints scaled by a power of two), with float64 matrix products:
 - The chunk products are added in int64 (exact: at most ``2**10`` chunks of ``2**52`` before a
   flush into Python ints), and the slices are recombined with shifts in Python ints.
 
-Cost: ``S**2`` times the flops of one float64 Gram matrix; ``S`` is 2 or 3 for typical
+Cost: ``S(S+1)/2`` times the flops of one float64 Gram matrix; ``S`` is 2 or 3 for typical
 model deltas (a range of 40 to 60 bits) and at most 14 (the whole float32 range).
-Memory: ``(S*K)**2`` int64 and Python ints, and a ``(S*K, C)`` float64 chunk per thread
-(``C = 4096``: 9.4 MiB for K=100, S=3).
+Only the blocks ``s <= t`` are multiplied (the others are their transposes): ``S(S+1)/2``
+products of ``(K, C) @ (C, K)``.
+Memory: ``S**2 * K**2`` int64 and Python ints, and ``2K + S*K`` float64 rows of ``C`` per thread
+(``C = 4096``: 16 MiB for K=100, S=3).
 """
 
 from __future__ import annotations
@@ -129,13 +131,13 @@ def _magnitude_range(flats: Sequence[Sequence[np.ndarray]], spans: Spans) -> tup
 
 
 def _gram_part(flats: Sequence[Sequence[np.ndarray]], top_e: int, slices: int, spans: Spans) -> np.ndarray:
-    """The sliced Gram matrix over ``spans`` as an ``(S*K, S*K)`` object array of Python ints."""
+    """The sliced Gram blocks ``Y_s @ Y_t.T`` (``s <= t``) over ``spans``: an ``(S, S, K, K)`` object array."""
     k = len(flats)
     rem = np.empty((k, _GRAM_CHUNK), dtype=np.float64)
     tmp = np.empty((k, _GRAM_CHUNK), dtype=np.float64)
-    y = np.empty((slices * k, _GRAM_CHUNK), dtype=np.float64)
-    acc = np.zeros((slices * k, slices * k), dtype=np.int64)
-    total = np.zeros((slices * k, slices * k), dtype=object)
+    y = np.empty((slices, k, _GRAM_CHUNK), dtype=np.float64)
+    acc = np.zeros((slices, slices, k, k), dtype=np.int64)
+    total = np.zeros((slices, slices, k, k), dtype=object)
     pending = 0
     for index, start, stop in spans:
         for lo in range(start, stop, _GRAM_CHUNK):
@@ -146,15 +148,16 @@ def _gram_part(flats: Sequence[Sequence[np.ndarray]], top_e: int, slices: int, s
                 np.copyto(r[row], update[index][lo:hi])  # exact
             for s in range(slices):
                 unit_e = top_e - (s + 1) * _SLICE_BITS
-                ys = y[s * k : (s + 1) * k, :n]
+                ys = y[s, :, :n]
                 np.multiply(r, math.ldexp(1.0, -unit_e), out=ys)  # exact: a power of two, no overflow
                 if s < slices - 1:
                     np.rint(ys, out=ys)  # an integer of at most B bits (+1 for the first slice)
                     np.multiply(ys, math.ldexp(1.0, unit_e), out=t)  # exact
                     np.subtract(r, t, out=r)  # exact: the low bits of r
                 # the last slice's unit is at most the round's ulp, so r / unit is already an integer
-            block = y[:, :n]
-            acc += (block @ block.T).astype(np.int64)  # every partial sum an integer below 2**53
+            for s in range(slices):
+                for u in range(s, slices):  # Y_u @ Y_s.T is the transpose: computed once
+                    acc[s, u] += (y[s, :, :n] @ y[u, :, :n].T).astype(np.int64)  # partial sums below 2**53
             pending += 1
             if pending == _FLUSH_EVERY:
                 total += acc.astype(object)
@@ -164,8 +167,10 @@ def _gram_part(flats: Sequence[Sequence[np.ndarray]], top_e: int, slices: int, s
     return total
 
 
-def exact_gram(flats: Sequence[Sequence[np.ndarray]], plan: Plan) -> tuple[list[list[int]], int]:
-    """The exact Gram matrix of the updates, ``G[i][j] * 2**exponent``, as Python ints.
+def exact_gram(flats: Sequence[Sequence[np.ndarray]], plan: Plan) -> tuple[np.ndarray, int]:
+    """The exact Gram matrix of the updates: a ``(K, K)`` object array of Python ints ``G``, and ``e``.
+
+    ``G[i, j] * 2**e`` is exactly ``sum_e x_i[e] * x_j[e]``.
 
     Parameters
     ----------
@@ -185,30 +190,22 @@ def exact_gram(flats: Sequence[Sequence[np.ndarray]], plan: Plan) -> tuple[list[
     bottom = min(b for _, b in ranges)
     if top >= 0x7F800000:
         raise AggregationError("an update holds a non-finite value (updates must be screened first)")
-    zero = [[0] * k for _ in range(k)]
     if top == 0:  # every update is zero
-        return zero, 0
+        return np.zeros((k, k), dtype=np.int64).astype(object), 0
     # |x| < 2**(field - 126); the ulp of a float32 of exponent field f is 2**(max(f, 1) - 150)
     top_e = (top >> 23) - 126
     ulp_e = max((bottom + 1) >> 23, 1) - 150
     slices = max(1, -(-(top_e - ulp_e) // _SLICE_BITS))
     parts = run_plan(plan, partial(_gram_part, flats, top_e, slices))
-    sliced = parts[0]
+    blocks = parts[0]
     for part in parts[1:]:
-        sliced = sliced + part  # Python ints: exact in any order
-    # G[i][j] = sum_{s,t} Y[s,i,t,j] * 2**(2*top_e - (s+t+2)B); in units of 2**(2*top_e - 2*S*B)
-    shifts = [(slices - 1 - s) * _SLICE_BITS for s in range(slices)]
-    gram = [
-        [
-            sum(
-                int(sliced[s * k + i, t * k + j]) << (shifts[s] + shifts[t])
-                for s in range(slices)
-                for t in range(slices)
-            )
-            for j in range(k)
-        ]
-        for i in range(k)
-    ]
+        blocks = blocks + part  # Python ints: exact in any order
+    # G = sum_{s,t} Y_s Y_t^T * 2**(2*top_e - (s+t+2)B), in units of 2**(2*top_e - 2*S*B)
+    gram = np.zeros((k, k), dtype=np.int64).astype(object)
+    for s in range(slices):
+        for u in range(s, slices):
+            block = blocks[s, u] if s == u else blocks[s, u] + blocks[s, u].T
+            gram = gram + block * (1 << ((2 * slices - 2 - s - u) * _SLICE_BITS))
     return gram, 2 * top_e - 2 * slices * _SLICE_BITS
 
 

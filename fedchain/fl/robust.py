@@ -166,7 +166,8 @@ def _eta(server_lr: float) -> np.float64:
     if not (isinstance(server_lr, (int, float)) and not isinstance(server_lr, bool) and math.isfinite(server_lr)):
         raise AggregationError(f"server learning rate must be a finite number, got {server_lr!r}")
     # np.float64, not a Python float: with a float32 operand NEP 50 would compute in float32
-    return np.float64(float(server_lr))
+    eta: np.float64 = np.float64(float(server_lr))
+    return eta
 
 
 def _finish(rnd: _Round, outs: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -385,11 +386,13 @@ def _scores(rnd: _Round, f: int, n_threads: int) -> list[tuple[str, int, float]]
     k = len(rnd.flats)
     plan = make_plan([theta.size for theta in rnd.thetas], n_threads)
     gram, exponent = exact_gram(rnd.flats, plan)
+    diagonal = gram.diagonal()
+    distances = diagonal[:, None] + diagonal[None, :] - 2 * gram  # exact: Python ints
     closest = max(1, min(k - 1, k - f - 2))
     scores = []
     for i in range(k):
-        distances = sorted(gram[i][i] + gram[j][j] - 2 * gram[i][j] for j in range(k) if j != i)
-        score = sum(distances[:closest])
+        row = sorted(int(distances[i, j]) for j in range(k) if j != i)
+        score = sum(row[:closest])
         scores.append((rnd.participants[i], score, _exact_float(score, exponent)))
     return scores
 
