@@ -15,6 +15,8 @@ is at least as fast). Flower's rules come in two generations:
   the same numpy arrays, so no serialization is timed.
 
 Flower's legacy Krum at K=100 (10,000 norms of P elements) is slow, so it runs once.
+On a shared machine run it with OPENBLAS_NUM_THREADS=1: a multi-threaded OpenBLAS spinning
+against other loads slows every matrix product (Flower's and fedchain's Krum) tenfold.
 The machine may be shared: read the figures as the median of interleaved repeats.
 """
 
@@ -67,6 +69,52 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def _contenders(
+    base: dict[str, np.ndarray], updates: list[Any], threads: int | None, trim: float, f: int, m: int
+) -> list[tuple[str, Callable[[], Any], Callable[[], Any], Callable[[], Any]]]:
+    """``(rule, fedchain's, Flower's legacy, Flower's serverapp)`` callables on the same arrays."""
+    from flwr.server.strategy import aggregate as legacy
+    from flwr.serverapp.strategy.fedtrimmedavg import trim_mean as new_trim_mean
+    from flwr.serverapp.strategy.multikrum import select_multikrum
+
+    results = [([d["b"], d["w"]], n) for _, n, d in sorted(updates)]
+    layers = list(zip(*(arrays for arrays, _ in results), strict=True))
+    records = [_Record(arrays) for arrays, _ in results]
+
+    def new_multikrum(count: int) -> Any:
+        chosen = select_multikrum(records, num_malicious_nodes=f, num_nodes_to_select=count)  # type: ignore[arg-type]
+        picked = [(rec.arrays, results[records.index(rec)][1]) for rec in chosen]
+        return legacy.aggregate(picked)
+
+    th = threads
+    return [
+        (
+            "median",
+            lambda: coordinate_median(base, updates, threads=th),
+            lambda: legacy.aggregate_median(results),
+            lambda: [np.median(np.stack(layer), axis=0) for layer in layers],
+        ),
+        (
+            "trimmed-mean",
+            lambda: trimmed_mean(base, updates, trim=trim, threads=th),
+            lambda: legacy.aggregate_trimmed_avg(results, trim),
+            lambda: [new_trim_mean(np.stack(layer), trim) for layer in layers],
+        ),
+        (
+            "krum",
+            lambda: multi_krum(base, updates, f=f, m=1, threads=th),
+            lambda: legacy.aggregate_krum(results, f, 0),
+            lambda: new_multikrum(1),
+        ),
+        (
+            "multi-krum",
+            lambda: multi_krum(base, updates, f=f, m=m, threads=th),
+            lambda: legacy.aggregate_krum(results, f, m),
+            lambda: new_multikrum(m),
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="P = 65,536 instead of 1,048,576")
@@ -75,52 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="fedchain's threads (default: CPUs, at most 4)")
     args = parser.parse_args(argv)
 
-    from flwr.server.strategy import aggregate as legacy
-    from flwr.serverapp.strategy.fedtrimmedavg import trim_mean as new_trim_mean
-    from flwr.serverapp.strategy.multikrum import select_multikrum
-
     p = 1 << 16 if args.quick else 1 << 20
     trim, f, m = 0.1, 2, 5
     print(f"P={p:,}  repeats={args.repeats}  trim={trim}  f={f}  m={m}  (seconds, median; ratio = flower / fedchain)")
     print(f"{'K':>4} {'rule':<14} {'fedchain':>9} {'legacy':>9} {'serverapp':>9} {'legacy/fc':>9} {'serverapp/fc':>12}")
     for k in (int(x) for x in args.ks.split(",")):
         base, updates = _updates(k, p, seed=k)
-        results = [([d["b"], d["w"]], n) for _, n, d in sorted(updates)]
-        layers = list(zip(*(arrays for arrays, _ in results), strict=True))
-        records = [_Record(arrays) for arrays, _ in results]
-
-        def new_multikrum(count: int) -> Any:
-            chosen = select_multikrum(records, num_malicious_nodes=f, num_nodes_to_select=count)  # type: ignore[arg-type]
-            picked = [(rec.arrays, results[records.index(rec)][1]) for rec in chosen]
-            return legacy.aggregate(picked)
-
-        th = args.threads
-        rules: list[tuple[str, Callable[[], Any], Callable[[], Any] | None, Callable[[], Any]]] = [
-            (
-                "median",
-                lambda: coordinate_median(base, updates, threads=th),
-                lambda: legacy.aggregate_median(results),
-                lambda: [np.median(np.stack(layer), axis=0) for layer in layers],
-            ),
-            (
-                "trimmed-mean",
-                lambda: trimmed_mean(base, updates, trim=trim, threads=th),
-                lambda: legacy.aggregate_trimmed_avg(results, trim),
-                lambda: [new_trim_mean(np.stack(layer), trim) for layer in layers],
-            ),
-            (
-                "krum",
-                lambda: multi_krum(base, updates, f=f, m=1, threads=th),
-                lambda: legacy.aggregate_krum(results, f, 0),
-                lambda: new_multikrum(1),
-            ),
-            (
-                "multi-krum",
-                lambda: multi_krum(base, updates, f=f, m=m, threads=th),
-                lambda: legacy.aggregate_krum(results, f, m),
-                lambda: new_multikrum(m),
-            ),
-        ]
+        rules = _contenders(base, updates, args.threads, trim, f, m)
         for name, ours, old, new in rules:
             slow_legacy = name in ("krum", "multi-krum") and k > 20
             times: dict[str, list[float]] = {"fc": [], "legacy": [], "new": []}
