@@ -50,7 +50,9 @@ def aggregate_blob(
 ) -> bytes:
     """Encode round ``round_id``'s aggregate (sender: the coordinator; strategy: the manifest's)."""
     return encode_model(
-        params, _aggregate_meta(rules, round_id=round_id, base_hash=base_hash, num_samples=num_samples), schema=rules.schema
+        params,
+        _aggregate_meta(rules, round_id=round_id, base_hash=base_hash, num_samples=num_samples),
+        schema=rules.schema,
     )
 
 

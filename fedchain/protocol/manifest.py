@@ -23,6 +23,7 @@ from typing import Any
 
 from fedchain.errors import ConfigError
 from fedchain.fl.codec import CODEC
+from fedchain.fl.robust import rule_from_config
 from fedchain.fl.schema import Schema
 from fedchain.hashing import sha256
 from fedchain.types import Digest
@@ -355,6 +356,10 @@ def _validate(m: Manifest) -> None:
     rule = m.aggregation.get("rule")
     if not isinstance(rule, str) or not _NAME.fullmatch(rule):
         raise ConfigError("manifest.aggregation.rule", f"must name a rule, got {rule!r}")
+    try:
+        rule_from_config(rule, {k: v for k, v in m.aggregation.items() if k != "rule"})
+    except ConfigError as err:
+        raise ConfigError(f"manifest.{err.key}", err.problem) from None
     lr = m.aggregation.get("server_lr", 1.0)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= MAX_SERVER_LR:
         raise ConfigError(

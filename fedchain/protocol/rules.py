@@ -8,12 +8,15 @@ screen with the same bounds, aggregate with the same strategy and check the same
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from fedchain.chain import Ledger
-from fedchain.errors import ConfigError, DigestMismatchError, StorageError, VerificationError
+from fedchain.errors import AggregationError, ConfigError, DigestMismatchError, StorageError, VerificationError
+from fedchain.fl.robust import RULES, RobustResult, RobustRule, rule_from_config
 from fedchain.fl.schema import Schema
 from fedchain.fl.strategy import FedAvg, Strategy
 from fedchain.hashing import to_hex
@@ -23,25 +26,73 @@ from fedchain.types import Address, Cid, Digest
 
 logger = logging.getLogger(__name__)
 
-#: Aggregation rules a manifest may name, with the parameters each takes.
-RULE_PARAMETERS: dict[str, tuple[str, ...]] = {"fedavg": ("server_lr",)}
+
+class RobustStrategy:
+    """A robust rule of :mod:`fedchain.fl.robust` behind the :class:`Strategy` interface.
+
+    The rule needs every valid update at once (a coordinate-wise median sorts each element's K
+    values), so the stream is gathered into memory: K updates, where FedAvg streams one at a time.
+    What the last call selected, discarded and clipped is kept in :attr:`last` for the verdict.
+    """
+
+    def __init__(self, rule: RobustRule) -> None:
+        self.rule = rule
+        self.last: RobustResult | None = None
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    def configure(self, round_id: int, default: Any) -> Any:
+        return default
+
+    def aggregate(
+        self,
+        base: Mapping[str, np.ndarray],
+        updates: Iterable[tuple[str, int, Mapping[str, np.ndarray]]],
+        *,
+        total_samples: int,
+        release_base: bool = False,
+    ) -> dict[str, np.ndarray]:
+        self.last = None
+        items = [(p, n, {k: np.array(v, dtype=np.float32, copy=True) for k, v in d.items()}) for p, n, d in updates]
+        if sum(n for _, n, _ in items) != total_samples:
+            raise AggregationError(
+                f"updates declare {sum(n for _, n, _ in items)} samples in all, the ledger says {total_samples}"
+            )
+        if not items:
+            return {k: np.array(v, dtype=np.float32, copy=True) for k, v in base.items()}
+        result = self.rule.aggregate(base, items)
+        self.last = result
+        return result.params
+
+
+#: Aggregation rules a manifest may name.
+RULE_NAMES = tuple(sorted(RULES))
 
 
 def strategy_for(aggregation: Mapping[str, Any]) -> Strategy:
     """The aggregation strategy a manifest's ``aggregation`` table names, with its parameters.
+
+    Plain FedAvg (no clipping) is :class:`FedAvg`, which streams the updates one at a time;
+    every other rule (and FedAvg behind server-side clipping) is a :class:`RobustStrategy`.
 
     Raises
     ------
     ConfigError
         Naming ``manifest.aggregation.<key>`` for an unknown rule or parameter.
     """
-    rule = aggregation.get("rule")
-    if rule not in RULE_PARAMETERS:
-        raise ConfigError("manifest.aggregation.rule", f"unknown rule {rule!r} (known: {', '.join(RULE_PARAMETERS)})")
-    for key in sorted(aggregation):
-        if key != "rule" and key not in RULE_PARAMETERS[str(rule)]:
-            raise ConfigError(f"manifest.aggregation.{key}", f"not a parameter of {rule}")
-    return FedAvg(server_lr=float(aggregation.get("server_lr", 1.0)))
+    name = aggregation.get("rule")
+    params = {k: v for k, v in aggregation.items() if k != "rule"}
+    try:
+        rule = rule_from_config(str(name), params)
+    except ConfigError as err:
+        raise ConfigError(
+            f"manifest.{err.key}" if not str(err.key).startswith("manifest.") else err.key, err.problem
+        ) from None
+    if rule.rule == "fedavg" and rule.clip is None:
+        return FedAvg(server_lr=float(rule.server_lr))
+    return RobustStrategy(rule)
 
 
 @dataclass(frozen=True)
@@ -130,4 +181,4 @@ def load_rules(ledger: Ledger, store: BlobStore) -> Rules:
         raise VerificationError(0, "manifest", expected="rules this fedchain knows", actual=str(err)) from err
 
 
-__all__ = ["RULE_PARAMETERS", "Rules", "load_manifest", "load_rules", "strategy_for"]
+__all__ = ["RULE_NAMES", "RobustStrategy", "Rules", "load_manifest", "load_rules", "strategy_for"]

@@ -73,6 +73,8 @@ class UpdateStatus(enum.Enum):
     """Invalid (a protocol exclusion, with a reason)."""
     VALID = "valid"
     """Valid, in a round not finalized yet."""
+    DISCARDED = "discarded"
+    """Valid and included, but left out by the robust rule (e.g. not selected by Krum): not an exclusion."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,30 @@ class UpdateOutcome:
     detail: str | None = None
     norm: float | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
+    clipped: bool = False
+    """Scaled down by the rule's server-side clipping before it was aggregated."""
+
+
+def mark_selection(outcomes: list[UpdateOutcome], strategy: object) -> None:
+    """Mark what a robust rule's last aggregation discarded and clipped (nothing for FedAvg)."""
+    last = getattr(strategy, "last", None)
+    if last is None:
+        return
+    discarded, clipped = set(last.discarded), set(last.clipped)
+    outcomes[:] = [
+        UpdateOutcome(
+            o.record,
+            UpdateStatus.DISCARDED
+            if o.status is UpdateStatus.INCLUDED and o.record.participant in discarded
+            else o.status,
+            o.reason,
+            o.detail,
+            o.norm,
+            o.metrics,
+            o.record.participant in clipped,
+        )
+        for o in outcomes
+    ]
 
 
 @dataclass(frozen=True)
@@ -463,6 +489,7 @@ def verify_round(
         else o
         for o in screened.outcomes
     ]
+    mark_selection(screened.outcomes, rules.strategy)
     if failures:
         return verdict(), None
     if params is not None:
