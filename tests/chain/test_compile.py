@@ -34,13 +34,13 @@ from fedchain.chain.compile import (
 from fedchain.cli import main
 from fedchain.errors import CompilationError
 
-CONTRACTS = compile_module.DEFAULT_CONTRACTS_DIR
+CONTRACTS = compile_module.default_contracts_dir()
 LONG_VERSION = "0.8.30+commit.73712a01"
 
 
 @pytest.fixture(scope="module")
 def solcjs() -> Path:
-    path = compile_module.DEFAULT_SOLCJS
+    path = compile_module.find_checkout() / compile_module.SOLCJS_IN_CHECKOUT
     assert path.is_file(), f"{path} is missing: run `npm ci` in the repository root"
     return path
 
@@ -154,7 +154,7 @@ def test_no_compiler_exits_2_telling_to_run_npm_ci(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("SOLCX_BINARY_PATH", str(tmp_path))
     monkeypatch.delenv("FEDCHAIN_SOLCJS", raising=False)
-    monkeypatch.setattr(compile_module, "DEFAULT_SOLCJS", tmp_path / "node_modules" / ".bin" / "solcjs")
+    monkeypatch.chdir(tmp_path)  # no checkout here, so no node_modules either
 
     with pytest.raises(CompilerNotFoundError, match="Run `npm ci` in"):
         find_compiler()
