@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from fedchain.chain import Chain, Ledger, Signer
 from fedchain import errors
+from fedchain.chain import Chain, Ledger, Signer
 from fedchain.errors import ContractRevertError
 from fedchain.hashing import sha256
 from fedchain.records import RoundStatus
