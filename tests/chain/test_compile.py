@@ -184,7 +184,9 @@ def test_the_artifact_is_stamped_with_compiler_settings_and_source_digests() -> 
         name: {"sha256": hashlib.sha256((CONTRACTS / name).read_bytes()).hexdigest()} for name in SOURCE_FILES
     }
     assert artifact["standardJsonInputSha256"] == input_digest(standard_json_input())
-    assert artifact["bytecode"].startswith("0x60")
+    assert (
+        0x60 <= int(artifact["bytecode"][2:4], 16) <= 0x7F
+    )  # creation code opens with a PUSH of the free-memory pointer
     assert artifact["deployedBytecode"].startswith("0x60")
     names = {entry.get("name") for entry in artifact["abi"]}
     assert {"submitUpdate", "UpdateSubmitted", "FederatedLedgerAlreadySubmitted"} <= names
@@ -256,3 +258,21 @@ def test_the_solcjs_parser_rejects_output_cut_short() -> None:
         _parse_solcjs_output('>>> chatter\n{"contracts": {"FederatedLedger.sol": {"abi": [')
     with pytest.raises(CompilationError, match="printed no JSON output"):
         _parse_solcjs_output(">>> chatter only\n")
+
+
+def test_outside_a_checkout_the_contracts_are_not_guessed_from_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # as an installed wheel's user would be: no contracts/ anywhere above
+    with pytest.raises(CompilationError, match="no fedchain checkout .* pass the contracts directory"):
+        standard_json_input()
+    assert compile_module.find_checkout(CONTRACTS / "nested" / "deeper") == CONTRACTS.parent
+
+
+def test_an_explicit_contracts_directory_is_used_from_anywhere(
+    contracts_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sources = standard_json_input(contracts_copy)["sources"]
+    assert sorted(sources) == sorted(SOURCE_FILES)
+    assert sources["IFederatedLedger.sol"]["content"] == (CONTRACTS / "IFederatedLedger.sol").read_text()

@@ -53,7 +53,7 @@ def test_a_late_update_mined_just_before_the_close_is_told_deadline_passed(anvil
     def run(name: str, fn: Any) -> None:
         try:
             outcome[name] = fn()
-        except Exception as err:  # collected, asserted in the main thread
+        except Exception as err:  # noqa: BLE001 - collected, asserted in the main thread
             outcome[name] = err
 
     request(chain, "evm_setAutomine", [False])
