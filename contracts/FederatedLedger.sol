@@ -5,19 +5,36 @@ import {IFederatedLedger} from "./IFederatedLedger.sol";
 
 /// @title FederatedLedger
 /// @notice The on-chain audit trail of one federated training run. See {IFederatedLedger}.
-/// @dev Storage per update is exactly one slot (its sha256 digest); per round, two slots.
-/// Everything an auditor needs to fetch blobs (CIDs, sample counts, the included list) is in events,
-/// and each round stores the blocks it was opened and finalized in, so a reader of one round's
-/// events queries only that round's blocks.
+/// @dev Storage per update is exactly one slot (its sha256 digest). The round in progress lives
+/// in one fixed slot (`_current`) that every round rewrites, and the last aggregate in another
+/// (`_lastAggregate`): rewriting a non-zero slot costs ~5,000 gas where a fresh one costs ~22,100,
+/// which pays for the close transaction. Each round gets one slot of its own (`_rounds`) only
+/// when it ends, holding its blocks, so that a reader of one past round's events queries only
+/// that round's blocks. Aggregate digests of past rounds are in their `RoundFinalized` events.
 contract FederatedLedger is IFederatedLedger {
-    /// @dev One storage slot: 64 + 32 + 32 + 48 + 48 = 224 bits. The status is derived:
-    /// opened iff openedBlock != 0, finalized iff finalizedBlock != 0.
-    struct Round {
+    /// @dev The round in progress, or the last round if it has ended. One storage slot:
+    /// 8 + 40 + 8 + 64 + 32 + 40 + 40 = 232 bits. `deployed` is always true: it keeps the slot
+    /// non-zero from deployment on, so that opening round 0 rewrites a slot instead of creating one.
+    struct Current {
+        bool deployed;
+        uint40 nextRound;
+        RoundStatus status;
+        uint64 deadline;
+        uint32 minUpdates;
+        uint40 openedBlock;
+        uint40 closedBlock;
+    }
+
+    /// @dev An ended round, written once by `finalizeRound` or `abandonRound`. One storage slot:
+    /// 64 + 32 + 32 + 8 + 40 + 40 + 40 = 256 bits.
+    struct PastRound {
         uint64 deadline;
         uint32 minUpdates;
         uint32 included;
-        uint48 openedBlock;
-        uint48 finalizedBlock;
+        RoundStatus status;
+        uint40 openedBlock;
+        uint40 closedBlock;
+        uint40 endBlock;
     }
 
     /// @dev One storage slot per participant, read once per submission.
@@ -29,15 +46,15 @@ contract FederatedLedger is IFederatedLedger {
 
     address private immutable _coordinator;
     bytes32 private immutable _genesisModelHash;
+    bytes32 private immutable _manifestHash;
     uint256 private immutable _deployedBlock;
 
-    /// @dev The next round to open, plus one. Kept non-zero from deployment on, so that opening
-    /// round 0 rewrites a warm non-zero slot (~5,000 gas) instead of creating one (~22,100).
-    uint256 private _nextRoundPlusOne = 1;
+    Current private _current;
+    /// @dev The base the next round must build on; the genesis model until a round is finalized.
+    bytes32 private _lastAggregate;
     address[] private _participantList;
     mapping(address account => Participant) private _participants;
-    mapping(uint256 roundId => Round) private _rounds;
-    mapping(uint256 roundId => bytes32 aggregateHash) private _aggregates;
+    mapping(uint256 roundId => PastRound) private _rounds;
     mapping(uint256 roundId => mapping(address participant => bytes32 updateHash)) private _updates;
 
     modifier onlyCoordinator() {
@@ -47,12 +64,22 @@ contract FederatedLedger is IFederatedLedger {
 
     /// @param genesisModelHash_ sha256 of the model round 0 builds on.
     /// @param genesisModelCid Where that model is stored (emitted, not stored).
-    constructor(bytes32 genesisModelHash_, string memory genesisModelCid) {
-        if (genesisModelHash_ == bytes32(0)) revert FederatedLedgerEmptyHash();
+    /// @param manifestHash_ sha256 of the federation manifest blob.
+    /// @param manifestCid Where the manifest is stored (emitted, not stored).
+    constructor(
+        bytes32 genesisModelHash_,
+        string memory genesisModelCid,
+        bytes32 manifestHash_,
+        string memory manifestCid
+    ) {
+        if (genesisModelHash_ == bytes32(0) || manifestHash_ == bytes32(0)) revert FederatedLedgerEmptyHash();
         _coordinator = msg.sender;
         _genesisModelHash = genesisModelHash_;
+        _manifestHash = manifestHash_;
         _deployedBlock = block.number;
-        emit LedgerCreated(msg.sender, genesisModelHash_, genesisModelCid);
+        _lastAggregate = genesisModelHash_;
+        _current.deployed = true;
+        emit LedgerCreated(msg.sender, genesisModelHash_, genesisModelCid, manifestHash_, manifestCid);
     }
 
     // ------------------------------------------------------------------ coordinator
@@ -84,28 +111,43 @@ contract FederatedLedger is IFederatedLedger {
         uint64 deadline,
         uint32 minUpdates
     ) external onlyCoordinator {
-        uint256 expectedRound = _nextRoundPlusOne - 1;
-        if (roundId != expectedRound) revert FederatedLedgerRoundOutOfSequence(expectedRound, roundId);
-        if (roundId != 0 && _rounds[roundId - 1].finalizedBlock == 0) {
-            revert FederatedLedgerPreviousRoundNotFinalized(roundId);
+        Current memory current = _current;
+        if (roundId != current.nextRound) revert FederatedLedgerRoundOutOfSequence(current.nextRound, roundId);
+        if (current.status == RoundStatus.Open || current.status == RoundStatus.Closed) {
+            revert FederatedLedgerPreviousRoundNotEnded(roundId, current.status);
         }
-        bytes32 expectedBase = roundId == 0 ? _genesisModelHash : _aggregates[roundId - 1];
+        bytes32 expectedBase = _lastAggregate;
         if (baseModelHash != expectedBase) revert FederatedLedgerBaseModelMismatch(roundId, expectedBase, baseModelHash);
         if (deadline <= block.timestamp) revert FederatedLedgerInvalidDeadline(deadline, block.timestamp);
         if (minUpdates == 0) revert FederatedLedgerInvalidQuorum(minUpdates);
 
-        _rounds[roundId] = Round({
-            deadline: deadline,
-            minUpdates: minUpdates,
-            included: 0,
-            openedBlock: uint48(block.number),
-            finalizedBlock: 0
-        });
-        // Cannot overflow: roundId == _nextRoundPlusOne - 1, and 2**256 - 2 rounds are impossible.
+        // Cannot overflow or truncate: roundId == nextRound < 2**40 - 1 (each round costs a
+        // transaction, and a trillion of them is out of reach), and block numbers stay below
+        // 2**40 for tens of thousands of years at a block a second.
         unchecked {
-            _nextRoundPlusOne = roundId + 2;
+            _current = Current({
+                deployed: true,
+                nextRound: uint40(roundId + 1),
+                status: RoundStatus.Open,
+                deadline: deadline,
+                minUpdates: minUpdates,
+                openedBlock: uint40(block.number),
+                closedBlock: 0
+            });
         }
         emit RoundOpened(roundId, baseModelHash, baseModelCid, deadline, minUpdates);
+    }
+
+    /// @inheritdoc IFederatedLedger
+    function closeRound(uint256 roundId) external onlyCoordinator {
+        Current storage current = _current;
+        if (!_isCurrent(roundId, current.nextRound) || current.status != RoundStatus.Open) {
+            revert FederatedLedgerRoundNotOpen(roundId, _status(roundId));
+        }
+        current.status = RoundStatus.Closed;
+        // Cannot truncate: block numbers stay below 2**40 (see openRound).
+        current.closedBlock = uint40(block.number);
+        emit RoundClosed(roundId);
     }
 
     /// @inheritdoc IFederatedLedger
@@ -115,14 +157,14 @@ contract FederatedLedger is IFederatedLedger {
         string calldata aggregateCid,
         address[] calldata included
     ) external onlyCoordinator {
-        Round storage round = _rounds[roundId];
-        if (round.openedBlock == 0 || round.finalizedBlock != 0) {
-            revert FederatedLedgerRoundNotOpen(roundId, _status(round));
+        Current memory current = _current;
+        if (!_isCurrent(roundId, current.nextRound) || current.status != RoundStatus.Closed) {
+            revert FederatedLedgerRoundNotClosed(roundId, _status(roundId));
         }
         if (aggregateHash == bytes32(0)) revert FederatedLedgerEmptyHash();
         uint256 count = included.length;
-        if (count < round.minUpdates && block.timestamp <= round.deadline) {
-            revert FederatedLedgerQuorumNotReached(roundId, count, round.minUpdates, round.deadline);
+        if (count < current.minUpdates && block.timestamp <= current.deadline) {
+            revert FederatedLedgerQuorumNotReached(roundId, count, current.minUpdates, current.deadline);
         }
         mapping(address participant => bytes32 updateHash) storage updates = _updates[roundId];
         address previous = address(0);
@@ -136,12 +178,24 @@ contract FederatedLedger is IFederatedLedger {
                 ++i;
             }
         }
-        // Cannot truncate: the included participants are distinct registered accounts, far fewer
-        // than 2**32 (each costs a registration transaction).
-        round.included = uint32(count);
-        round.finalizedBlock = uint48(block.number);
-        _aggregates[roundId] = aggregateHash;
+        // Cannot truncate: the included participants are distinct accounts with recorded updates,
+        // far fewer than 2**32 (each costs a registration transaction).
+        _end(roundId, current, RoundStatus.Finalized, uint32(count));
+        _lastAggregate = aggregateHash;
         emit RoundFinalized(roundId, aggregateHash, aggregateCid, included);
+    }
+
+    /// @inheritdoc IFederatedLedger
+    function abandonRound(uint256 roundId) external onlyCoordinator {
+        Current memory current = _current;
+        if (
+            !_isCurrent(roundId, current.nextRound)
+                || (current.status != RoundStatus.Open && current.status != RoundStatus.Closed)
+        ) {
+            revert FederatedLedgerRoundNotInProgress(roundId, _status(roundId));
+        }
+        _end(roundId, current, RoundStatus.Abandoned, 0);
+        emit RoundAbandoned(roundId);
     }
 
     // ------------------------------------------------------------------ participants
@@ -153,12 +207,12 @@ contract FederatedLedger is IFederatedLedger {
         if (numSamples == 0) revert FederatedLedgerZeroSamples(msg.sender);
         if (numSamples > p.maxSamples) revert FederatedLedgerSampleCountAboveCap(msg.sender, numSamples, p.maxSamples);
         if (updateHash == bytes32(0)) revert FederatedLedgerEmptyHash();
-        Round storage round = _rounds[roundId];
-        if (round.openedBlock == 0 || round.finalizedBlock != 0) {
-            revert FederatedLedgerRoundNotOpen(roundId, _status(round));
+        Current memory current = _current;
+        if (!_isCurrent(roundId, current.nextRound) || current.status != RoundStatus.Open) {
+            revert FederatedLedgerRoundNotOpen(roundId, _status(roundId));
         }
-        if (block.timestamp > round.deadline) {
-            revert FederatedLedgerDeadlinePassed(roundId, round.deadline, block.timestamp);
+        if (block.timestamp > current.deadline) {
+            revert FederatedLedgerDeadlinePassed(roundId, current.deadline, block.timestamp);
         }
         mapping(address participant => bytes32 updateHash) storage updates = _updates[roundId];
         if (updates[msg.sender] != bytes32(0)) revert FederatedLedgerAlreadySubmitted(roundId, msg.sender);
@@ -180,31 +234,51 @@ contract FederatedLedger is IFederatedLedger {
     }
 
     /// @inheritdoc IFederatedLedger
+    function manifestHash() external view returns (bytes32) {
+        return _manifestHash;
+    }
+
+    /// @inheritdoc IFederatedLedger
     function deployedBlock() external view returns (uint256) {
         return _deployedBlock;
     }
 
     /// @inheritdoc IFederatedLedger
     function nextRound() external view returns (uint256) {
-        return _nextRoundPlusOne - 1;
+        return _current.nextRound;
     }
 
     /// @inheritdoc IFederatedLedger
-    function expectedBaseModel(uint256 roundId) external view returns (bytes32) {
-        return roundId == 0 ? _genesisModelHash : _aggregates[roundId - 1];
+    function lastAggregate() external view returns (bytes32) {
+        return _lastAggregate;
     }
 
     /// @inheritdoc IFederatedLedger
     function getRound(uint256 roundId) external view returns (RoundInfo memory) {
-        Round memory round = _rounds[roundId];
+        Current memory current = _current;
+        if (roundId >= current.nextRound) {
+            return RoundInfo(0, 0, 0, RoundStatus.NotOpened, 0, 0, 0);
+        }
+        if (_isCurrent(roundId, current.nextRound) && _inProgress(current.status)) {
+            return RoundInfo({
+                deadline: current.deadline,
+                minUpdates: current.minUpdates,
+                included: 0,
+                status: current.status,
+                openedBlock: current.openedBlock,
+                closedBlock: current.closedBlock,
+                endBlock: 0
+            });
+        }
+        PastRound memory past = _rounds[roundId];
         return RoundInfo({
-            deadline: round.deadline,
-            minUpdates: round.minUpdates,
-            included: round.included,
-            status: _status(round),
-            openedBlock: round.openedBlock,
-            finalizedBlock: round.finalizedBlock,
-            aggregateHash: _aggregates[roundId]
+            deadline: past.deadline,
+            minUpdates: past.minUpdates,
+            included: past.included,
+            status: past.status,
+            openedBlock: past.openedBlock,
+            closedBlock: past.closedBlock,
+            endBlock: past.endBlock
         });
     }
 
@@ -224,9 +298,37 @@ contract FederatedLedger is IFederatedLedger {
         return _participantList;
     }
 
-    function _status(Round memory round) private pure returns (RoundStatus) {
-        if (round.finalizedBlock != 0) return RoundStatus.Finalized;
-        if (round.openedBlock != 0) return RoundStatus.Open;
-        return RoundStatus.NotOpened;
+    // ------------------------------------------------------------------ internals
+
+    /// @dev Write the ended round's own slot and mark the current slot ended.
+    function _end(uint256 roundId, Current memory current, RoundStatus status, uint32 included) private {
+        // Cannot truncate: block numbers stay below 2**40 (see openRound).
+        _rounds[roundId] = PastRound({
+            deadline: current.deadline,
+            minUpdates: current.minUpdates,
+            included: included,
+            status: status,
+            openedBlock: current.openedBlock,
+            closedBlock: current.closedBlock,
+            endBlock: uint40(block.number)
+        });
+        _current.status = status;
+    }
+
+    /// @dev Whether `roundId` is the last opened round (nextRound - 1), without underflow at nextRound 0.
+    function _isCurrent(uint256 roundId, uint40 next) private pure returns (bool) {
+        return next != 0 && roundId == uint256(next) - 1;
+    }
+
+    function _inProgress(RoundStatus status) private pure returns (bool) {
+        return status == RoundStatus.Open || status == RoundStatus.Closed;
+    }
+
+    /// @dev The status of any round (only on revert paths and in views: it may read a second slot).
+    function _status(uint256 roundId) private view returns (RoundStatus) {
+        Current memory current = _current;
+        if (roundId >= current.nextRound) return RoundStatus.NotOpened;
+        if (_isCurrent(roundId, current.nextRound)) return current.status;
+        return _rounds[roundId].status;
     }
 }

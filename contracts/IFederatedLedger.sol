@@ -5,37 +5,48 @@ pragma solidity 0.8.30;
 /// @notice The audit trail of one federation: who may submit, what each round built on,
 /// what every participant submitted and what the coordinator aggregated.
 /// @dev Digests (sha256 of a blob's bytes) live in storage; CIDs, which only serve retrieval,
-/// live in events and calldata. Round r's base model must be round r-1's aggregate.
+/// live in events and calldata. Round r builds on the last finalized aggregate (the genesis
+/// model until a round is finalized). Protocol v2: a round is closed on chain before it is
+/// aggregated, so nothing mined after the close changes what an honest aggregate contains.
 interface IFederatedLedger {
-    /// @notice A round's life: NotOpened -> Open -> Finalized.
+    /// @notice A round's life: NotOpened -> Open -> Closed -> Finalized, or -> Abandoned from
+    /// Open or Closed.
     enum RoundStatus {
         NotOpened,
         Open,
-        Finalized
+        Closed,
+        Finalized,
+        Abandoned
     }
 
     /// @notice The state of one round, readable without events.
     /// @param deadline Unix time after which no update is accepted.
     /// @param minUpdates Updates the coordinator needs to finalize before the deadline.
     /// @param included Updates the aggregate was computed from (set at finalization).
-    /// @param status Where the round is in its life (derived from the two block numbers).
+    /// @param status Where the round is in its life.
     /// @param openedBlock Block of `openRound`: a reader of the round's events starts here.
-    /// @param finalizedBlock Block of `finalizeRound` (0 while open): a reader stops here.
-    /// @param aggregateHash sha256 of the aggregated model blob (0 while open).
+    /// @param closedBlock Block of `closeRound` (0 while open, and for a round abandoned while open).
+    /// @param endBlock Block of `finalizeRound` or `abandonRound` (0 until then): a reader stops here.
     struct RoundInfo {
         uint64 deadline;
         uint32 minUpdates;
         uint32 included;
         RoundStatus status;
         uint64 openedBlock;
-        uint64 finalizedBlock;
-        bytes32 aggregateHash;
+        uint64 closedBlock;
+        uint64 endBlock;
     }
 
     // ------------------------------------------------------------------ events
 
-    /// @notice The ledger was deployed with this coordinator and genesis model.
-    event LedgerCreated(address indexed coordinator, bytes32 genesisModelHash, string genesisModelCid);
+    /// @notice The ledger was deployed with this coordinator, genesis model and federation manifest.
+    event LedgerCreated(
+        address indexed coordinator,
+        bytes32 genesisModelHash,
+        string genesisModelCid,
+        bytes32 manifestHash,
+        string manifestCid
+    );
 
     /// @notice `participant` may now submit updates declaring at most `maxSamples` samples.
     event ParticipantRegistered(address indexed participant, uint64 maxSamples);
@@ -53,8 +64,14 @@ interface IFederatedLedger {
         uint256 indexed roundId, address indexed participant, bytes32 updateHash, string cid, uint64 numSamples
     );
 
+    /// @notice Round `roundId` was closed: no further update can be recorded in it.
+    event RoundClosed(uint256 indexed roundId);
+
     /// @notice Round `roundId` was finalized with the aggregate of the updates of `included`.
     event RoundFinalized(uint256 indexed roundId, bytes32 aggregateHash, string aggregateCid, address[] included);
+
+    /// @notice Round `roundId` ended without an aggregate; the next round builds on the same base.
+    event RoundAbandoned(uint256 indexed roundId);
 
     // ------------------------------------------------------------------ errors
 
@@ -74,11 +91,15 @@ interface IFederatedLedger {
     error FederatedLedgerAlreadySubmitted(uint256 roundId, address participant);
     /// @notice `roundId` is not open (its status is `status`).
     error FederatedLedgerRoundNotOpen(uint256 roundId, RoundStatus status);
+    /// @notice `roundId` is not closed (its status is `status`): only a closed round is finalized.
+    error FederatedLedgerRoundNotClosed(uint256 roundId, RoundStatus status);
+    /// @notice `roundId` is neither open nor closed (its status is `status`): it cannot be abandoned.
+    error FederatedLedgerRoundNotInProgress(uint256 roundId, RoundStatus status);
     /// @notice `roundId` closed for submissions at `deadline`; the block time is `timestamp`.
     error FederatedLedgerDeadlinePassed(uint256 roundId, uint64 deadline, uint256 timestamp);
     /// @notice The next round to open is `expected`, not `roundId`.
     error FederatedLedgerRoundOutOfSequence(uint256 expected, uint256 roundId);
-    /// @notice Round `roundId` must build on `expected` (the previous aggregate), not `actual`.
+    /// @notice Round `roundId` must build on `expected` (the last aggregate), not `actual`.
     error FederatedLedgerBaseModelMismatch(uint256 roundId, bytes32 expected, bytes32 actual);
     /// @notice A deadline `deadline` not after the block time `timestamp`.
     error FederatedLedgerInvalidDeadline(uint64 deadline, uint256 timestamp);
@@ -90,8 +111,8 @@ interface IFederatedLedger {
     error FederatedLedgerUpdateNotRecorded(uint256 roundId, address participant);
     /// @notice The included list is not in strictly ascending address order at `index`.
     error FederatedLedgerIncludedNotSorted(uint256 index, address participant);
-    /// @notice Round `roundId` cannot open before round `roundId - 1` is finalized.
-    error FederatedLedgerPreviousRoundNotFinalized(uint256 roundId);
+    /// @notice Round `roundId` cannot open while round `roundId - 1` is `previousStatus` (not yet ended).
+    error FederatedLedgerPreviousRoundNotEnded(uint256 roundId, RoundStatus previousStatus);
     /// @notice A digest of zero.
     error FederatedLedgerEmptyHash();
 
@@ -105,8 +126,8 @@ interface IFederatedLedger {
     function removeParticipant(address participant) external;
 
     /// @notice Open round `roundId` on the base model `baseModelHash` stored at `baseModelCid`.
-    /// @dev `roundId` must be the next round; the base must be the previous round's aggregate
-    /// (for round 0, the genesis model); `deadline` is a unix time in the future.
+    /// @dev `roundId` must be the next round and the previous round Finalized or Abandoned; the
+    /// base must be `lastAggregate()`; `deadline` is a unix time in the future.
     function openRound(
         uint256 roundId,
         bytes32 baseModelHash,
@@ -115,17 +136,25 @@ interface IFederatedLedger {
         uint32 minUpdates
     ) external;
 
-    /// @notice Record the aggregate of round `roundId`, computed from the updates of `included`.
+    /// @notice Close the open round `roundId`: from this block on no update can be recorded in it.
+    /// @dev The contract does not count submissions, so it cannot refuse a close below the
+    /// quorum; the quorum is enforced by `finalizeRound`.
+    function closeRound(uint256 roundId) external;
+
+    /// @notice Record the aggregate of the closed round `roundId`, computed from the updates of `included`.
     /// @dev Allowed with at least `minUpdates` included updates, or with any number once the
     /// deadline passed. `included` must be in strictly ascending address order, each with a
-    /// recorded update; the quorum counts included (verified) updates, not mere submissions,
-    /// and keeps `submitUpdate` to one storage write.
+    /// recorded update. Sets `lastAggregate()` to `aggregateHash`.
     function finalizeRound(
         uint256 roundId,
         bytes32 aggregateHash,
         string calldata aggregateCid,
         address[] calldata included
     ) external;
+
+    /// @notice End the open or closed round `roundId` without an aggregate.
+    /// @dev `lastAggregate()` is unchanged: the next round builds on the same base.
+    function abandonRound(uint256 roundId) external;
 
     // ------------------------------------------------------------------ participants
 
@@ -140,14 +169,17 @@ interface IFederatedLedger {
     /// @notice sha256 of the genesis model, fixed at deployment.
     function genesisModelHash() external view returns (bytes32);
 
+    /// @notice sha256 of the federation manifest (the canonical JSON of every shared rule), fixed at deployment.
+    function manifestHash() external view returns (bytes32);
+
     /// @notice The block the ledger was deployed in: history starts here.
     function deployedBlock() external view returns (uint256);
 
     /// @notice The next round to open (the number of rounds opened so far).
     function nextRound() external view returns (uint256);
 
-    /// @notice The model round `roundId` must build on: the genesis or the previous aggregate.
-    function expectedBaseModel(uint256 roundId) external view returns (bytes32);
+    /// @notice The model the next round must build on: the last finalized aggregate, or the genesis model.
+    function lastAggregate() external view returns (bytes32);
 
     /// @notice The state of round `roundId`.
     function getRound(uint256 roundId) external view returns (RoundInfo memory);

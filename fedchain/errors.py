@@ -79,6 +79,107 @@ class ContractRevertError(ChainError):
         super().__init__(f"{message} ({name})")
 
 
+# One subclass per custom error of the ledger contract, chosen by the decoded error's name
+# (fedchain.chain._revert), so callers catch a type instead of comparing ``name``.
+
+
+class NotCoordinatorError(ContractRevertError):
+    """``FederatedLedgerNotCoordinator``: only the coordinator may do this."""
+
+
+class NotRegisteredError(ContractRevertError):
+    """``FederatedLedgerNotRegistered``: the account is not a registered participant."""
+
+
+class AlreadyRegisteredError(ContractRevertError):
+    """``FederatedLedgerAlreadyRegistered``."""
+
+
+class InvalidParticipantError(ContractRevertError):
+    """``FederatedLedgerInvalidParticipant``: the zero address."""
+
+
+class ZeroSamplesError(ContractRevertError):
+    """``FederatedLedgerZeroSamples``: a sample count or cap of zero."""
+
+
+class SampleCountAboveCapError(ContractRevertError):
+    """``FederatedLedgerSampleCountAboveCap``."""
+
+
+class AlreadySubmittedError(ContractRevertError):
+    """``FederatedLedgerAlreadySubmitted``: the participant's update for the round is recorded already."""
+
+
+class RoundNotOpenError(ContractRevertError):
+    """``FederatedLedgerRoundNotOpen``: not open (not opened yet, closed, or ended); ``arguments["status"]`` says which."""
+
+
+class RoundNotClosedError(ContractRevertError):
+    """``FederatedLedgerRoundNotClosed``: only a closed round can be finalized."""
+
+
+class RoundNotInProgressError(ContractRevertError):
+    """``FederatedLedgerRoundNotInProgress``: only an open or closed round can be abandoned."""
+
+
+class DeadlinePassedError(ContractRevertError):
+    """``FederatedLedgerDeadlinePassed``: the block time is past the round's deadline."""
+
+
+class RoundOutOfSequenceError(ContractRevertError):
+    """``FederatedLedgerRoundOutOfSequence``: not the next round."""
+
+
+class PreviousRoundNotEndedError(ContractRevertError):
+    """``FederatedLedgerPreviousRoundNotEnded``: the previous round is still open or closed."""
+
+
+class BaseModelMismatchError(ContractRevertError):
+    """``FederatedLedgerBaseModelMismatch``: the base is not the last aggregate."""
+
+
+class InvalidDeadlineError(ContractRevertError):
+    """``FederatedLedgerInvalidDeadline``: a deadline not in the future."""
+
+
+class InvalidQuorumError(ContractRevertError):
+    """``FederatedLedgerInvalidQuorum``: a quorum of zero."""
+
+
+class QuorumNotReachedError(ContractRevertError):
+    """``FederatedLedgerQuorumNotReached``: too few included updates before the deadline."""
+
+
+class UpdateNotRecordedError(ContractRevertError):
+    """``FederatedLedgerUpdateNotRecorded``: the included list names a participant with no update."""
+
+
+class IncludedNotSortedError(ContractRevertError):
+    """``FederatedLedgerIncludedNotSorted``: the included list is not strictly ascending."""
+
+
+class EmptyHashError(ContractRevertError):
+    """``FederatedLedgerEmptyHash``: a digest of zero."""
+
+
+class UnknownContractError(ChainError):
+    """The code at an address is not the runtime code of a shipped ledger artifact.
+
+    Parameters
+    ----------
+    address:
+        The address looked at.
+    reason:
+        What differs (no code, another length, the first differing byte).
+    """
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(f"unknown contract code at {address}: {reason}")
+
+
 class TransactionError(ChainError):
     """A transaction failed for a reason other than a decoded custom error."""
 
@@ -243,7 +344,10 @@ class VerificationError(FedchainError):
 
 __all__ = [
     "AggregationError",
+    "AlreadyRegisteredError",
+    "AlreadySubmittedError",
     "ArtifactMismatchError",
+    "BaseModelMismatchError",
     "BlobNotFoundError",
     "BlobTooLargeError",
     "CarFormatError",
@@ -255,12 +359,30 @@ __all__ = [
     "ConfigError",
     "ContractRevertError",
     "DataError",
+    "DeadlinePassedError",
     "DigestFormatError",
     "DigestMismatchError",
+    "EmptyHashError",
     "FedchainError",
+    "IncludedNotSortedError",
     "IntegrityError",
+    "InvalidDeadlineError",
+    "InvalidParticipantError",
+    "InvalidQuorumError",
+    "NotCoordinatorError",
+    "NotRegisteredError",
+    "PreviousRoundNotEndedError",
+    "QuorumNotReachedError",
+    "RoundNotClosedError",
+    "RoundNotInProgressError",
+    "RoundNotOpenError",
+    "RoundOutOfSequenceError",
+    "SampleCountAboveCapError",
     "StorageError",
     "StoreUnavailableError",
     "TransactionError",
+    "UnknownContractError",
+    "UpdateNotRecordedError",
     "VerificationError",
+    "ZeroSamplesError",
 ]

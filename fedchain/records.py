@@ -17,7 +17,14 @@ class RoundStatus(enum.IntEnum):
 
     NOT_OPENED = 0
     OPEN = 1
-    FINALIZED = 2
+    CLOSED = 2
+    FINALIZED = 3
+    ABANDONED = 4
+
+    @property
+    def ended(self) -> bool:
+        """Whether the round is over (finalized or abandoned): nothing changes it any more."""
+        return self in (RoundStatus.FINALIZED, RoundStatus.ABANDONED)
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class LedgerInfo:
     address: Address
     coordinator: Address
     genesis_hash: Digest
+    manifest_hash: Digest
     deployed_block: int
 
 
@@ -41,7 +49,13 @@ class ParticipantInfo:
 
 @dataclass(frozen=True)
 class RoundState:
-    """One round's state as the contract's storage holds it (no events needed)."""
+    """One round's state as the contract's storage holds it (no events needed).
+
+    ``closed_block`` is 0 until the round is closed (and stays 0 for a round abandoned while
+    open); ``end_block`` is the block of its finalization or abandonment, 0 until then. The
+    aggregate digest is not in storage: it is in the round's ``RoundFinalized`` event
+    (:attr:`RoundHistory.aggregate`).
+    """
 
     round_id: RoundId
     status: RoundStatus
@@ -49,8 +63,8 @@ class RoundState:
     min_updates: int
     included_count: int
     opened_block: int
-    finalized_block: int
-    aggregate_hash: Digest | None
+    closed_block: int
+    end_block: int
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,24 @@ class UpdateRecord:
 
 
 @dataclass(frozen=True)
+class RoundClosedRecord:
+    """A ``RoundClosed`` event: no update can be recorded in the round from this block on."""
+
+    round_id: RoundId
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class RoundAbandonedRecord:
+    """A ``RoundAbandoned`` event: the round ended without an aggregate."""
+
+    round_id: RoundId
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
 class AggregateRecord:
     """A ``RoundFinalized`` event."""
 
@@ -100,6 +132,8 @@ class RoundHistory:
     updates: tuple[UpdateRecord, ...]
     """Every recorded update, sorted by participant address (the aggregation order)."""
     aggregate: AggregateRecord | None
+    closed: RoundClosedRecord | None = None
+    abandoned: RoundAbandonedRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +150,8 @@ __all__ = [
     "AggregateRecord",
     "LedgerInfo",
     "ParticipantInfo",
+    "RoundAbandonedRecord",
+    "RoundClosedRecord",
     "RoundHistory",
     "RoundOpened",
     "RoundState",

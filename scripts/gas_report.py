@@ -3,7 +3,8 @@
 
 Deploys the committed artifact (``fedchain.chain.compile.load_artifact``), then runs
 ``--calls`` deployments, registrations and full rounds (openRound, three submitUpdate,
-finalizeRound of the three) and prints the median gas of each beside its target, and the
+closeRound, finalizeRound of the three), then ``--calls`` rounds of ten participants, and
+prints the median gas of each beside its target, and the
 floor for recording one 32-byte digest: a transaction (21,000), one cold zero-to-nonzero
 storage write (22,100), the call's calldata and the event's log.
 
@@ -46,18 +47,27 @@ TARGETS: dict[str, int | None] = {
     "registerParticipant": None,
     "openRound": 100_000,
     "submitUpdate": 55_000,
+    "closeRound": None,
     "finalizeRound": 100_000,
     "fullRound": 300_000,
+    "abandonRound": None,
+    "finalizeRound10": None,
+    "fullRound10": None,
 }
 LABELS = {
     "deploy": "deploy",
     "registerParticipant": "registerParticipant",
     "openRound": "openRound",
     "submitUpdate": "submitUpdate",
+    "closeRound": "closeRound",
     "finalizeRound": "finalizeRound (3 included)",
-    "fullRound": "full round (open + 3 submits + finalize)",
+    "fullRound": "full round (open + 3 submits + close + finalize)",
+    "abandonRound": "abandonRound (closed round)",
+    "finalizeRound10": "finalizeRound (10 included)",
+    "fullRound10": "full round of 10 (open + 10 submits + close + finalize)",
 }
 PARTICIPANTS = 3
+WIDE = 10
 TX_BASE = 21_000
 COLD_SSTORE_SET = 22_100  # 20,000 zero-to-nonzero + 2,100 cold slot access
 LOG_BASE, LOG_TOPIC, LOG_BYTE = 375, 375, 8
@@ -149,7 +159,13 @@ def measure(w3: Web3, calls: int) -> dict[str, Any]:
     artifact = load_artifact()
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     accounts = w3.eth.accounts
-    coordinator, participants = accounts[0], sorted(accounts[1 : 1 + PARTICIPANTS], key=lambda a: int(a, 16))
+    coordinator = accounts[0]
+    participants = sorted(accounts[1 : 1 + PARTICIPANTS], key=lambda a: int(a, 16))
+    # Both nodes unlock ten accounts: the coordinator is the tenth participant of a wide round
+    # (a submission costs the same whoever sends it).
+    wide = sorted(accounts[:WIDE], key=lambda a: int(a, 16))
+    if len(wide) < WIDE:
+        raise RuntimeError(f"the node has {len(accounts)} unlocked accounts, {WIDE} are needed")
 
     def send(call: Any, sender: str) -> TxReceipt:
         tx_hash = call.transact({"from": sender})
@@ -162,35 +178,57 @@ def measure(w3: Web3, calls: int) -> dict[str, Any]:
     genesis = digest("genesis")
     address = None
     for i in range(calls):
-        receipt = send(factory.constructor(genesis, fake_cid("genesis")), coordinator)
+        receipt = send(factory.constructor(genesis, fake_cid("genesis"), digest("manifest"), fake_cid("manifest")), coordinator)
         gas["deploy"].append(receipt["gasUsed"])
         address = address or receipt["contractAddress"]
     ledger = w3.eth.contract(address=address, abi=artifact["abi"])
 
     others = [Web3.to_checksum_address(digest(f"participant {i}")[:20]) for i in range(calls - PARTICIPANTS)]
-    for account in (participants + others)[:calls]:
+    for account in (wide + others)[: max(calls, WIDE)]:
         gas["registerParticipant"].append(
             send(ledger.functions.registerParticipant(account, 1_000_000), coordinator)["gasUsed"]
         )
 
     base = genesis
+    round_id = 0
     submit_receipt: TxReceipt | None = None
-    for round_id in range(calls):
+
+    def run_round(members: list[str], suffix: str, *, abandon: bool = False) -> int:
+        nonlocal base, round_id, submit_receipt
         deadline = w3.eth.get_block("latest")["timestamp"] + 3600
-        call = ledger.functions.openRound(round_id, base, fake_cid(f"base {round_id}"), deadline, PARTICIPANTS)
+        call = ledger.functions.openRound(round_id, base, fake_cid(f"base {round_id}"), deadline, len(members))
         total = opened = send(call, coordinator)["gasUsed"]
-        gas["openRound"].append(opened)
-        for participant in participants:
+        for participant in members:
             label = f"update {round_id} {participant}"
             call = ledger.functions.submitUpdate(round_id, digest(label), fake_cid(label), 1000)
             submit_receipt = send(call, participant)
-            gas["submitUpdate"].append(submit_receipt["gasUsed"])
+            if not suffix:
+                gas["submitUpdate"].append(submit_receipt["gasUsed"])
             total += submit_receipt["gasUsed"]
-        base = digest(f"aggregate {round_id}")
-        call = ledger.functions.finalizeRound(round_id, base, fake_cid(f"aggregate {round_id}"), participants)
-        finalized = send(call, coordinator)["gasUsed"]
-        gas["finalizeRound"].append(finalized)
-        gas["fullRound"].append(total + finalized)
+        closed = send(ledger.functions.closeRound(round_id), coordinator)["gasUsed"]
+        total += closed
+        if abandon:
+            gas["abandonRound"].append(send(ledger.functions.abandonRound(round_id), coordinator)["gasUsed"])
+        else:
+            aggregate = digest(f"aggregate {round_id}")
+            call = ledger.functions.finalizeRound(round_id, aggregate, fake_cid(f"aggregate {round_id}"), members)
+            finalized = send(call, coordinator)["gasUsed"]
+            total += finalized
+            gas["finalizeRound" + suffix].append(finalized)
+            gas["fullRound" + suffix].append(total)
+            base = aggregate
+            if not suffix:
+                gas["openRound"].append(opened)
+                gas["closeRound"].append(closed)
+        round_id += 1
+        return total
+
+    for _ in range(calls):
+        run_round(participants, "")
+    for _ in range(calls):
+        run_round(wide, "10")
+    for _ in range(calls):
+        run_round(participants[:1], "", abandon=True)
 
     assert submit_receipt is not None
     tx = w3.eth.get_transaction(submit_receipt["transactionHash"])

@@ -5,13 +5,48 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eth_abi import decode
-from eth_utils import function_signature_to_4byte_selector, is_address, to_checksum_address
+from eth_abi.abi import decode
+from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import is_address, to_checksum_address
 from hexbytes import HexBytes
 
+from fedchain import errors
 from fedchain.errors import ContractRevertError
+from fedchain.records import RoundStatus
 
-_STATUS = {0: "not opened", 1: "open", 2: "finalized"}
+_STATUS = {
+    RoundStatus.NOT_OPENED: "not opened",
+    RoundStatus.OPEN: "open",
+    RoundStatus.CLOSED: "closed",
+    RoundStatus.FINALIZED: "finalized",
+    RoundStatus.ABANDONED: "abandoned",
+}
+#: Arguments holding a ``RoundStatus``: decoded into the enum (it still compares equal to the int).
+_STATUS_ARGUMENTS = ("status", "previousStatus")
+
+#: The error type raised for each custom error (anything else: a plain ContractRevertError).
+ERROR_TYPES: Mapping[str, type[ContractRevertError]] = {
+    "FederatedLedgerNotCoordinator": errors.NotCoordinatorError,
+    "FederatedLedgerNotRegistered": errors.NotRegisteredError,
+    "FederatedLedgerAlreadyRegistered": errors.AlreadyRegisteredError,
+    "FederatedLedgerInvalidParticipant": errors.InvalidParticipantError,
+    "FederatedLedgerZeroSamples": errors.ZeroSamplesError,
+    "FederatedLedgerSampleCountAboveCap": errors.SampleCountAboveCapError,
+    "FederatedLedgerAlreadySubmitted": errors.AlreadySubmittedError,
+    "FederatedLedgerRoundNotOpen": errors.RoundNotOpenError,
+    "FederatedLedgerRoundNotClosed": errors.RoundNotClosedError,
+    "FederatedLedgerRoundNotInProgress": errors.RoundNotInProgressError,
+    "FederatedLedgerDeadlinePassed": errors.DeadlinePassedError,
+    "FederatedLedgerRoundOutOfSequence": errors.RoundOutOfSequenceError,
+    "FederatedLedgerPreviousRoundNotEnded": errors.PreviousRoundNotEndedError,
+    "FederatedLedgerBaseModelMismatch": errors.BaseModelMismatchError,
+    "FederatedLedgerInvalidDeadline": errors.InvalidDeadlineError,
+    "FederatedLedgerInvalidQuorum": errors.InvalidQuorumError,
+    "FederatedLedgerQuorumNotReached": errors.QuorumNotReachedError,
+    "FederatedLedgerUpdateNotRecorded": errors.UpdateNotRecordedError,
+    "FederatedLedgerIncludedNotSorted": errors.IncludedNotSortedError,
+    "FederatedLedgerEmptyHash": errors.EmptyHashError,
+}
 
 
 def _fmt(value: Any) -> str:
@@ -34,11 +69,11 @@ _MESSAGES: Mapping[str, str] = {
     ),
     "FederatedLedgerAlreadySubmitted": "participant {participant} already submitted for round {roundId}",
     "FederatedLedgerRoundNotOpen": "round {roundId} is not open (it is {status})",
+    "FederatedLedgerRoundNotClosed": "round {roundId} is not closed (it is {status}): only a closed round is finalized",
+    "FederatedLedgerRoundNotInProgress": "round {roundId} is {status}: only an open or closed round can be abandoned",
     "FederatedLedgerDeadlinePassed": "round {roundId} closed at {deadline}; block time is {timestamp}",
     "FederatedLedgerRoundOutOfSequence": "round {roundId} is out of sequence: the next round is {expected}",
-    "FederatedLedgerBaseModelMismatch": (
-        "round {roundId} must build on {expected} (the previous aggregate), not {actual}"
-    ),
+    "FederatedLedgerBaseModelMismatch": ("round {roundId} must build on {expected} (the last aggregate), not {actual}"),
     "FederatedLedgerInvalidDeadline": "deadline {deadline} is not after the block time {timestamp}",
     "FederatedLedgerInvalidQuorum": "a quorum of {minUpdates} updates is not allowed",
     "FederatedLedgerQuorumNotReached": (
@@ -46,7 +81,9 @@ _MESSAGES: Mapping[str, str] = {
     ),
     "FederatedLedgerUpdateNotRecorded": "participant {participant} recorded no update in round {roundId}",
     "FederatedLedgerIncludedNotSorted": "included list not in ascending address order at index {index} ({participant})",
-    "FederatedLedgerPreviousRoundNotFinalized": "round {roundId} cannot open before the previous round is finalized",
+    "FederatedLedgerPreviousRoundNotEnded": (
+        "round {roundId} cannot open while the previous round is {previousStatus} (not finalized or abandoned)"
+    ),
     "FederatedLedgerEmptyHash": "a digest of zero",
 }
 
@@ -74,15 +111,17 @@ class RevertDecoder:
             values = decode(types, bytes(data[4:]))
         except Exception:  # malformed payload: not ours to interpret
             return None
-        arguments = {
+        arguments: dict[str, Any] = {
             n: to_checksum_address(v) if isinstance(v, str) and is_address(v) else v
             for n, v in zip(names, values, strict=True)
         }
         shown = {k: _fmt(v) for k, v in arguments.items()}
-        if name == "FederatedLedgerRoundNotOpen":
-            shown["status"] = _STATUS.get(int(arguments["status"]), str(arguments["status"]))
+        for key in _STATUS_ARGUMENTS:
+            if key in arguments and int(arguments[key]) in RoundStatus._value2member_map_:
+                arguments[key] = RoundStatus(int(arguments[key]))
+                shown[key] = _STATUS[arguments[key]]
         message = _MESSAGES.get(name, name).format(**shown)
-        return ContractRevertError(name, arguments, message)
+        return ERROR_TYPES.get(name, ContractRevertError)(name, arguments, message)
 
     def from_exception(self, err: BaseException) -> ContractRevertError | None:
         """Find revert data in a web3/provider exception and decode it."""
@@ -122,4 +161,4 @@ def revert_data(err: BaseException) -> bytes | None:
     return None
 
 
-__all__ = ["RevertDecoder", "revert_data"]
+__all__ = ["ERROR_TYPES", "RevertDecoder", "revert_data"]

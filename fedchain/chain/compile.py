@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
 
-import fedchain
 from fedchain.errors import ArtifactMismatchError, CompilationError
 
 logger = logging.getLogger(__name__)
@@ -44,10 +43,8 @@ SOURCE_NAME = "FederatedLedger.sol"
 #: Every source unit compiled, by the name the compiler sees (imports are ``./<name>``).
 SOURCE_FILES = (SOURCE_NAME, "IFederatedLedger.sol")
 
-#: The contracts of a source checkout: ``<repo>/contracts``.
-DEFAULT_CONTRACTS_DIR = Path(fedchain.__file__).resolve().parent.parent / "contracts"
-#: Where ``npm ci`` puts the pinned solc-js of a source checkout.
-DEFAULT_SOLCJS = Path(fedchain.__file__).resolve().parent.parent / "node_modules" / ".bin" / "solcjs"
+#: Where ``npm ci`` puts the pinned solc-js, relative to a checkout's root.
+SOLCJS_IN_CHECKOUT = Path("node_modules") / ".bin" / "solcjs"
 #: The committed artifact (package data).
 ARTIFACT_PATH = Path(__file__).resolve().parent / "artifacts" / f"{CONTRACT_NAME}.json"
 
@@ -139,6 +136,36 @@ class Compiler:
         return f"{'native solc' if self.kind == 'solc' else 'solc-js'} at {self.path}"
 
 
+# --------------------------------------------------------------------------- the checkout
+
+
+def find_checkout(start: str | Path | None = None) -> Path:
+    """The source checkout holding ``start`` (default: the current directory) or one of its parents.
+
+    A checkout is a directory with ``contracts/FederatedLedger.sol`` and
+    ``contracts/IFederatedLedger.sol``. It is looked for from the working directory, never from
+    where the package is installed: an installed wheel holds no contracts and no ``node_modules``.
+
+    Raises
+    ------
+    CompilationError
+        No directory from ``start`` upwards is a checkout.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if all((directory / "contracts" / name).is_file() for name in SOURCE_FILES):
+            return directory
+    raise CompilationError(
+        f"no fedchain checkout (a contracts/ directory with {' and '.join(SOURCE_FILES)}) in {here} "
+        "or any parent: run from the repository, or pass the contracts directory (--contracts DIR)"
+    )
+
+
+def default_contracts_dir() -> Path:
+    """``contracts/`` of the checkout the working directory is in (:func:`find_checkout`)."""
+    return find_checkout() / "contracts"
+
+
 # --------------------------------------------------------------------------- input
 
 
@@ -149,7 +176,7 @@ def standard_json_input(contracts_dir: str | Path | None = None) -> dict[str, An
     ----------
     contracts_dir:
         The directory holding ``FederatedLedger.sol`` and ``IFederatedLedger.sol``
-        (default: the repository's ``contracts/``).
+        (default: ``contracts/`` of the checkout the working directory is in).
 
     Returns
     -------
@@ -186,7 +213,8 @@ def find_compiler(*, solcjs: str | Path | None = None, root: str | Path | None =
     solcjs:
         Use this solc-js executable and look for nothing else.
     root:
-        The repository root holding ``node_modules`` (default: the checkout of this package).
+        The repository root holding ``node_modules`` (default: the checkout the working
+        directory is in, :func:`find_checkout`).
 
     Raises
     ------
@@ -214,13 +242,19 @@ def find_compiler(*, solcjs: str | Path | None = None, root: str | Path | None =
         return Compiler("solc", installed)
     looked.append(f"py-solc-x has no solc {SOLC_VERSION} installed")
 
-    default = DEFAULT_SOLCJS if root is None else Path(root) / "node_modules" / ".bin" / "solcjs"
+    if root is None:
+        try:
+            root = find_checkout()
+        except CompilationError:
+            looked.append(f"no checkout with node_modules in {Path.cwd()} or above")
+            raise CompilerNotFoundError(
+                f"{'; '.join(looked)}. Run `npm ci` in the repository root to install solc-js, and compile from there"
+            ) from None
+    default = Path(root) / SOLCJS_IN_CHECKOUT
     if default.is_file() and os.access(default, os.X_OK):
         return Compiler("solcjs", default)
     looked.append(f"no solc-js at {default}")
-    raise CompilerNotFoundError(
-        f"{'; '.join(looked)}. Run `npm ci` in {default.parent.parent.parent} to install solc-js"
-    )
+    raise CompilerNotFoundError(f"{'; '.join(looked)}. Run `npm ci` in {root} to install solc-js")
 
 
 def _native_version(path: Path) -> str | None:
@@ -344,7 +378,8 @@ def compile_contracts(contracts_dir: str | Path | None = None, *, solc: Compiler
     Parameters
     ----------
     contracts_dir:
-        The directory holding the sources (default: the repository's ``contracts/``).
+        The directory holding the sources (default: ``contracts/`` of the checkout the working
+        directory is in).
     solc:
         The compiler (default: :func:`find_compiler`).
 
@@ -432,7 +467,7 @@ def check_artifact(
     Parameters
     ----------
     contracts_dir:
-        The sources to compile (default: the repository's ``contracts/``).
+        The sources to compile (default: ``contracts/`` of the checkout the working directory is in).
     solc:
         The compiler (default: :func:`find_compiler`).
     artifact_path:
@@ -519,7 +554,7 @@ def load_artifact() -> Artifact:
 
 
 def _contracts_dir(contracts_dir: str | Path | None) -> Path:
-    return Path(contracts_dir) if contracts_dir is not None else DEFAULT_CONTRACTS_DIR
+    return Path(contracts_dir) if contracts_dir is not None else default_contracts_dir()
 
 
 def _read_source_bytes(directory: Path) -> dict[str, bytes]:
@@ -571,16 +606,18 @@ def _detail(key: str, committed: Mapping[str, Any], fresh: Mapping[str, Any]) ->
 
 __all__ = [
     "ARTIFACT_PATH",
-    "Artifact",
     "CONTRACT_NAME",
+    "SETTINGS",
+    "SOLCJS_IN_CHECKOUT",
+    "SOLC_VERSION",
+    "Artifact",
     "Compiler",
     "CompilerNotFoundError",
-    "DEFAULT_CONTRACTS_DIR",
-    "SETTINGS",
-    "SOLC_VERSION",
     "check_artifact",
     "compile_contracts",
+    "default_contracts_dir",
     "describe_differences",
+    "find_checkout",
     "find_compiler",
     "input_digest",
     "load_artifact",

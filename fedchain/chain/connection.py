@@ -92,6 +92,66 @@ class Chain(ABC):
         except Exception as err:  # web3 raises TimeExhausted or a connection error
             raise TransactionError("waiting for receipt", str(err), tx_hash.to_0x_hex()) from err
 
+    def revert_data(self, tx_hash: HexBytes, call: dict[str, Any], block_number: int) -> bytes | None:
+        """The revert payload of ``tx_hash``, mined in ``block_number`` with status 0.
+
+        The answer must be what the contract saw *when the transaction ran*: the state before
+        it (not the block's end state, which holds the transactions mined after it in the same
+        block, e.g. a ``closeRound`` that would turn ``DeadlinePassed`` into ``RoundNotOpen``)
+        and the block's own number and timestamp. In order of exactness:
+
+        1. ``debug_traceTransaction`` with the call tracer: the transaction itself, re-executed
+           by the node in place (anvil, hardhat, geth with the debug API);
+        2. ``eth_call`` of ``call`` on the parent block's state with the block's number and
+           time as block overrides (geth, anvil): exact unless an earlier transaction of the
+           same block changed the state it depends on;
+        3. ``eth_call`` of ``call`` on the block's end state (a node offering neither).
+
+        Parameters
+        ----------
+        tx_hash:
+            The reverted transaction.
+        call:
+            Its ``from``, ``to`` and ``data``, for the fallbacks.
+        block_number:
+            The block it was mined in.
+
+        Returns
+        -------
+        bytes or None
+            The revert data, or ``None`` if none could be recovered.
+        """
+        from fedchain.chain._revert import revert_data  # the chain layer's own helper
+
+        trace = self._request("debug_traceTransaction", [tx_hash.to_0x_hex(), {"tracer": "callTracer"}])
+        if isinstance(trace, dict) and trace.get("result") is not None:
+            output = trace["result"].get("output") if isinstance(trace["result"], dict) else None
+            if isinstance(output, str) and len(output) >= 10:
+                return bytes(HexBytes(output))
+        block = self.w3.eth.get_block(block_number)
+        overrides = {"number": hex(block_number), "time": hex(int(block["timestamp"]))}
+        call_json = {k: (v if isinstance(v, str) else HexBytes(v).to_0x_hex()) for k, v in call.items()}
+        answer = self._request("eth_call", [call_json, hex(block_number - 1), {}, overrides])
+        if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+            data = revert_data(_RpcErrorAnswer(answer["error"]))
+            if data is not None:
+                return data
+        try:
+            self.w3.eth.call(call, block_number)  # type: ignore[arg-type]
+        except Exception as err:  # noqa: BLE001 - any way a node reports a revert; dug into below
+            return revert_data(err)
+        return None
+
+    def _request(self, method: str, params: list[Any]) -> Any:
+        """One raw JSON-RPC request; the response dict, or ``None`` if the provider raised."""
+        try:
+            return self.w3.provider.make_request(RPCEndpoint(method), params)
+        except ChainConnectionError:
+            raise
+        except Exception as err:  # noqa: BLE001 - an optional method: any refusal means "not here"
+            logger.debug("%s on %s: %s", method, self.endpoint, _describe(err))
+            return None
+
     @abstractmethod
     def fund(self, address: str, wei: int = DEV_FUNDING_WEI) -> None:
         """Give ``address`` ether on a development chain (refused on other chains)."""
@@ -110,6 +170,14 @@ class Chain(ABC):
 #: ``eth_sendTransaction`` (never sent). "validation" alone asks the node for its chain id on
 #: every call and estimate; without these a contract read costs ~1.7 ms instead of ~5 ms on anvil.
 _UNUSED_MIDDLEWARE = ("validation", "ens_name_to_address", "gas_price_strategy", "gas_estimate")
+
+
+class _RpcErrorAnswer(Exception):
+    """A JSON-RPC error object, shaped as an exception for :func:`fedchain.chain._revert.revert_data`."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error)
+        self.data = error.get("data")
 
 
 def _lean(w3: Web3) -> Web3:
@@ -204,6 +272,36 @@ class EmbeddedChain(Chain):
                 }
             )
             return tx_hash
+
+    def revert_data(self, tx_hash: HexBytes, call: dict[str, Any], block_number: int) -> bytes | None:
+        """Re-execute the mined transaction ``tx_hash`` itself with py-evm, as it ran.
+
+        On the state its block started from (its parent's) with its block's own header (number,
+        timestamp): eth-tester mines one transaction per block, so that is exactly the state the
+        transaction saw. (eth-tester's ``eth_call`` would run on the block's end state and
+        reports the revert payload only as text.)
+        """
+        del call  # the transaction itself is replayed
+        evm = self._backend.chain
+        with self._lock:
+            try:
+                tx = evm.get_canonical_transaction(bytes(tx_hash))
+                header = evm.get_canonical_block_header_by_number(block_number)
+                parent = evm.get_canonical_block_header_by_number(block_number - 1)
+            except Exception as err:  # noqa: BLE001 - py-evm's lookup errors: nothing to replay
+                logger.debug("cannot replay %s: %s", tx_hash.to_0x_hex(), err)
+                return None
+            vm = evm.get_vm(at_header=header.copy(state_root=parent.state_root))
+            state = vm.state
+            snapshot = state.snapshot()
+            try:
+                computation = state.apply_transaction(tx)
+            finally:
+                state.revert(snapshot)
+        if not computation.is_error:
+            return None
+        output = bytes(computation.output)
+        return output if len(output) >= 4 else None
 
     def fund(self, address: str, wei: int = DEV_FUNDING_WEI) -> None:
         with self._lock:

@@ -5,16 +5,21 @@ Reads return frozen dataclasses from :mod:`fedchain.records`. Writes take the ac
 :class:`~fedchain.errors.ContractRevertError` naming the contract's custom error and its
 arguments, and costs no gas), then signed locally and sent raw.
 
-History is read from events, one round at a time: each round stores the block it was opened
-in and the block it was finalized in, so reading a round's events queries only those few
-blocks, never the chain from block 0 (eth-tester's ``get_logs`` walks every receipt of its
-range, taking seconds over a few hundred blocks).
+Only known code is trusted: :class:`Ledger` refuses an address whose runtime code is not the
+shipped artifact's ``deployedBytecode`` (the immutables' byte ranges masked) with
+:class:`~fedchain.errors.UnknownContractError`, before it reads anything else there. A look-alike
+contract that emits the same events without enforcing the rules is not a ledger.
+
+History is read from events, one round at a time: the contract stores the blocks a round was
+opened, closed and ended in, so reading a round's events queries only those few blocks, never
+the chain from block 0 (eth-tester's ``get_logs`` walks every receipt of its range, taking
+seconds over a few hundred blocks).
 
 Replaying many rounds (:meth:`Ledger.history`, what an audit does) reads the ledger's round
 events in consecutive windows of :data:`HISTORY_WINDOW_BLOCKS` blocks, starting where the
 first round wanted was opened: one ``eth_getLogs`` per window instead of two RPC calls per
-round, and never one query over the whole history. A finalized round's state is then taken
-from its own two events, which carry exactly what the contract stored (see
+round, and never one query over the whole history. An ended round's state is then taken
+from its own events, which carry exactly what the contract stored (see
 :meth:`Ledger.history`). Logs are decoded here with ``eth_abi`` from the contract's ABI,
 about ten times faster than web3's generic event processing.
 """
@@ -26,11 +31,14 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import rlp
 from eth_abi.abi import decode as abi_decode
+from eth_typing import ChecksumAddress
 from eth_utils.abi import event_abi_to_log_topic
-from eth_utils.address import to_checksum_address
+from eth_utils.address import to_canonical_address, to_checksum_address
+from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3.contract import Contract
 
@@ -42,11 +50,14 @@ from fedchain.errors import (
     ChainError,
     ContractRevertError,
     TransactionError,
+    UnknownContractError,
 )
 from fedchain.records import (
     AggregateRecord,
     LedgerInfo,
     ParticipantInfo,
+    RoundAbandonedRecord,
+    RoundClosedRecord,
     RoundHistory,
     RoundOpened,
     RoundState,
@@ -63,7 +74,9 @@ LOG_PAGE_BLOCKS = 2_000
 #: Blocks per ``eth_getLogs`` when :meth:`Ledger.history` replays many rounds: a few dozen
 #: rounds of a busy ledger per query, and a bounded answer however long the history.
 HISTORY_WINDOW_BLOCKS = 256
-_ROUND_EVENTS = ("RoundOpened", "UpdateSubmitted", "RoundFinalized")
+_ROUND_EVENTS = ("RoundOpened", "UpdateSubmitted", "RoundClosed", "RoundFinalized", "RoundAbandoned")
+#: The events that end a round: nothing about it changes after one of them.
+_END_EVENTS = frozenset({"RoundFinalized", "RoundAbandoned"})
 _GAS_MARGIN_NUM, _GAS_MARGIN_DEN = 6, 5  # 20 % over the estimate
 _PRIORITY_FEE = 10**9
 
@@ -71,7 +84,51 @@ _PRIORITY_FEE = 10**9
 def _artifact() -> dict[str, Any]:
     from fedchain.chain.compile import load_artifact
 
-    return load_artifact()
+    return dict(load_artifact())
+
+
+@functools.lru_cache(maxsize=1)
+def _known_runtime() -> tuple[bytes, tuple[tuple[int, int], ...]]:
+    """The shipped runtime code and the ``(start, length)`` byte ranges of its immutables."""
+    artifact = _artifact()
+    code = bytes(HexBytes(artifact["deployedBytecode"]))
+    ranges = sorted(
+        (int(ref["start"]), int(ref["length"]))
+        for refs in artifact.get("immutableReferences", {}).values()
+        for ref in refs
+    )
+    if not ranges:
+        raise ChainError("the shipped ledger artifact has no immutableReferences: recompile it (`fedchain compile`)")
+    return code, tuple(ranges)
+
+
+def code_mismatch(code: bytes) -> str | None:
+    """Why ``code`` is not the shipped ledger's runtime code (immutables masked), or ``None`` if it is.
+
+    Parameters
+    ----------
+    code:
+        The runtime code read at an address (``eth_getCode``).
+    """
+    expected, ranges = _known_runtime()
+    code = bytes(code)
+    if not code:
+        return "no code at the address"
+    if len(code) != len(expected):
+        return f"{len(code)} bytes of runtime code, the shipped ledger has {len(expected)}"
+    masked = bytearray(code)
+    for start, length in ranges:
+        masked[start : start + length] = expected[start : start + length]
+    if masked == expected:
+        return None
+    first = next(i for i, (a, b) in enumerate(zip(masked, expected, strict=True)) if a != b)
+    return f"runtime code differs from the shipped ledger's at byte {first}"
+
+
+def create_address(sender: str, nonce: int) -> Address:
+    """The address of the contract ``sender`` creates with transaction ``nonce`` (``CREATE``)."""
+    encoded = rlp.encode([to_canonical_address(sender), int(nonce)])
+    return Address(_checksummed("0x" + keccak(encoded)[12:].hex()))
 
 
 @dataclass(frozen=True)
@@ -152,26 +209,51 @@ class Ledger:
         The connection to use.
     address:
         The ledger contract's address.
+
+    Raises
+    ------
+    UnknownContractError
+        The runtime code at ``address`` is not the shipped ledger's (checked before anything
+        else is read there).
     """
 
     def __init__(self, chain: Chain, address: str) -> None:
+        try:
+            checksummed = Address(chain.w3.to_checksum_address(address))
+        except ValueError as err:
+            raise ChainError(f"not an Ethereum address: {address!r}") from err
+        problem = code_mismatch(bytes(chain.w3.eth.get_code(_cs(checksummed))))
+        if problem is not None:
+            raise UnknownContractError(checksummed, f"{problem} (on {chain.endpoint})")
         artifact = _artifact()
         self.chain = chain
-        self.address = Address(chain.w3.to_checksum_address(address))
-        self._contract: Contract = chain.w3.eth.contract(address=self.address, abi=artifact["abi"])
+        self.address = checksummed
+        self._contract: Contract = chain.w3.eth.contract(address=_cs(self.address), abi=artifact["abi"])
         self._decoder = RevertDecoder(artifact["abi"])
         self._events = _EventDecoder(artifact["abi"])
         self._info: LedgerInfo | None = None
-        if not chain.w3.eth.get_code(self.address):
-            raise ChainError(f"no contract at {self.address} on {chain.endpoint}")
+        self._created: _Log | None = None
 
     # ------------------------------------------------------------------ deployment
 
     @classmethod
     def deploy(
-        cls, chain: Chain, coordinator: Signer, genesis_hash: Digest, genesis_cid: Cid
+        cls,
+        chain: Chain,
+        coordinator: Signer,
+        genesis_hash: Digest,
+        genesis_cid: Cid,
+        manifest_hash: Digest,
+        manifest_cid: Cid,
     ) -> tuple[Ledger, TxResult]:
         """Deploy a new ledger with ``coordinator`` as its coordinator.
+
+        Parameters
+        ----------
+        genesis_hash, genesis_cid:
+            The model round 0 builds on (its digest is stored, its CID emitted).
+        manifest_hash, manifest_cid:
+            The federation manifest (its digest is an immutable, its CID emitted).
 
         Returns
         -------
@@ -180,12 +262,57 @@ class Ledger:
         artifact = _artifact()
         factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
         decoder = RevertDecoder(artifact["abi"])
-        data = factory.constructor(bytes(genesis_hash), str(genesis_cid)).data_in_transaction
+        data = factory.constructor(
+            bytes(genesis_hash), str(genesis_cid), bytes(manifest_hash), str(manifest_cid)
+        ).data_in_transaction
         result, receipt = _send(chain, coordinator, "deploy ledger", None, data, decoder)
         address = receipt["contractAddress"]
         if address is None:
             raise TransactionError("deploy ledger", "no contract address in receipt", result.tx_hash)
         return cls(chain, address), result
+
+    @classmethod
+    def find_deployment(
+        cls,
+        chain: Chain,
+        coordinator: Address | str,
+        *,
+        genesis_hash: Digest,
+        manifest_hash: Digest,
+        max_nonces: int | None = None,
+    ) -> Ledger | None:
+        """The newest ledger ``coordinator`` deployed with this genesis model and manifest, if any.
+
+        Looks at the ``CREATE`` address of each of the coordinator's past nonces, newest
+        first (one ``eth_getCode`` each), so that a deployment retried after a crash finds the
+        ledger the first attempt made instead of deploying a second one.
+
+        Parameters
+        ----------
+        coordinator:
+            The deploying account.
+        genesis_hash, manifest_hash:
+            What the ledger must have been deployed with.
+        max_nonces:
+            Look at most at this many of the newest nonces (default: all of them).
+
+        Returns
+        -------
+        The ledger, or ``None`` if no known ledger there has that coordinator, genesis and manifest.
+        """
+        sender = Address(_checksummed(str(coordinator)))
+        nonce = int(chain.w3.eth.get_transaction_count(_cs(sender), "latest"))
+        oldest = 0 if max_nonces is None else max(0, nonce - int(max_nonces))
+        for n in range(nonce - 1, oldest - 1, -1):
+            address = create_address(sender, n)
+            if code_mismatch(bytes(chain.w3.eth.get_code(_cs(address)))) is not None:
+                continue
+            ledger = cls(chain, address)
+            info = ledger.info()
+            if info.coordinator == sender and info.genesis_hash == genesis_hash and info.manifest_hash == manifest_hash:
+                logger.info("found ledger %s deployed by %s with nonce %d", address, sender, n)
+                return ledger
+        return None
 
     # ------------------------------------------------------------------ coordinator writes
 
@@ -214,6 +341,16 @@ class Ledger:
         )
         return self._transact(coordinator, f"open round {round_id}", fn)
 
+    def close_round(self, coordinator: Signer, round_id: int) -> TxResult:
+        """Close the open round ``round_id``: no update can be recorded in it afterwards."""
+        fn = self._contract.functions.closeRound(int(round_id))
+        return self._transact(coordinator, f"close round {round_id}", fn)
+
+    def abandon_round(self, coordinator: Signer, round_id: int) -> TxResult:
+        """End the open or closed round ``round_id`` without an aggregate."""
+        fn = self._contract.functions.abandonRound(int(round_id))
+        return self._transact(coordinator, f"abandon round {round_id}", fn)
+
     def finalize_round(
         self,
         coordinator: Signer,
@@ -222,7 +359,7 @@ class Ledger:
         aggregate_cid: Cid,
         included: Sequence[str],
     ) -> TxResult:
-        """Record the aggregate of ``round_id`` computed from the updates of ``included``.
+        """Record the aggregate of the closed round ``round_id`` computed from the updates of ``included``.
 
         ``included`` is sorted here (the contract requires ascending address order).
         """
@@ -249,31 +386,49 @@ class Ledger:
                 address=self.address,
                 coordinator=Address(f.coordinator().call()),
                 genesis_hash=Digest(bytes(f.genesisModelHash().call())),
+                manifest_hash=Digest(bytes(f.manifestHash().call())),
                 deployed_block=int(f.deployedBlock().call()),
             )
         return self._info
 
     def genesis_cid(self) -> Cid:
         """The genesis model's CID, from the ``LedgerCreated`` event of the deployment block."""
-        block = self.info().deployed_block
-        logs = self._logs(block, block, [self._events.topics["LedgerCreated"]])
-        if not logs:
-            raise ChainError(f"ledger {self.address}: no LedgerCreated event in block {block}")
-        return Cid(logs[0].args["genesisModelCid"])
+        return Cid(self._creation().args["genesisModelCid"])
+
+    def manifest_cid(self) -> Cid:
+        """The federation manifest's CID, from the ``LedgerCreated`` event of the deployment block."""
+        return Cid(self._creation().args["manifestCid"])
+
+    def _creation(self) -> _Log:
+        if self._created is None:
+            block = self.info().deployed_block
+            logs = self._logs(block, block, [self._events.topics["LedgerCreated"]])
+            if not logs:
+                raise ChainError(f"ledger {self.address}: no LedgerCreated event in block {block}")
+            self._created = logs[0]
+        return self._created
+
+    def head(self) -> tuple[int, bytes]:
+        """The chain's latest block: its number and hash (to pin what a reader saw)."""
+        block = self.chain.w3.eth.get_block("latest")
+        return int(block["number"]), bytes(HexBytes(block["hash"]))
 
     def next_round(self) -> RoundId:
         """The next round to open: the number of rounds opened so far."""
         return RoundId(int(self._contract.functions.nextRound().call()))
 
-    def expected_base(self, round_id: int) -> Digest:
-        """The model ``round_id`` must build on."""
-        return Digest(bytes(self._contract.functions.expectedBaseModel(int(round_id)).call()))
+    def last_aggregate(self) -> Digest:
+        """The last finalized aggregate, or the genesis model before any round was finalized."""
+        return Digest(bytes(self._contract.functions.lastAggregate().call()))
+
+    def next_base(self) -> Digest:
+        """The model the next round must build on (:meth:`last_aggregate`)."""
+        return self.last_aggregate()
 
     def round_state(self, round_id: int) -> RoundState:
         """Round ``round_id`` as storage holds it."""
         raw = self._contract.functions.getRound(int(round_id)).call()
-        deadline, min_updates, included, status, opened, finalized, aggregate = raw
-        agg = bytes(aggregate)
+        deadline, min_updates, included, status, opened, closed, ended = raw
         return RoundState(
             round_id=RoundId(int(round_id)),
             status=RoundStatus(int(status)),
@@ -281,8 +436,8 @@ class Ledger:
             min_updates=int(min_updates),
             included_count=int(included),
             opened_block=int(opened),
-            finalized_block=int(finalized),
-            aggregate_hash=Digest(agg) if any(agg) else None,
+            closed_block=int(closed),
+            end_block=int(ended),
         )
 
     def update_hash(self, round_id: int, participant: str) -> Digest | None:
@@ -312,7 +467,7 @@ class Ledger:
         if state.status is RoundStatus.NOT_OPENED:
             raise ChainError(f"round {round_id} has not been opened on ledger {self.address}")
         start = state.opened_block
-        end = state.finalized_block if state.status is RoundStatus.FINALIZED else int(self.chain.w3.eth.block_number)
+        end = state.end_block if state.status.ended else int(self.chain.w3.eth.block_number)
         topic_round = int(round_id).to_bytes(32, "big")
         logs: list[_Log] = []
         for page_start in range(start, end + 1, LOG_PAGE_BLOCKS):
@@ -327,13 +482,14 @@ class Ledger:
         calls: the ledger's round events are read in windows of
         :data:`HISTORY_WINDOW_BLOCKS` blocks from the block where round ``start`` was
         opened (from the deployment, for round 0), and a round is yielded once its
-        ``RoundFinalized`` event has been read. Its :class:`RoundState` is then built from its two events rather than read from
-        storage: ``openRound`` stores the deadline and quorum it emits in ``RoundOpened``
-        and the number of the block it runs in, ``finalizeRound`` stores the length of the
-        ``included`` list and the aggregate digest it emits in ``RoundFinalized`` and the
-        number of its block, and nothing changes a round afterwards, so for a finalized
-        round the two agree field for field. A round not finalized by the time the windows
-        reach the chain's head (the open round) is read by :meth:`round_history`.
+        ``RoundFinalized`` or ``RoundAbandoned`` event has been read. Its :class:`RoundState`
+        is then built from its events rather than read from storage: ``openRound`` stores the
+        deadline and quorum it emits in ``RoundOpened`` and the number of its block,
+        ``closeRound`` the number of its block, ``finalizeRound`` the length of the
+        ``included`` list it emits and ``finalizeRound``/``abandonRound`` the number of their
+        block, and nothing changes a round once it ended, so for an ended round the two agree
+        field for field. A round not ended by the time the windows reach the chain's head
+        (the round in progress) is read by :meth:`round_history`.
         """
         end = self.next_round() if stop is None else min(stop, self.next_round())
         if start >= end:
@@ -350,7 +506,7 @@ class Ledger:
                 if r <= round_id < end:
                     pending.setdefault(round_id, []).append(log)
             block = window_end + 1
-            while r < end and any(log.name == "RoundFinalized" for log in pending.get(r, ())):
+            while r < end and any(log.name in _END_EVENTS for log in pending.get(r, ())):
                 yield self._history_from_logs(r, pending.pop(r))
                 r += 1
             if r < end and r not in pending and block <= head:
@@ -361,21 +517,23 @@ class Ledger:
 
     def _history_from_logs(self, round_id: int, logs: list[_Log]) -> RoundHistory:
         opened = next((log for log in logs if log.name == "RoundOpened"), None)
-        finalized = next(log for log in logs if log.name == "RoundFinalized")
+        ended = next(log for log in logs if log.name in _END_EVENTS)
+        closed = next((log for log in logs if log.name == "RoundClosed"), None)
         if opened is None:
             raise ChainError(
-                f"ledger {self.address}: round {round_id} was finalized in block {finalized.block_number} but no RoundOpened event was read"
+                f"ledger {self.address}: round {round_id} ended in block {ended.block_number} "
+                "but no RoundOpened event was read"
             )
-        aggregate = bytes(finalized.args["aggregateHash"])
+        finalized = ended.name == "RoundFinalized"
         state = RoundState(
             round_id=RoundId(int(round_id)),
-            status=RoundStatus.FINALIZED,
+            status=RoundStatus.FINALIZED if finalized else RoundStatus.ABANDONED,
             deadline=int(opened.args["deadline"]),
             min_updates=int(opened.args["minUpdates"]),
-            included_count=len(finalized.args["included"]),
+            included_count=len(ended.args["included"]) if finalized else 0,
             opened_block=opened.block_number,
-            finalized_block=finalized.block_number,
-            aggregate_hash=Digest(aggregate) if any(aggregate) else None,
+            closed_block=closed.block_number if closed is not None else 0,
+            end_block=ended.block_number,
         )
         return self._assemble(round_id, state, logs)
 
@@ -383,6 +541,8 @@ class Ledger:
         opened: RoundOpened | None = None
         updates: list[UpdateRecord] = []
         aggregate: AggregateRecord | None = None
+        closed: RoundClosedRecord | None = None
+        abandoned: RoundAbandonedRecord | None = None
         for log in sorted(logs, key=lambda log: (log.block_number, log.log_index)):
             args, block, tx_hash = log.args, log.block_number, log.tx_hash
             if log.name == "RoundOpened":
@@ -407,6 +567,8 @@ class Ledger:
                         tx_hash=tx_hash,
                     )
                 )
+            elif log.name == "RoundClosed":
+                closed = RoundClosedRecord(round_id=RoundId(int(args["roundId"])), block_number=block, tx_hash=tx_hash)
             elif log.name == "RoundFinalized":
                 aggregate = AggregateRecord(
                     round_id=RoundId(int(args["roundId"])),
@@ -416,12 +578,23 @@ class Ledger:
                     block_number=block,
                     tx_hash=tx_hash,
                 )
+            elif log.name == "RoundAbandoned":
+                abandoned = RoundAbandonedRecord(
+                    round_id=RoundId(int(args["roundId"])), block_number=block, tx_hash=tx_hash
+                )
         if opened is None:
             raise ChainError(
                 f"ledger {self.address}: no RoundOpened event for round {round_id} in block {state.opened_block}"
             )
         updates.sort(key=lambda u: int(u.participant, 16))
-        return RoundHistory(state=state, opened=opened, updates=tuple(updates), aggregate=aggregate)
+        return RoundHistory(
+            state=state,
+            opened=opened,
+            updates=tuple(updates),
+            aggregate=aggregate,
+            closed=closed,
+            abandoned=abandoned,
+        )
 
     def _round_topics(self) -> list[bytes]:
         return [self._events.topics[name] for name in _ROUND_EVENTS]
@@ -442,6 +615,11 @@ class Ledger:
         data = fn._encode_transaction_data()
         result, _ = _send(self.chain, signer, action, self.address, data, self._decoder)
         return result
+
+
+def _cs(address: str) -> ChecksumAddress:
+    """``address`` (already EIP-55) typed as web3 wants it."""
+    return cast(ChecksumAddress, address)
 
 
 def _checksum(ledger: Ledger, address: str) -> str:
@@ -479,7 +657,7 @@ def _send(
     base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
     # Reserved last, just before the send: a failure between reserving and sending would
     # leave a gap in the actor's nonces, and every later transaction would wait behind it.
-    nonce = signer.reserve_nonce(chain_id, lambda: w3.eth.get_transaction_count(signer.address, "pending"))
+    nonce = signer.reserve_nonce(chain_id, lambda: w3.eth.get_transaction_count(_cs(signer.address), "pending"))
     tx: dict[str, Any] = {
         "type": 2,
         "chainId": chain_id,
@@ -514,14 +692,13 @@ def _send(
         raise
     if int(receipt["status"]) != 1:
         # Mined but reverted: the state or the clock moved between simulation and inclusion.
-        # Re-simulate in the block it was mined in (its state is unchanged by the reverted
-        # transaction, and its timestamp is the one the contract saw) to recover the reason.
-        try:
-            w3.eth.call(call, int(receipt["blockNumber"]))  # type: ignore[arg-type]
-        except Exception as err:
-            decoded = decoder.from_exception(err)
-            if decoded is not None:
-                raise decoded from None
+        # Not the block's end state (it holds what was mined after the transaction in the same
+        # block: a close turned DeadlinePassed into RoundNotOpen) but the transaction as it ran,
+        # on the state before it with its block's clock (Chain.revert_data).
+        data = chain.revert_data(tx_hash, call, int(receipt["blockNumber"]))
+        decoded = decoder.decode(data) if data is not None else None
+        if decoded is not None:
+            raise decoded
         raise TransactionError(action, "reverted", tx_hash.to_0x_hex())
     result = TxResult(
         action=action,
@@ -545,4 +722,4 @@ def _reason(err: BaseException) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-__all__ = ["HISTORY_WINDOW_BLOCKS", "LOG_PAGE_BLOCKS", "Ledger"]
+__all__ = ["HISTORY_WINDOW_BLOCKS", "LOG_PAGE_BLOCKS", "Ledger", "code_mismatch", "create_address"]

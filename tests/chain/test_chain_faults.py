@@ -170,7 +170,7 @@ def coordinator(direct: RpcChain) -> Signer:
 
 @pytest.fixture
 def ledger_address(direct: RpcChain, coordinator: Signer) -> str:
-    ledger, _ = Ledger.deploy(direct, coordinator, GENESIS, Cid("QmGenesis"))
+    ledger, _ = Ledger.deploy(direct, coordinator, GENESIS, Cid("QmGenesis"), sha256(b"manifest"), Cid("QmManifest"))
     return ledger.address
 
 
@@ -379,7 +379,7 @@ def test_a_node_restarted_from_its_state_file_carries_on(tmp_path: Path) -> None
         coordinator, hospitals = Signer.create("coordinator"), [Signer.create("a"), Signer.create("b")]
         for s in (coordinator, *hospitals):
             chain.fund(s.address)
-        ledger, _ = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"))
+        ledger, _ = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"), sha256(b"manifest"), Cid("QmManifest"))
         for h in hospitals:
             ledger.register_participant(coordinator, h.address, 10)
         ledger.open_round(coordinator, 0, GENESIS, CID, chain.now() + 3_600, 2)
@@ -396,6 +396,7 @@ def test_a_node_restarted_from_its_state_file_carries_on(tmp_path: Path) -> None
         for s in (coordinator, *hospitals):
             s.forget_nonce(again.chain.chain_id)  # a new connection to a restarted node: ask it
         again.submit_update(hospitals[1], 0, sha256(b"b"), CID, 5)
+        again.close_round(coordinator, 0)
         again.finalize_round(coordinator, 0, sha256(b"agg"), CID, [h.address for h in hospitals])
         assert again.round_state(0).included_count == 2
     finally:
@@ -409,7 +410,7 @@ def test_a_node_restored_to_an_older_state_is_caught_up_after_forgetting_nonces(
         chain = RpcChain(node.url)
         coordinator = Signer.create("coordinator")
         chain.fund(coordinator.address)
-        ledger, _ = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"))
+        ledger, _ = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"), sha256(b"manifest"), Cid("QmManifest"))
         first = Signer.create().address
         ledger.register_participant(coordinator, first, 10)
         node.stop()

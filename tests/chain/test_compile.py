@@ -34,13 +34,13 @@ from fedchain.chain.compile import (
 from fedchain.cli import main
 from fedchain.errors import CompilationError
 
-CONTRACTS = compile_module.DEFAULT_CONTRACTS_DIR
+CONTRACTS = compile_module.default_contracts_dir()
 LONG_VERSION = "0.8.30+commit.73712a01"
 
 
 @pytest.fixture(scope="module")
 def solcjs() -> Path:
-    path = compile_module.DEFAULT_SOLCJS
+    path = compile_module.find_checkout() / compile_module.SOLCJS_IN_CHECKOUT
     assert path.is_file(), f"{path} is missing: run `npm ci` in the repository root"
     return path
 
@@ -154,7 +154,7 @@ def test_no_compiler_exits_2_telling_to_run_npm_ci(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("SOLCX_BINARY_PATH", str(tmp_path))
     monkeypatch.delenv("FEDCHAIN_SOLCJS", raising=False)
-    monkeypatch.setattr(compile_module, "DEFAULT_SOLCJS", tmp_path / "node_modules" / ".bin" / "solcjs")
+    monkeypatch.chdir(tmp_path)  # no checkout here, so no node_modules either
 
     with pytest.raises(CompilerNotFoundError, match="Run `npm ci` in"):
         find_compiler()
@@ -184,7 +184,9 @@ def test_the_artifact_is_stamped_with_compiler_settings_and_source_digests() -> 
         name: {"sha256": hashlib.sha256((CONTRACTS / name).read_bytes()).hexdigest()} for name in SOURCE_FILES
     }
     assert artifact["standardJsonInputSha256"] == input_digest(standard_json_input())
-    assert artifact["bytecode"].startswith("0x60")
+    assert (
+        0x60 <= int(artifact["bytecode"][2:4], 16) <= 0x7F
+    )  # creation code opens with a PUSH of the free-memory pointer
     assert artifact["deployedBytecode"].startswith("0x60")
     names = {entry.get("name") for entry in artifact["abi"]}
     assert {"submitUpdate", "UpdateSubmitted", "FederatedLedgerAlreadySubmitted"} <= names
@@ -256,3 +258,21 @@ def test_the_solcjs_parser_rejects_output_cut_short() -> None:
         _parse_solcjs_output('>>> chatter\n{"contracts": {"FederatedLedger.sol": {"abi": [')
     with pytest.raises(CompilationError, match="printed no JSON output"):
         _parse_solcjs_output(">>> chatter only\n")
+
+
+def test_outside_a_checkout_the_contracts_are_not_guessed_from_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # as an installed wheel's user would be: no contracts/ anywhere above
+    with pytest.raises(CompilationError, match="no fedchain checkout .* pass the contracts directory"):
+        standard_json_input()
+    assert compile_module.find_checkout(CONTRACTS / "nested" / "deeper") == CONTRACTS.parent
+
+
+def test_an_explicit_contracts_directory_is_used_from_anywhere(
+    contracts_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sources = standard_json_input(contracts_copy)["sources"]
+    assert sorted(sources) == sorted(SOURCE_FILES)
+    assert sources["IFederatedLedger.sol"]["content"] == (CONTRACTS / "IFederatedLedger.sol").read_text()

@@ -18,11 +18,12 @@ def build(journal: Path) -> tuple[str, list[Signer]]:
     coordinator, hospital = Signer.create("coordinator"), Signer.create("hospital")
     chain.fund(coordinator.address)
     chain.fund(hospital.address)
-    ledger, _ = Ledger.deploy(chain, coordinator, sha256(b"g"), Cid("QmG"))
+    ledger, _ = Ledger.deploy(chain, coordinator, sha256(b"g"), Cid("QmG"), sha256(b"manifest"), Cid("QmManifest"))
     ledger.register_participant(coordinator, hospital.address, 10)
     ledger.open_round(coordinator, 0, sha256(b"g"), Cid("QmG"), chain.now() + 30, 1)
     ledger.submit_update(hospital, 0, sha256(b"u"), Cid("QmU"), 3)
     chain.advance_time(60)
+    ledger.close_round(coordinator, 0)
     ledger.finalize_round(coordinator, 0, sha256(b"a"), Cid("QmA"), [hospital.address])
     chain.close()
     return ledger.address, [coordinator, hospital]
@@ -38,7 +39,7 @@ def test_a_replayed_journal_gives_the_same_ledger_state(tmp_path: Path) -> None:
     assert [(u.participant, u.num_samples, u.update_hash) for u in history.updates] == [
         (hospital.address, 3, sha256(b"u"))
     ]
-    assert ledger.round_state(0).deadline < replayed.w3.eth.get_block(history.state.finalized_block)["timestamp"]
+    assert ledger.round_state(0).deadline < replayed.w3.eth.get_block(history.state.end_block)["timestamp"]
 
 
 def test_a_reopened_journal_accepts_new_transactions(tmp_path: Path) -> None:

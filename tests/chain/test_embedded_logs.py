@@ -20,7 +20,7 @@ def _federation(chain: EmbeddedChain) -> tuple[Ledger, Signer, list[Signer]]:
     hospitals = [Signer.create(f"hospital {i}") for i in range(3)]
     for s in (coordinator, *hospitals):
         chain.fund(s.address)
-    ledger, _ = Ledger.deploy(chain, coordinator, sha256(b"g"), Cid("QmG"))
+    ledger, _ = Ledger.deploy(chain, coordinator, sha256(b"g"), Cid("QmG"), sha256(b"manifest"), Cid("QmManifest"))
     for h in hospitals:
         ledger.register_participant(coordinator, h.address, 10)
     ledger.open_round(coordinator, 0, sha256(b"g"), Cid("QmG"), chain.now() + 600, 3)
@@ -82,6 +82,7 @@ def test_a_replayed_journal_serves_the_same_logs(tmp_path: Path) -> None:
 def test_after_a_revert_the_new_blocks_logs_are_served_not_the_old_ones() -> None:
     chain = EmbeddedChain()
     ledger, coordinator, hospitals = _federation(chain)
+    ledger.close_round(coordinator, 0)
     snapshot = chain.snapshot()
     ledger.finalize_round(
         coordinator,

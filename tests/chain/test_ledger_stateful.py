@@ -1,9 +1,9 @@
 """The ledger contract against a pure-Python reference model, driven by random call sequences.
 
 A hypothesis state machine sends random sequences of every external call of the contract
-(register, remove, open, submit, finalize, plus time travel) from random actors (the
+(register, remove, open, submit, close, finalize, abandon, plus time travel) from random actors (the
 coordinator; accounts registered, removed or never registered) with random, often wrong,
-arguments (wrong round ids and base hashes, zero hashes, sample counts around the cap,
+arguments (wrong round ids and base hashes, closes and abandons of rounds in every state, zero hashes, sample counts around the cap,
 unsorted, duplicate or unrecorded included lists, deadlines in the past), through
 :class:`fedchain.chain.Ledger` on the in-process chain. Before each call the model
 (:class:`LedgerModel`, plain Python written from the interface's NatSpec, not from the
@@ -68,20 +68,25 @@ UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
 UINT256_MAX = 2**256 - 1
 GENESIS = sha256(b"stateful genesis")
+MANIFEST = sha256(b"stateful manifest")
 #: No deadline is compared closer than this to the chain's clock (see the module docstring).
 MARGIN = 60
 
-#: What a step does: submissions (one per participant and round) three times, rounds twice as often as the rest.
+#: What a step does: submissions (one per participant and round) three times, opening, closing and
+#: finalizing rounds twice as often as the rest.
 ACTIONS = (
     "submit_update",
     "open_round",
+    "close_round",
     "finalize_round",
     "register",
     "remove",
     "advance_time",
+    "abandon_round",
     "submit_update",
     "submit_update",
     "open_round",
+    "close_round",
     "finalize_round",
 )
 
@@ -119,13 +124,17 @@ class RoundModel:
     min_updates: int
     opened_block: int
     included: int = 0
-    finalized_block: int = 0
+    closed_block: int = 0
+    end_block: int = 0
+    ended: RoundStatus | None = None  # FINALIZED or ABANDONED once the round ended
     aggregate: Digest | None = None
     updates: dict[str, Digest] = field(default_factory=dict)
 
     @property
     def status(self) -> RoundStatus:
-        return RoundStatus.FINALIZED if self.finalized_block else RoundStatus.OPEN
+        if self.ended is not None:
+            return self.ended
+        return RoundStatus.CLOSED if self.closed_block else RoundStatus.OPEN
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,7 @@ class LedgerModel:
         self.registry: dict[str, tuple[bool, int]] = {}
         self.order: list[str] = []
         self.rounds: list[RoundModel] = []
+        self.last_aggregate = genesis
 
     # -- reads
 
@@ -180,12 +190,6 @@ class LedgerModel:
     def status(self, round_id: int) -> RoundStatus:
         r = self.round(round_id)
         return r.status if r is not None else RoundStatus.NOT_OPENED
-
-    def expected_base(self, round_id: int) -> Digest:
-        if round_id == 0:
-            return self.genesis
-        previous = self.round(round_id - 1)
-        return previous.aggregate if previous is not None and previous.aggregate is not None else ZERO
 
     def participant(self, account: str) -> tuple[bool, int]:
         return self.registry.get(account, (False, 0))
@@ -233,9 +237,9 @@ class LedgerModel:
         self._only_coordinator(sender)
         if round_id != self.next_round:
             raise Rejected("RoundOutOfSequence", expected=self.next_round, roundId=round_id)
-        if round_id != 0 and self.status(round_id - 1) is not RoundStatus.FINALIZED:
-            raise Rejected("PreviousRoundNotFinalized", roundId=round_id)
-        expected = self.expected_base(round_id)
+        if round_id != 0 and not self.status(round_id - 1).ended:
+            raise Rejected("PreviousRoundNotEnded", roundId=round_id, previousStatus=int(self.status(round_id - 1)))
+        expected = self.last_aggregate
         if base != expected:
             raise Rejected("BaseModelMismatch", roundId=round_id, expected=expected, actual=base)
         if clock.past(deadline - 1):  # deadline <= block time
@@ -282,13 +286,30 @@ class LedgerModel:
             )
         ]
 
+    def close(self, sender: str, round_id: int) -> list[Event]:
+        self._only_coordinator(sender)
+        r = self.round(round_id)
+        if r is None or r.status is not RoundStatus.OPEN:
+            raise Rejected("RoundNotOpen", roundId=round_id, status=int(self.status(round_id)))
+        r.closed_block = self._mined()
+        return [("RoundClosed", {"roundId": round_id})]
+
+    def abandon(self, sender: str, round_id: int) -> list[Event]:
+        self._only_coordinator(sender)
+        r = self.round(round_id)
+        if r is None or r.status not in (RoundStatus.OPEN, RoundStatus.CLOSED):
+            raise Rejected("RoundNotInProgress", roundId=round_id, status=int(self.status(round_id)))
+        r.ended = RoundStatus.ABANDONED
+        r.end_block = self._mined()
+        return [("RoundAbandoned", {"roundId": round_id})]
+
     def finalize(
         self, sender: str, round_id: int, aggregate: Digest, cid: str, included: list[str], clock: Clock
     ) -> list[Event]:
         self._only_coordinator(sender)
         r = self.round(round_id)
-        if r is None or r.status is not RoundStatus.OPEN:
-            raise Rejected("RoundNotOpen", roundId=round_id, status=int(self.status(round_id)))
+        if r is None or r.status is not RoundStatus.CLOSED:
+            raise Rejected("RoundNotClosed", roundId=round_id, status=int(self.status(round_id)))
         if aggregate == ZERO:
             raise Rejected("EmptyHash")
         if len(included) < r.min_updates and not clock.past(r.deadline):
@@ -308,7 +329,9 @@ class LedgerModel:
             previous = int(account, 16)
         r.included = len(included)
         r.aggregate = aggregate
-        r.finalized_block = self._mined()
+        r.ended = RoundStatus.FINALIZED
+        r.end_block = self._mined()
+        self.last_aggregate = aggregate
         return [
             (
                 "RoundFinalized",
@@ -350,7 +373,7 @@ def world() -> World:
         accounts = [Signer.from_key(digest(f"stateful account {name}"), name) for name in "abcd"]
         for signer in (coordinator, *accounts):
             chain.fund(signer.address)
-        ledger, deployed = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"))
+        ledger, deployed = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"), MANIFEST, Cid("QmManifest"))
         model = LedgerModel(coordinator.address, GENESIS, deployed.block_number)
         starts = {"empty": (chain.snapshot(), copy.deepcopy(model))}
         for signer, cap in zip(accounts, (100, 1, UINT64_MAX), strict=False):
@@ -468,7 +491,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def check_round(self, round_id: int) -> None:
         r = self.model.round(round_id)
         expected = (
-            RoundState(RoundId(round_id), RoundStatus.NOT_OPENED, 0, 0, 0, 0, 0, None)
+            RoundState(RoundId(round_id), RoundStatus.NOT_OPENED, 0, 0, 0, 0, 0, 0)
             if r is None
             else RoundState(
                 RoundId(round_id),
@@ -477,8 +500,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 r.min_updates,
                 r.included,
                 r.opened_block,
-                r.finalized_block,
-                r.aggregate,
+                r.closed_block,
+                r.end_block,
             )
         )
         assert self.ledger.round_state(round_id) == expected
@@ -486,8 +509,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def check_update(self, round_id: int, account: str) -> None:
         assert self.ledger.update_hash(round_id, account) == self.model.update(round_id, account)
 
-    def check_base(self, round_id: int) -> None:
-        assert self.ledger.expected_base(round_id) == self.model.expected_base(round_id)
+    def check_base(self) -> None:
+        assert self.ledger.last_aggregate() == self.model.last_aggregate
 
     # -- the calls
 
@@ -540,9 +563,7 @@ class LedgerMachine(RuleBasedStateMachine):
         sender = self.coordinator_mostly(data, fuzz)
         n = self.model.next_round
         round_id = self.pick(data, fuzz, n, n + 1, max(n - 1, 0), UINT256_MAX, label="round")
-        base = self.pick(
-            data, fuzz, self.model.expected_base(round_id), GENESIS, ZERO, digest("unrelated model"), label="base"
-        )
+        base = self.pick(data, fuzz, self.model.last_aggregate, GENESIS, ZERO, digest("unrelated model"), label="base")
         cid = data.draw(st.sampled_from(["QmBase", ""]), label="cid")
         clock = self.clock()
         ttl = data.draw(st.sampled_from([1_500, 10_500]), label="ttl")
@@ -558,7 +579,8 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.ledger.next_round() == self.model.next_round
             self.check_round(round_id)
             self.check_round(round_id + 1)
-            self.check_base(round_id + 1)
+            if round_id > 0:
+                self.check_round(round_id - 1)
 
         self.step(
             "open",
@@ -631,12 +653,39 @@ class LedgerMachine(RuleBasedStateMachine):
 
         def check() -> None:
             self.check_round(round_id)
-            self.check_base(round_id + 1)
+            self.check_base()
 
         self.step(
             f"finalize ({how})",
             send,
             lambda clock: self.model.finalize(sender.address, round_id, aggregate, cid, sent, clock),
+            check,
+        )
+
+    def close_round(self, data: st.DataObject) -> None:
+        fuzz = data.draw(st.booleans(), label="fuzz")
+        sender = self.coordinator_mostly(data, fuzz)
+        round_id = self.some_round(data, fuzz)
+        self.step(
+            "close",
+            lambda: self.ledger.close_round(sender, round_id),
+            lambda clock: self.model.close(sender.address, round_id),
+            lambda: self.check_round(round_id),
+        )
+
+    def abandon_round(self, data: st.DataObject) -> None:
+        fuzz = data.draw(st.booleans(), label="fuzz")
+        sender = self.coordinator_mostly(data, fuzz)
+        round_id = self.some_round(data, fuzz)
+
+        def check() -> None:
+            self.check_round(round_id)
+            self.check_base()
+
+        self.step(
+            "abandon",
+            lambda: self.ledger.abandon_round(sender, round_id),
+            lambda clock: self.model.abandon(sender.address, round_id),
             check,
         )
 
@@ -662,9 +711,9 @@ class LedgerMachine(RuleBasedStateMachine):
         n = self.model.next_round
         OUTCOMES[f"sequences ending with {n} rounds opened"] += 1
         assert self.ledger.next_round() == n
+        self.check_base()
         for round_id in range(n + 1):
             self.check_round(round_id)
-            self.check_base(round_id)
             for account in self.targets if round_id < n else ():
                 self.check_update(round_id, account)
         self.check_round(UINT256_MAX)
@@ -701,7 +750,7 @@ def test_a_snapshot_brings_back_state_clock_and_nonces() -> None:
     chain = EmbeddedChain()
     coordinator = Signer.create("coordinator")
     chain.fund(coordinator.address)
-    ledger, deployed = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"))
+    ledger, deployed = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"), MANIFEST, Cid("QmManifest"))
     snapshot = chain.snapshot()
     clock = chain.now()
     newcomer = Signer.create().address

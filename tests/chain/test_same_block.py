@@ -17,7 +17,7 @@ def test_three_submissions_mined_in_one_block_are_all_recorded(anvil_node: Anvil
     hospitals = [Signer.create(f"h{i}") for i in range(3)]
     for s in (coordinator, *hospitals):
         chain.fund(s.address)
-    ledger, _ = Ledger.deploy(chain, coordinator, sha256(b"g"), Cid("QmG"))
+    ledger, _ = Ledger.deploy(chain, coordinator, sha256(b"g"), Cid("QmG"), sha256(b"manifest"), Cid("QmManifest"))
     for h in hospitals:
         ledger.register_participant(coordinator, h.address, 100)
     ledger.open_round(coordinator, 0, sha256(b"g"), Cid("QmG"), chain.now() + 600, 3)
