@@ -62,7 +62,10 @@ MAX_MASKED_HEADER = 128 * 1024
 
 _U64 = np.dtype("<u8")
 _ZERO_NONCE = bytes(16)  # cryptography's ChaCha20 nonce: 4-byte little-endian counter (0) || 12-byte nonce (0)
-_PRG_CHUNK = 1 << 17  # words per keystream chunk: 1 MiB, so the keystream stays in cache while it is added
+_PRG_CHUNK = 1 << 15  # words per keystream chunk: 256 KiB, so the keystream stays in cache while it is added
+# The plaintext of every keystream chunk, shared read-only: a fresh np.zeros per call would page-fault on each read.
+_ZEROS = np.zeros(8 * _PRG_CHUNK, dtype=np.uint8)
+_ZEROS.flags.writeable = False
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,30}")
 _HEX32 = re.compile(r"0x[0-9a-f]{64}")
@@ -295,6 +298,19 @@ def apply_masked_aggregate(
     return acc.astype(np.float32)
 
 
+def aggregate_norm_bound(params: MaskingParams, num_elements: int, num_survivors: int, total_samples: int) -> float:
+    """The largest L2 norm an honest masked mean can have: ``clip + sqrt(P) * K * 2**-(f+1) / n``, plus slack.
+
+    Every honest ``q_i`` is ``n_i`` times an update of norm at most ``clip``, rounded per element by at
+    most half a unit, so the mean of honest updates is within this norm. Masked updates cannot be
+    screened one by one; this check of the decoded mean is the only screening a private round has:
+    a mean beyond it was not produced by clipped updates (some participant added an unclipped or
+    arbitrary value), and the round cannot be attributed to anyone, so it is abandoned.
+    """
+    rounding = math.sqrt(num_elements) * num_survivors * math.ldexp(1.0, -(params.frac_bits + 1)) / total_samples
+    return (params.clip + rounding) * (1.0 + 1e-9)
+
+
 def flatten(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
     """float32 arrays in sorted-name order as one flat float32 vector (the order of the words)."""
     return np.concatenate([np.asarray(arrays[name], dtype=np.float32).reshape(-1) for name in sorted(arrays)])
@@ -380,20 +396,22 @@ def _encryptor(seed: bytes):  # type: ignore[no-untyped-def]  # cryptography's C
     return Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE), mode=None).encryptor()
 
 
-def _accumulate(out: np.ndarray, seed: bytes, sign: int, zeros: np.ndarray, buf: np.ndarray) -> None:
-    """``out += sign * PRG(seed)`` (mod 2**64), a cache-sized keystream chunk at a time."""
-    enc = _encryptor(seed)
-    op = np.add if sign > 0 else np.subtract
+def _accumulate(out: np.ndarray, streams: Sequence[tuple[bytes, int]]) -> None:
+    """``out += sum(sign * PRG(seed))`` (mod 2**64) over ``streams`` of ``(seed, sign)``, in place.
+
+    A cache-sized chunk of ``out`` at a time receives every stream's keystream for that chunk
+    (one ChaCha20 context per stream, kept across chunks), so ``out`` goes through memory once
+    however many streams there are.
+    """
+    contexts = [(_encryptor(seed), np.add if sign > 0 else np.subtract) for seed, sign in streams]
+    buf = np.empty(8 * min(out.size, _PRG_CHUNK), dtype=np.uint8)
     for lo in range(0, out.size, _PRG_CHUNK):
         hi = min(out.size, lo + _PRG_CHUNK)
         nbytes = 8 * (hi - lo)
-        enc.update_into(zeros[:nbytes], buf[:nbytes])
-        op(out[lo:hi], buf[:nbytes].view(_U64), out=out[lo:hi])
-
-
-def _scratch(size: int) -> tuple[np.ndarray, np.ndarray]:
-    nbytes = 8 * min(size, _PRG_CHUNK)
-    return np.zeros(nbytes, dtype=np.uint8), np.empty(nbytes, dtype=np.uint8)
+        chunk, keystream = out[lo:hi], buf[:nbytes]
+        for enc, op in contexts:
+            enc.update_into(_ZEROS[:nbytes], keystream)
+            op(chunk, keystream.view(_U64), out=chunk)
 
 
 def prg(seed: bytes, n: int) -> np.ndarray:
@@ -401,7 +419,10 @@ def prg(seed: bytes, n: int) -> np.ndarray:
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     out = np.empty(8 * n, dtype=np.uint8)
-    _encryptor(seed).update_into(np.zeros(8 * n, dtype=np.uint8), out)
+    enc = _encryptor(seed)
+    for lo in range(0, out.size, _ZEROS.size):
+        hi = min(out.size, lo + _ZEROS.size)
+        enc.update_into(_ZEROS[: hi - lo], out[lo:hi])
     return out.view(_U64)
 
 
@@ -415,13 +436,13 @@ def mask_update(q: np.ndarray, *, self_seed: bytes, pair_seeds: Mapping[Address,
         raise ValueError(f"q must be a flat uint64 vector, got {words.dtype} of shape {words.shape}")
     mine = address_key(me)
     y: np.ndarray = words.copy()
-    zeros, buf = _scratch(y.size)
-    _accumulate(y, self_seed, +1, zeros, buf)
+    streams = [(self_seed, +1)]
     for other in ordered(pair_seeds):
         key = address_key(other)
         if key == mine:
             raise ValueError(f"a pair seed with oneself ({me})")
-        _accumulate(y, pair_seeds[other], +1 if key > mine else -1, zeros, buf)
+        streams.append((pair_seeds[other], +1 if key > mine else -1))
+    _accumulate(y, streams)
     return y
 
 
@@ -736,8 +757,12 @@ def unmask(
     survivors:
         ``S``, the members whose words are in ``sum_y``.
     headers:
-        The decoded headers of every survivor, and of any dropped member whose blob is public
-        (its pair commitments are then checked too).
+        The decoded headers of (at least) every survivor. The survivors' headers must agree on
+        every pair among them (:func:`check_pair_commitments`); a revealed seed is checked
+        against the revealer's own header. A dropped member's header, where one is public, is
+        not consulted: what corrects the sum is exactly what the revealer added, which only
+        the revealer's commitment binds, and a dropped member must not be able to block the
+        round by publishing a different commitment.
     self_seeds:
         ``b_i`` revealed by each survivor ``i``.
     pair_seeds:
@@ -763,7 +788,7 @@ def unmask(
     for k in sorted(survivor_keys):
         if k not in header_by_key:
             raise ValueError(f"no header for survivor {by_key[k]}")
-    check_pair_commitments(headers)
+    check_pair_commitments({by_key[k]: header_by_key[k] for k in sorted(survivor_keys)})
     self_by_key = {address_key(a): s for a, s in self_seeds.items()}
     pair_by_key = {(address_key(i), address_key(j)): s for (i, j), s in pair_seeds.items()}
     if set(self_by_key) - survivor_keys:
@@ -775,7 +800,7 @@ def unmask(
     total = np.array(sum_y, dtype=np.uint64, copy=True)
     if total.ndim != 1:
         raise ValueError("sum_y must be a flat uint64 vector")
-    zeros, buf = _scratch(total.size)
+    streams: list[tuple[bytes, int]] = []
     for k in sorted(survivor_keys):
         who, header = by_key[k], header_by_key[k]
         seed = self_by_key.get(k)
@@ -783,7 +808,7 @@ def unmask(
             raise RevealError(who, "self seed", "missing")
         if len(seed) != SEED_SIZE or commit(seed, self_salt(header.round_id, header.sender)) != header.self_commitment:
             raise RevealError(who, "self seed")
-        _accumulate(total, seed, -1, zeros, buf)
+        streams.append((seed, -1))
         commitments = {address_key(o): c for o, c in header.pair_commitments.items()}
         for j in sorted(dropped_keys):
             other = by_key[j]
@@ -794,7 +819,8 @@ def unmask(
             if len(seed) != SEED_SIZE or commitments.get(j) != commit(seed, salt):
                 raise RevealError(who, f"pair seed with {other}")
             # i's words hold +PRG(s_ij) when j > i and -PRG(s_ij) when j < i: take it out
-            _accumulate(total, seed, -1 if j > k else +1, zeros, buf)
+            streams.append((seed, -1 if j > k else +1))
+    _accumulate(total, streams)
     logger.debug("unmasked %d survivors with %d dropped", len(survivor_keys), len(dropped_keys))
     return total
 
@@ -906,6 +932,7 @@ __all__ = [
     "RevealError",
     "RevealPlan",
     "address_key",
+    "aggregate_norm_bound",
     "apply_masked_aggregate",
     "check_pair_commitments",
     "commit",

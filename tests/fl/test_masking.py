@@ -260,6 +260,16 @@ def test_the_decoded_aggregate_is_within_the_quantization_bound_of_float_fedavg(
     assert float(err.max()) > 0.0  # quantization is visible: the comparison is not vacuous
 
 
+def test_an_honest_mean_is_within_the_aggregate_norm_bound_and_an_unclipped_word_is_not():
+    sum_q, _, survivors, _ = _run_round(3, {1})
+    n = sum(m.samples for m in survivors)
+    bound = masking.aggregate_norm_bound(PARAMS, SIZE, len(survivors), n)
+    assert math.sqrt(math.fsum(masking.dequantize(sum_q, n, PARAMS) ** 2)) <= bound
+    cheat = sum_q.copy()
+    cheat[:2] += np.uint64(n << PARAMS.frac_bits)  # one participant added an unclipped 1.0 to two elements
+    assert math.sqrt(math.fsum(masking.dequantize(cheat, n, PARAMS) ** 2)) > bound
+
+
 def test_the_new_model_is_the_frozen_float_step_over_the_decoded_mean():
     sum_q, _, survivors, _ = _run_round(3, {1})
     n = sum(m.samples for m in survivors)
