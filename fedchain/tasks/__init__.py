@@ -69,7 +69,9 @@ def _check_keys(app: str, factory: Any, settings: Mapping[str, Any]) -> None:
     params = signature.parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return
-    accepted = [p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    accepted = [
+        p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
     for key in settings:
         if key not in accepted:
             raise ConfigError(

@@ -133,7 +133,8 @@ class PrivateTraining:
             if len(history) != 1:
                 raise RuntimeError(f"expected one (noise, rate, steps) entry in the accountant, got {history}")
             noise, rate, steps = history[0]
-            epsilon = float(self.engine.accountant.get_epsilon(delta=delta))
+            with quiet_opacus():
+                epsilon = float(self.engine.accountant.get_epsilon(delta=delta))
         return {
             "dp_noise_multiplier": float(noise),
             "dp_sample_rate": float(rate),
@@ -179,4 +180,13 @@ def make_private(
     return PrivateTraining(engine=engine, module=module, optimizer=dp_optimizer, loader=dp_loader)
 
 
-__all__ = ["DpSettings", "PrivateTraining", "check_arrays", "load_arrays", "make_private", "module_arrays", "quiet_opacus", "torch_threads"]
+__all__ = [
+    "DpSettings",
+    "PrivateTraining",
+    "check_arrays",
+    "load_arrays",
+    "make_private",
+    "module_arrays",
+    "quiet_opacus",
+    "torch_threads",
+]

@@ -13,7 +13,14 @@ import torch
 from fedchain.errors import ConfigError, DataError
 from fedchain.fl.schema import Arrays, Schema
 from fedchain.tasks._seeds import derive_seed
-from fedchain.tasks._settings import fraction, non_negative_float, optional_path, positive_float, positive_int, round_config
+from fedchain.tasks._settings import (
+    fraction,
+    non_negative_float,
+    optional_path,
+    positive_float,
+    positive_int,
+    round_config,
+)
 from fedchain.tasks._torch import DpSettings, check_arrays, torch_threads
 from fedchain.tasks.api import Config, DemoData, DemoParticipant, Task, TrainResult
 from fedchain.tasks.icd.data import (
