@@ -92,7 +92,7 @@ class DigitsTask(Task):
         self,
         *,
         epochs: int = 1,
-        lr: float = 0.1,
+        lr: float = 0.3,
         batch_size: int = 32,
         alpha: float = 0.5,
         num_participants: int = 3,
