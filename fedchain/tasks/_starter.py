@@ -110,7 +110,7 @@ class Task(api.Task):
                 loss = F.cross_entropy(model(x[rows]), y[rows])
                 loss.backward()
                 optimizer.step()
-                loss_sum += float(loss) * len(rows)
+                loss_sum += float(loss.detach()) * len(rows)
         trained = {{n: p.detach().numpy().copy() for n, p in sorted(model.named_parameters())}}
         return api.TrainResult(arrays=trained, num_samples=len(data), metrics={{"loss": loss_sum / len(data)}})
 
