@@ -20,7 +20,9 @@ def test_fedavg_weights_each_delta_by_its_share_of_samples_in_float64() -> None:
 def test_fedavg_sums_in_lower_cased_participant_order_whatever_the_input_order() -> None:
     rng = np.random.default_rng(0)
     base = {"w": rng.standard_normal(1000).astype(np.float32)}
-    updates = [(name, n, {"w": rng.standard_normal(1000).astype(np.float32)}) for name, n in (("B", 7), ("a", 3), ("c", 11))]
+    updates = [
+        (name, n, {"w": rng.standard_normal(1000).astype(np.float32)}) for name, n in (("B", 7), ("a", 3), ("c", 11))
+    ]
     expected = base["w"].astype(np.float64)
     for _, n, delta in sorted(updates, key=lambda u: u[0].lower()):
         expected = expected + delta["w"].astype(np.float64) * np.float64(float(n) / 21)

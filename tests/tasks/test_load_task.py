@@ -14,7 +14,7 @@ from fedchain.tasks import load_task
 from fedchain.tasks.digits import DigitsTask
 from fedchain.tasks.icd import IcdTask
 
-MODULE = '''
+MODULE = """
 from fedchain.tasks.digits import DigitsTask
 
 NOT_A_TASK = 3
@@ -27,7 +27,7 @@ def factory(*, lr: float = 0.1):
 
 def not_a_task_factory():
     return object()
-'''
+"""
 
 
 @pytest.fixture
@@ -93,13 +93,19 @@ def test_a_factory_that_refuses_a_value_is_a_config_error(user_module: str) -> N
 
 
 @pytest.mark.skipif(
-    "torch" in subprocess.run(
-        [sys.executable, "-c", "import sys, fedchain.fl.schema; print(*sys.modules)"], capture_output=True, text=True
+    "torch"
+    in subprocess.run(
+        [sys.executable, "-c", "import sys, fedchain.fl.schema; print(*sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split(),
     reason="fedchain.fl's package init imports torch (until fedchain.fl is numpy-only)",
 )
 def test_importing_fedchain_tasks_imports_no_torch() -> None:
-    code = "import sys, fedchain.tasks, fedchain.tasks._starter, fedchain.tasks._baselines; print('torch' in sys.modules)"
+    code = (
+        "import sys, fedchain.tasks, fedchain.tasks._starter, fedchain.tasks._baselines; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from fedchain.errors import ConfigError
 from fedchain.tasks import load_task
 from fedchain.tasks._starter import starter
 
 
-def test_the_starter_package_loads_by_its_toml_and_trains_one_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_starter_package_loads_by_its_toml_and_trains_one_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     written = starter(tmp_path, "clinic_model")
     root = tmp_path / "clinic_model"
     assert [p.relative_to(root).as_posix() for p in written] == [

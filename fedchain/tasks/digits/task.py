@@ -214,7 +214,7 @@ class DigitsTask(Task):
         logits = model(xb)
         # an empty Poisson batch (DP-SGD) still takes its noise-only step; its mean loss would be NaN
         loss = F.cross_entropy(logits, yb) if len(yb) else logits.sum()
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         optimizer.step()
         return (
             loss_sum + float(loss.detach()) * len(yb),

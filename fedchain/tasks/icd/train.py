@@ -166,7 +166,7 @@ def _train_private(
                 logits = private.module(ids, offsets)
                 # an empty Poisson batch still takes its (noise-only) step; its mean loss would be NaN
                 loss = F.cross_entropy(logits, labels) if len(labels) else logits.sum()
-                loss.backward()  # type: ignore[no-untyped-call]
+                loss.backward()
                 private.optimizer.step()
                 loss_sum += float(loss.detach()) * len(labels)
                 seen += len(labels)

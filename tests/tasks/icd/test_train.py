@@ -70,7 +70,9 @@ def test_arrays_of_another_shape_or_dtype_are_refused(small_split: FederatedSpli
         TASK.evaluate({n: a for n, a in base.items() if n != "fc.weight"}, small_split.test)
 
 
-def test_a_round_config_key_the_task_does_not_know_or_a_bad_value_is_a_config_error(small_split: FederatedSplit) -> None:
+def test_a_round_config_key_the_task_does_not_know_or_a_bad_value_is_a_config_error(
+    small_split: FederatedSplit,
+) -> None:
     with pytest.raises(ConfigError, match=r"^config\.momentum: not a training setting"):
         TASK.train(TASK.init(0), small_split.shards[0], {"momentum": 0.9}, seed=0)
     with pytest.raises(ConfigError, match=r"^config\.epochs: must be a positive integer"):
