@@ -1,0 +1,118 @@
+"""The icd task through the task API: its description, schema, genesis, demo and the old fedchain.fl code."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from fedchain.errors import ConfigError
+from fedchain.tasks import load_task, participant_seed
+from fedchain.tasks._baselines import centralized, local_only, plain_fedavg
+from fedchain.tasks.api import DemoData, DemoParticipant
+from fedchain.tasks.icd import FederatedSplit, IcdTask, ModelSpec, majority_accuracy
+
+OLD_FL = importlib.util.find_spec("fedchain.fl.simulate") is not None
+needs_old_fl = pytest.mark.skipif(not OLD_FL, reason="fedchain.fl.simulate (the pre-task code) is gone")
+
+
+def _demo(split: FederatedSplit) -> DemoData:
+    return DemoData(participants=[DemoParticipant(s.name, s) for s in split.shards], test=split.test)
+
+
+def test_the_description_is_the_default_model_specs_canonical_json() -> None:
+    task = load_task("icd")
+    assert task.describe() == ModelSpec().to_json() == '{"dim":16,"ngram":2,"num_buckets":16384,"num_classes":22}'
+    assert task.schema().to_json() == [
+        {"name": "embedding.weight", "shape": [16384, 16], "dtype": "float32"},
+        {"name": "fc.bias", "shape": [22], "dtype": "float32"},
+        {"name": "fc.weight", "shape": [22, 16], "dtype": "float32"},
+    ]
+    assert task.frozen() == {}
+    assert task.train_config() == {
+        "epochs": 1,
+        "lr": 8.0,
+        "batch_size": 32,
+        "dp_noise_multiplier": 0.0,
+        "dp_max_grad_norm": 1.0,
+        "dp_delta": 1e-5,
+    }
+
+
+def test_settings_shape_the_model() -> None:
+    task = load_task("icd", {"num_buckets": 300, "dim": 4, "ngram": 1})
+    assert task.describe() == '{"dim":4,"ngram":1,"num_buckets":300,"num_classes":22}'
+    assert task.schema().shapes["embedding.weight"] == (300, 4)
+
+
+def test_a_labels_file_sets_the_classes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "labels.txt").write_text("cardiology\noncology\nneurology\n", encoding="utf-8")
+    task = load_task("icd", {"labels": str(tmp_path / "labels.txt"), "num_buckets": 64})
+    assert task.schema().shapes["fc.bias"] == (3,)
+    (tmp_path / "one.txt").write_text("cardiology\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^task\.settings\.labels: .*at least 2 distinct"):
+        load_task("icd", {"labels": str(tmp_path / "one.txt")})
+
+
+@needs_old_fl
+def test_init_is_bit_identical_to_the_old_genesis_params() -> None:
+    from fedchain.fl.simulate import genesis_params
+
+    for seed in (0, 7):
+        old = genesis_params(ModelSpec(), seed)
+        new = load_task("icd").init(seed)
+        assert list(new) == list(old)
+        assert all(np.array_equal(new[n], old[n].numpy()) and new[n].dtype == np.float32 for n in new)
+
+
+@needs_old_fl
+def test_plain_fedavg_is_bit_identical_to_the_old_run_plain_fedavg(small_split: FederatedSplit) -> None:
+    from fedchain.fl import FedAvg
+    from fedchain.fl.simulate import run_plain_fedavg
+
+    spec = ModelSpec(num_buckets=4096, dim=16)
+    old = run_plain_fedavg(small_split, spec, 2, FedAvg(), 11)
+    new = plain_fedavg(IcdTask(num_buckets=4096), _demo(small_split), 2, 11)
+    assert all(np.array_equal(new.arrays[n], old.params[n].numpy()) for n in new.arrays)
+    assert new.accuracies == old.accuracies
+
+
+def test_the_train_seed_is_derived_from_root_round_and_participant() -> None:
+    assert participant_seed(0, 1, "st-mary") == 918403962210711643
+
+
+def test_plain_fedavg_learns_close_to_centralized_training(small_split: FederatedSplit) -> None:
+    task = IcdTask(num_buckets=4096)
+    demo = _demo(small_split)
+    run = plain_fedavg(task, demo, 3, 0)
+    central = centralized(task, demo, 3, 0)
+    majority = majority_accuracy(task.pool(small_split.shards), small_split.test)
+    assert len(run.accuracies) == 3 and run.accuracies[-1] > run.accuracies[0]
+    assert run.accuracies[-1] > majority + 0.2
+    assert central.epochs == 3
+    assert abs(central.accuracy - run.accuracies[-1]) < 0.15  # a tenth of the data, so looser than the full 5 points
+    assert set(run.rounds[0].train) == set(small_split.names)
+    alone = local_only(task, demo, 3, 0)
+    assert list(alone) == list(small_split.names)
+    # the trauma centre alone sees little besides injuries: the federation does far better
+    assert alone["st-mary"].accuracy < run.accuracies[-1] - 0.1
+
+
+def test_the_demo_is_the_three_hospitals_and_only_three() -> None:
+    task = load_task("icd")
+    with pytest.raises(ConfigError, match=r"^demo\.participants: the icd demo has exactly 3 hospitals, not 4"):
+        task.demo(4, 0)
+    demo = task.demo(3, 0)
+    assert [p.name for p in demo.participants] == ["st-mary", "northgate", "riverside"]
+    assert [task.num_samples(p.data) for p in demo.participants] == [30839, 15885, 16801]
+    assert len(demo.test) == 11211
+
+
+def test_a_participant_loads_its_exported_shard(tmp_path, small_split: FederatedSplit) -> None:  # type: ignore[no-untyped-def]
+    from fedchain.tasks.icd import export_shard
+
+    export_shard(small_split.shards[0], tmp_path / "st-mary.jsonl")
+    task = load_task("icd", {"data": str(tmp_path / "st-mary.jsonl")})
+    assert task.data_source == str(tmp_path / "st-mary.jsonl")  # type: ignore[attr-defined]
+    assert task.load_data(str(tmp_path / "st-mary.jsonl")) == small_split.shards[0]
