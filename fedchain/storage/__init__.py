@@ -25,6 +25,8 @@ each ``_`` module's docstring for why).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import logging
 import re
 from typing import BinaryIO
@@ -73,7 +75,7 @@ def normalize_cid(cid: str, *, version: int | None = None) -> Cid:
     return (ref if version is None else ref.with_version(version)).text()
 
 
-def open_store(location: str, *, max_blob_size: int = DEFAULT_MAX_BLOB_SIZE) -> BlobStore:
+def open_store(location: str, *, max_blob_size: int = DEFAULT_MAX_BLOB_SIZE, create: bool = True) -> BlobStore:
     """Open the store at ``location``.
 
     Parameters
@@ -84,16 +86,23 @@ def open_store(location: str, *, max_blob_size: int = DEFAULT_MAX_BLOB_SIZE) -> 
         as ``/ip4/127.0.0.1/tcp/5001``, for :class:`KuboStore`.
     max_blob_size:
         The largest blob the store accepts or returns, in bytes.
+    create:
+        Create a missing directory (``False`` for a reader such as the audit: a mistyped
+        location is an error, and nothing is written to disk).
 
     Raises
     ------
     StoreUnavailableError
-        If the directory cannot be used or the daemon does not answer.
+        If the directory cannot be used (or, without ``create``, does not exist as a store) or
+        the daemon does not answer.
     """
     if not location:
         raise StoreUnavailableError(location, "empty store location")
     if location.startswith(("http://", "https://")) or _MULTIADDR.match(location):
         return KuboStore(location, max_blob_size=max_blob_size)
+    if not create and not (Path(location) / "blocks").is_dir():
+        what = "does not exist" if not Path(location).exists() else "is not a fedchain store (no blocks/ directory)"
+        raise StoreUnavailableError(location, f"{what}; give the directory of an existing store")
     return LocalBlockStore(location, max_blob_size=max_blob_size)
 
 
