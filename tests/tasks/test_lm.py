@@ -26,7 +26,7 @@ TINY: dict[str, object] = {
     "pretrain_batch": 8,
     "pretrain_lr": 1e-2,
     "lora_rank": 2,
-    "lora_alpha": 4.0,
+    "lora_alpha": 4,
     "demo_train_records": 48,
     "demo_heldout_records": 16,
     "batch_size": 4,

@@ -25,10 +25,14 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import GPT2Config
 
 from fedchain.errors import FedchainError
 from fedchain.fl import _safetensors
@@ -77,7 +81,7 @@ class ModelConfig:
             f"-s{self.pretrain_seed}-n{self.pretrain_steps}-b{self.pretrain_batch}-lr{self.pretrain_lr:g}"
         )
 
-    def gpt2(self) -> object:
+    def gpt2(self) -> GPT2Config:
         from transformers import GPT2Config
 
         return GPT2Config(
@@ -116,7 +120,7 @@ def build_model(config: ModelConfig, seed: int) -> nn.Module:
 
     with deterministic(seed):
         model = GPT2LMHeadModel(config.gpt2())
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     return model
 
 
@@ -199,11 +203,13 @@ def _pretrain(config: ModelConfig, corpus: Corpus) -> nn.Module:
             at += config.pretrain_batch
             loss, n = nll(model, batch, batch)
             opt.zero_grad(set_to_none=True)
-            (loss / n).backward()
+            (loss / n).backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
             if step % 100 == 0 or step == config.pretrain_steps - 1:
-                logger.info("pre-training step %d/%d: loss %.4f", step + 1, config.pretrain_steps, float(loss.detach()) / n)
+                logger.info(
+                    "pre-training step %d/%d: loss %.4f", step + 1, config.pretrain_steps, float(loss.detach()) / n
+                )
     model.eval()
     return model
 
@@ -287,7 +293,7 @@ class LoraSettings:
     """FFA-LoRA: rank, scale, target modules, and the seed of the frozen A matrices."""
 
     rank: int = 8
-    alpha: float = 16.0
+    alpha: int = 16
     targets: tuple[str, ...] = ("c_attn", "c_proj", "c_fc")
     a_seed: int = 0
 

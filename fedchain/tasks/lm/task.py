@@ -83,7 +83,7 @@ class LmTask(Task):
         pretrain_batch: int = 16,
         pretrain_lr: float = 3e-3,
         lora_rank: int = 8,
-        lora_alpha: float = 16.0,
+        lora_alpha: int = 16,
         lora_targets: Sequence[str] = ("c_attn", "c_proj", "c_fc"),
         lora_seed: int = 0,
         cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
@@ -112,7 +112,7 @@ class LmTask(Task):
             pretrain_batch=pretrain_batch,
             pretrain_lr=pretrain_lr,
         )
-        self.lora = LoraSettings(rank=lora_rank, alpha=float(lora_alpha), targets=tuple(lora_targets), a_seed=lora_seed)
+        self.lora = LoraSettings(rank=lora_rank, alpha=int(lora_alpha), targets=tuple(lora_targets), a_seed=lora_seed)
         self.cache_dir = os.fspath(cache_dir)
         self.base_digest = base_digest
         self._train_config = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
@@ -156,7 +156,10 @@ class LmTask(Task):
 
     def lora_a(self) -> Arrays:
         """The frozen A matrices (from ``lora_seed``), by short name."""
-        return {n: p.detach().numpy().astype(np.float32, copy=True) for n, p in adapter_params(self._ready(), "lora_A").items()}
+        return {
+            n: p.detach().numpy().astype(np.float32, copy=True)
+            for n, p in adapter_params(self._ready(), "lora_A").items()
+        }
 
     # ------------------------------------------------------------------ the Task API
 
@@ -208,7 +211,7 @@ class LmTask(Task):
                     for i in range(0, len(order), batch_size):
                         loss, n = nll(model, *pad_batch([seqs[j] for j in order[i : i + batch_size]]))
                         opt.zero_grad(set_to_none=True)
-                        (loss / n).backward()
+                        (loss / n).backward()  # type: ignore[no-untyped-call]
                         opt.step()
                         total += float(loss.detach())
                         count += n
