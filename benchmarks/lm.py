@@ -60,6 +60,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 for reproducible figures)")
     parser.add_argument("--cache-dir", default=".fedchain-cache/lm")
+    parser.add_argument("--lr", type=float, default=None, help="local learning rate (default: the task's)")
+    parser.add_argument("--epochs", type=int, default=None, help="local epochs per round (default: the task's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -67,7 +69,11 @@ def main() -> int:
     task = LmTask(cache_dir=args.cache_dir)
     (_, pre_wall, pre_cpu) = timed(task.frozen)
     split = task.demo_split(args.participants, args.seed)
-    config = task.train_config()
+    config = dict(task.train_config())
+    if args.lr is not None:
+        config["lr"] = args.lr
+    if args.epochs is not None:
+        config["epochs"] = args.epochs
     genesis = task.init(0)
     names = [h.name for h in split.holdings]
     heldouts: list[Corpus] = [h.heldout for h in split.holdings] + [split.pooled_heldout()]
