@@ -6,12 +6,12 @@ Everything is real ICD-10-CM text from the ``simple-icd-10-cm`` package, so it s
   the hierarchy's chapters, blocks, categories and subcategories (23,769 lines). Every
   hospital may hold it; none of it is a billable diagnosis title.
 - **private** (the hospitals'): the titles of the *leaf* (billable) codes, split by chapter
-  between the hospitals of :data:`fedchain.fl.scenario.HOSPITALS` (a trauma centre, an
+  between the hospitals of :data:`fedchain.tasks.icd.data.HOSPITALS` (a trauma centre, an
   orthopaedics and dermatology hospital, a general hospital), each with a held-out part.
 
 Records are tokenized as UTF-8 bytes (ids 0-255) between a ``BOS`` and an ``EOS`` token, so
 the vocabulary needs no corpus and no hub. Every random choice of a split is sha256 of the
-seed and the record's code, as in :mod:`fedchain.fl.data`.
+seed and the record's code, as in :mod:`fedchain.tasks.icd.data`.
 
 Local file format
 -----------------
@@ -154,7 +154,7 @@ def demo_split(
         If ``num_participants`` is not in ``[1, 10]`` or a hospital has too few titles.
     """
     if hospitals is None:
-        from fedchain.fl.scenario import HOSPITALS
+        from fedchain.tasks.icd.data import HOSPITALS
 
         hospitals = HOSPITALS
     if not 1 <= num_participants <= 10:
