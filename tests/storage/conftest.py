@@ -106,6 +106,9 @@ class KuboStandIn:
     lie_on_add: str | None = None
     #: If set, ``block/get`` answers at most this many bytes of a block.
     truncate_blocks: int | None = None
+    #: If set, a missing block is answered as kubo does when the request's ``timeout`` option
+    #: expires (an online daemon that looked for it), not as an offline lookup.
+    missing_times_out: bool = False
 
     @property
     def multiaddr(self) -> str:
@@ -159,6 +162,12 @@ def _make_handler(kubo: KuboStandIn) -> type[BaseHTTPRequestHandler]:
 
         def _error(self, message: str, status: int = 500) -> None:
             self._send(status, json.dumps({"Message": message, "Code": 0, "Type": "error"}).encode() + b"\n")
+
+        def _missing(self, arg: str) -> None:
+            if kubo.missing_times_out:
+                self._error("context deadline exceeded")
+            else:
+                self._error(f"block was not found locally (offline): ipld: could not find {arg}")
 
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
             self._body()
@@ -216,7 +225,7 @@ def _make_handler(kubo: KuboStandIn) -> type[BaseHTTPRequestHandler]:
                 ref = parse_cid(arg)
                 block = store._read_block(ref)
                 if block is None:
-                    self._error(f"block was not found locally (offline): ipld: could not find {arg}")
+                    self._missing(arg)
                     return
                 if ref.multihash in kubo.corrupt:
                     block = block[:-1] + bytes([block[-1] ^ 1])
@@ -227,7 +236,7 @@ def _make_handler(kubo: KuboStandIn) -> type[BaseHTTPRequestHandler]:
                 ref = parse_cid(arg)
                 block = store._read_block(ref)
                 if block is None:
-                    self._error(f"block was not found locally (offline): ipld: could not find {arg}")
+                    self._missing(arg)
                     return
                 self._json({"Key": arg, "Size": len(block)})
             elif path == "/api/v0/pin/add":
