@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -69,6 +70,15 @@ def ipfs_api() -> Iterator[str]:
         pytest.fail(f"{err} (or set FEDCHAIN_KUBO_API to a kubo daemon)")
     with node:
         yield node.url
+
+
+@pytest.fixture
+def repo_env() -> dict[str, str]:
+    """Environment for child Python processes that import fedchain from this checkout."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
 
 
 @pytest.fixture(params=["embedded", "anvil", pytest.param("hardhat", marks=pytest.mark.hardhat)])

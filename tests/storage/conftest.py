@@ -6,7 +6,6 @@ import email.parser
 import email.policy
 import io
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -277,12 +276,3 @@ def kubo(tmp_path: Path) -> Iterator[KuboStandIn]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-@pytest.fixture
-def repo_env() -> dict[str, str]:
-    """Environment for child Python processes that import fedchain from this checkout."""
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
