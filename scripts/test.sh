@@ -10,7 +10,10 @@ if ! command -v ipfs_cid >/dev/null 2>&1 || ! command -v docker-compose >/dev/nu
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends ipfs-cid docker-compose >/dev/null
 fi
-# anvil (a real Ethereum node) and solc-js (the compiler fallback), pinned in package-lock.json.
+# Pinned in package-lock.json: anvil and hardhat (real Ethereum nodes), js-ipfs (a real IPFS RPC
+# daemon) and solc-js (the compiler fallback). The tests start and stop the nodes themselves
+# (session fixtures in tests/conftest.py, one per xdist worker, on free loopback ports);
+# FEDCHAIN_KUBO_API=http://HOST:PORT points the real-daemon storage tests at a kubo instead.
 npm ci --no-audit --no-fund --loglevel=error
 # torch==2.13.0 first: it is the CPU wheel; a looser requirement could pull a CUDA build.
 python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test]'

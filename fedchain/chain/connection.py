@@ -678,23 +678,53 @@ class RpcChain(Chain):
         return True
 
     def fund(self, address: str, wei: int = DEV_FUNDING_WEI) -> None:
-        # anvil and hardhat both answer this; a real network refuses it, as it should.
-        self._dev_request("anvil_setBalance", [Web3.to_checksum_address(address), hex(wei)], f"cannot fund {address}")
+        # anvil answers anvil_setBalance; hardhat refuses it ("method not supported") and answers
+        # hardhat_setBalance. A real network refuses both, as it should.
+        params = [Web3.to_checksum_address(address), hex(wei)]
+        self._dev_request(("anvil_setBalance", "hardhat_setBalance"), params, f"cannot fund {address}")
 
     def advance_time(self, seconds: int) -> None:
-        self._dev_request("evm_increaseTime", [seconds], "cannot travel in time")
-        self._dev_request("evm_mine", [], "cannot mine a block")
+        # evm_increaseTime and evm_mine: anvil and hardhat both answer these.
+        self._dev_request(("evm_increaseTime",), [seconds], "cannot travel in time")
+        self._dev_request(("evm_mine",), [], "cannot mine a block")
         self._clock_offset += seconds
 
-    def _dev_request(self, method: str, params: list[Any], what: str) -> None:
-        try:
-            response = self.w3.provider.make_request(RPCEndpoint(method), params)
-        except ChainConnectionError:
-            raise
-        except Exception as err:
-            raise ChainError(f"{what} on {self.endpoint}: {_describe(err)}") from err
-        if response.get("error"):
-            raise ChainError(f"{what} on {self.endpoint}: {method} answered {response['error']}")
+    def _dev_request(self, methods: tuple[str, ...], params: list[Any], what: str) -> None:
+        """Send the first of ``methods`` the node knows (the same call in different dev-node dialects).
+
+        The next method is tried only when the node answers that it does not know one;
+        any other error answer is final.
+        """
+        errors: list[str] = []
+        for method in methods:
+            try:
+                response = self.w3.provider.make_request(RPCEndpoint(method), params)
+            except ChainConnectionError:
+                raise
+            except Exception as err:
+                raise ChainError(f"{what} on {self.endpoint}: {_describe(err)}") from err
+            error = response.get("error")
+            if not error:
+                return
+            errors.append(f"{method} answered {error}")
+            if not _unknown_method(error):
+                break
+        raise ChainError(f"{what} on {self.endpoint}: {'; '.join(errors)}")
+
+
+#: JSON-RPC error codes for a method the node does not offer: EIP-1474's "method not found",
+#: and "method not supported" (hardhat's answer to anvil_*).
+_UNKNOWN_METHOD_CODES = frozenset({-32601, -32004})
+
+
+def _unknown_method(error: Any) -> bool:
+    """Whether a JSON-RPC error answer says the method itself is unknown (not that the call failed)."""
+    if not isinstance(error, dict):
+        return False
+    if error.get("code") in _UNKNOWN_METHOD_CODES:
+        return True
+    message = str(error.get("message", "")).lower()
+    return "not supported" in message or "method not found" in message or "does not exist" in message
 
 
 def _describe(err: BaseException) -> str:

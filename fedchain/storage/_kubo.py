@@ -18,6 +18,18 @@ Nothing kubo returns is trusted:
   exactly as for the embedded store; ``cat`` is never used.
 - ``import_car`` verifies every block and the DAG's completeness before sending the
   archive to ``dag/import``.
+
+A block the daemon does not hold is "not found" within ``lookup_timeout`` seconds, never a
+hang: every lookup carries the RPC API's ``timeout`` option, and ``has`` also asks with
+``offline``. kubo answers an offline lookup of a missing block at once; js-ipfs (which serves
+the same API, see :mod:`fedchain.storage.jsipfs`) ignores ``offline`` and waits for the
+network until the ``timeout`` expires, so its "request timed out" reads as "not found" too.
+The HTTP timeout (``timeout``) stays the bound on a daemon that stops answering altogether,
+which is "store unavailable".
+
+ipfshttpclient 0.7 builds its urllib3 pools with ``strict=True``, which urllib3 2 only
+warns about (a ``FutureWarning`` on the first request); the store drops that argument
+from the client's pool settings so that nothing is printed.
 """
 
 from __future__ import annotations
@@ -54,8 +66,30 @@ ADD_OPTIONS: dict[str, Any] = {
     "trickle": False,
 }
 
+#: Seconds ``pin`` allows the daemon per chunk of the blob, beyond ``lookup_timeout`` (a local
+#: daemon pins a chunk in well under a millisecond).
+PIN_SECONDS_PER_BLOCK = 0.05
+
 _T = TypeVar("_T")
 _NOT_FOUND = re.compile(r"not found|could not find|no link named", re.IGNORECASE)
+#: What a daemon answers when the ``timeout`` option expires: kubo, then js-ipfs.
+_TIMED_OUT = re.compile(r"context deadline exceeded|request timed out", re.IGNORECASE)
+
+
+def _drop_strict(client: Any) -> None:
+    """Remove ``strict`` from the urllib3 pool settings of ipfshttpclient's session (module docstring).
+
+    ipfshttpclient's ``requests_wrapper.HTTPAdapter`` passes ``strict=True`` to its
+    ``PoolManager``; urllib3 2 pops it with a ``FutureWarning`` each time it makes a pool.
+    """
+    session = getattr(getattr(client, "_client", None), "_session", None)
+    adapters = getattr(session, "adapters", None)
+    if not isinstance(adapters, dict):
+        return
+    for adapter in adapters.values():
+        pool_kw = getattr(getattr(adapter, "poolmanager", None), "connection_pool_kw", None)
+        if isinstance(pool_kw, dict):
+            pool_kw.pop("strict", None)
 
 
 def api_multiaddr(api: str) -> str:
@@ -133,8 +167,12 @@ class KuboStore(DagStore):
     max_blob_size:
         The largest blob accepted or returned, in bytes.
     timeout:
-        Seconds to wait for any one RPC call (a block the network cannot find waits
-        this long).
+        Seconds to wait for the daemon to answer any one RPC call; past that it is
+        unavailable.
+    lookup_timeout:
+        Seconds the daemon may look for one block (the RPC API's ``timeout`` option) before
+        the block counts as not found. A local daemon answers in milliseconds; raise it for
+        a daemon that must fetch blobs from the network.
     pin_on_put:
         Pin what :meth:`put` adds, as ``ipfs add`` does by default, so that the daemon's
         garbage collector cannot drop a blob before the ledger records it.
@@ -151,17 +189,24 @@ class KuboStore(DagStore):
         *,
         max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
         timeout: float = 120.0,
+        lookup_timeout: float = 3.0,
         pin_on_put: bool = True,
     ) -> None:
         super().__init__(max_blob_size)
+        if not 0 < lookup_timeout:
+            raise ValueError(f"lookup_timeout must be positive, not {lookup_timeout}")
         self._api = api
         self._pin_on_put = pin_on_put
+        self._lookup_timeout = lookup_timeout
+        # The RPC API's duration syntax (Go's time.ParseDuration; js-ipfs's parse-duration).
+        self._lookup_opts = {"timeout": f"{max(1, round(lookup_timeout * 1000))}ms"}
         addr = api_multiaddr(api)
         try:
             # Not ipfshttpclient.connect(): it refuses daemons from 0.8.0 on (module docstring).
             self._client = ipfshttpclient.Client(addr, session=True, timeout=timeout, chunk_size=CHUNK_SIZE)
         except ipfs_errors.Error as err:
             raise StoreUnavailableError(api, f"bad API address: {err}") from err
+        _drop_strict(self._client)
         try:
             info = self._call("version", self._client.version)
         except StoreUnavailableError:
@@ -199,7 +244,7 @@ class KuboStore(DagStore):
     def _read_block(self, ref: BlockRef) -> bytes | None:
         """``block/get``, reading at most one byte past the block limit."""
         try:
-            chunks = self._client.block.get(str(ref), stream=True)
+            chunks = self._client.block.get(str(ref), stream=True, opts=self._lookup_opts)
             data = bytearray()
             for chunk in chunks:
                 data += chunk
@@ -210,7 +255,8 @@ class KuboStore(DagStore):
                 close()
             return bytes(data)
         except ipfs_errors.ErrorResponse as err:
-            if _NOT_FOUND.search(str(err)):
+            if _NOT_FOUND.search(str(err)) or _TIMED_OUT.search(str(err)):
+                logger.debug("kubo at %s: block/get %s: %s", self._api, ref, err)
                 return None
             raise StorageError(f"kubo at {self._api}: block/get {ref} failed: {err}") from err
         except (ipfs_errors.ConnectionError, ipfs_errors.TimeoutError) as err:
@@ -277,23 +323,38 @@ class KuboStore(DagStore):
         return expected.with_version(version).text()
 
     def has(self, cid: str) -> bool:
-        """Whether the daemon holds the blob's root block locally (``block/stat``, offline)."""
+        """Whether the daemon holds the blob's root block locally (``block/stat``, offline, bounded)."""
         ref = parse_cid(cid)
         try:
-            self._client.block.stat(str(ref), offline=True)
-        except ipfs_errors.ErrorResponse:
-            return False
+            self._client.block.stat(str(ref), offline=True, opts=self._lookup_opts)
+        except ipfs_errors.ErrorResponse as err:
+            if _NOT_FOUND.search(str(err)) or _TIMED_OUT.search(str(err)):
+                return False
+            raise StorageError(f"kubo at {self._api}: block/stat {ref} failed: {err}") from err
         except ipfs_errors.Error as err:
             raise StoreUnavailableError(self._api, f"block/stat {ref}: {err}") from err
         return True
 
     def pin(self, cid: str) -> None:
-        """Pin the blob recursively (``pin/add``; kubo fetches missing blocks first)."""
+        """Pin the blob recursively (``pin/add``; kubo fetches missing blocks first).
+
+        The root is read first (as :meth:`size` does), so a blob whose root the daemon cannot
+        find is not found within ``lookup_timeout``; ``pin/add`` then gets ``lookup_timeout``
+        plus :data:`PIN_SECONDS_PER_BLOCK` for each of the blob's chunks, and a daemon still
+        looking for some block after that has not got the whole blob.
+
+        Raises
+        ------
+        BlobNotFoundError
+            If the daemon lacks the root or, within the time allowed, some other block.
+        """
         ref = parse_cid(cid)
+        chunks = -(-self.size(cid) // CHUNK_SIZE)
+        budget = self._lookup_timeout + PIN_SECONDS_PER_BLOCK * chunks
         try:
-            self._client.pin.add(str(ref), recursive=True)
+            self._client.pin.add(str(ref), recursive=True, opts={"timeout": f"{max(1, round(budget * 1000))}ms"})
         except ipfs_errors.ErrorResponse as err:
-            if _NOT_FOUND.search(str(err)):
+            if _NOT_FOUND.search(str(err)) or _TIMED_OUT.search(str(err)):
                 raise BlobNotFoundError(str(ref)) from err
             raise StorageError(f"kubo at {self._api}: pin/add {ref} failed: {err}") from err
         except ipfs_errors.Error as err:
@@ -363,4 +424,4 @@ class _Tee:
         return data
 
 
-__all__ = ["ADD_OPTIONS", "MIN_KUBO_VERSION", "KuboStore", "api_multiaddr"]
+__all__ = ["ADD_OPTIONS", "MIN_KUBO_VERSION", "PIN_SECONDS_PER_BLOCK", "KuboStore", "api_multiaddr"]

@@ -6,7 +6,6 @@ import email.parser
 import email.policy
 import io
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -106,6 +105,9 @@ class KuboStandIn:
     lie_on_add: str | None = None
     #: If set, ``block/get`` answers at most this many bytes of a block.
     truncate_blocks: int | None = None
+    #: If set, a missing block is answered as kubo does when the request's ``timeout`` option
+    #: expires (an online daemon that looked for it), not as an offline lookup.
+    missing_times_out: bool = False
 
     @property
     def multiaddr(self) -> str:
@@ -159,6 +161,12 @@ def _make_handler(kubo: KuboStandIn) -> type[BaseHTTPRequestHandler]:
 
         def _error(self, message: str, status: int = 500) -> None:
             self._send(status, json.dumps({"Message": message, "Code": 0, "Type": "error"}).encode() + b"\n")
+
+        def _missing(self, arg: str) -> None:
+            if kubo.missing_times_out:
+                self._error("context deadline exceeded")
+            else:
+                self._error(f"block was not found locally (offline): ipld: could not find {arg}")
 
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
             self._body()
@@ -216,7 +224,7 @@ def _make_handler(kubo: KuboStandIn) -> type[BaseHTTPRequestHandler]:
                 ref = parse_cid(arg)
                 block = store._read_block(ref)
                 if block is None:
-                    self._error(f"block was not found locally (offline): ipld: could not find {arg}")
+                    self._missing(arg)
                     return
                 if ref.multihash in kubo.corrupt:
                     block = block[:-1] + bytes([block[-1] ^ 1])
@@ -227,7 +235,7 @@ def _make_handler(kubo: KuboStandIn) -> type[BaseHTTPRequestHandler]:
                 ref = parse_cid(arg)
                 block = store._read_block(ref)
                 if block is None:
-                    self._error(f"block was not found locally (offline): ipld: could not find {arg}")
+                    self._missing(arg)
                     return
                 self._json({"Key": arg, "Size": len(block)})
             elif path == "/api/v0/pin/add":
@@ -268,12 +276,3 @@ def kubo(tmp_path: Path) -> Iterator[KuboStandIn]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-@pytest.fixture
-def repo_env() -> dict[str, str]:
-    """Environment for child Python processes that import fedchain from this checkout."""
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env

@@ -1,8 +1,9 @@
 """KuboStore against a kubo *stand-in*: a small local HTTP server answering as kubo's RPC
 documents (see ``KuboStandIn`` in conftest.py). It is not kubo; what it can check for
 real is the request shape, CID agreement with the embedded store and the oracle, and
-that nothing the daemon returns is used unverified. ``test_kubo_integration.py`` runs
-the same backend against a real daemon when ``FEDCHAIN_KUBO_API`` is set.
+that nothing the daemon returns is used unverified, and faults a real daemon cannot be
+made to show. ``test_kubo_integration.py`` runs the same backend against a real daemon
+(js-ipfs, or the kubo that ``FEDCHAIN_KUBO_API`` names).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def test_kubo_store_is_a_blob_store(kubo_store: KuboStore) -> None:
     assert isinstance(kubo_store, BlobStore)
 
 
+# ipfshttpclient's own connect() still builds urllib3 pools with strict=True (KuboStore does not).
+@pytest.mark.filterwarnings("ignore:The 'strict' parameter is no longer needed:FutureWarning")
 def test_client_works_with_a_current_kubo_that_connect_refuses(kubo: KuboStandIn) -> None:
     with pytest.raises(ipfshttpclient.exceptions.VersionMismatch):
         ipfshttpclient.connect(kubo.multiaddr + "/http")
@@ -210,6 +213,34 @@ def test_has_pin_and_unpin_use_the_daemon(kubo: KuboStandIn, kubo_store: KuboSto
 def test_pinning_a_blob_nobody_has_is_not_found(kubo_store: KuboStore) -> None:
     with pytest.raises(BlobNotFoundError):
         kubo_store.pin(cid_of(b"nowhere"))
+
+
+def test_every_block_lookup_carries_the_lookup_timeout(kubo: KuboStandIn) -> None:
+    store = KuboStore(kubo.url, lookup_timeout=1.5)
+    cid = store.put(b"looked up with a deadline")
+    store.get(cid)
+    store.has(cid)
+    store.pin(cid)
+    store.close()
+    for path in ("block/get", "block/stat"):
+        assert {tuple(call.params["timeout"]) for call in kubo.calls(path)} == {("1500ms",)}, path
+    # pin/add: lookup_timeout plus PIN_SECONDS_PER_BLOCK for the blob's one chunk.
+    assert kubo.calls("pin/add")[-1].params["timeout"] == ["1550ms"]
+
+
+def test_a_daemon_that_gave_up_looking_for_a_block_means_not_found(kubo: KuboStandIn, kubo_store: KuboStore) -> None:
+    kubo.missing_times_out = True
+    missing = cid_of(b"looked for online, never found")
+    assert not kubo_store.has(missing)
+    with pytest.raises(BlobNotFoundError):
+        kubo_store.get(missing)
+    with pytest.raises(BlobNotFoundError):
+        kubo_store.pin(missing)
+
+
+def test_the_lookup_timeout_must_be_positive(kubo: KuboStandIn) -> None:
+    with pytest.raises(ValueError, match="lookup_timeout"):
+        KuboStore(kubo.url, lookup_timeout=0)
 
 
 def test_car_moves_a_blob_from_the_embedded_store_into_kubo_and_back(
