@@ -480,9 +480,10 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
                 name=t.text("name", default=addr[:10]) or addr[:10],
             )
         )
-    if role == "coordinator" and federation.min_updates > max(len(entries), 1) and entries:
+    min_updates = int(federation.rules.get("rounds.min_updates", 1))
+    if role == "coordinator" and entries and min_updates > len(entries):
         raise ConfigError(
-            "federation.min_updates", f"{federation.min_updates} is more than the {len(entries)} participants listed"
+            "federation.min_updates", f"{min_updates} is more than the {len(entries)} participants listed"
         )
 
     log_t = top.table("log", ("format",))
@@ -509,7 +510,6 @@ __all__ = [
     "KUBO_ENV",
     "PASSWORD_ENV",
     "WORKDIR_FILE",
-    "check_address",
     "ChainConfig",
     "FederationConfig",
     "LedgerConfig",
@@ -518,6 +518,7 @@ __all__ = [
     "ParticipantEntry",
     "TaskConfig",
     "Workdir",
+    "check_address",
     "keystore_password",
     "kubo_api",
     "load_node_config",

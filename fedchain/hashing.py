@@ -75,4 +75,4 @@ def derive_seed(seed: int, *parts: str | int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
-__all__ = ["derive_seed", "DIGEST_SIZE", "parse_digest", "sha256", "sha256_chunks", "sha256_file", "short", "to_hex"]
+__all__ = ["DIGEST_SIZE", "derive_seed", "parse_digest", "sha256", "sha256_chunks", "sha256_file", "short", "to_hex"]

@@ -178,7 +178,9 @@ def measure(w3: Web3, calls: int) -> dict[str, Any]:
     genesis = digest("genesis")
     address = None
     for i in range(calls):
-        receipt = send(factory.constructor(genesis, fake_cid("genesis"), digest("manifest"), fake_cid("manifest")), coordinator)
+        receipt = send(
+            factory.constructor(genesis, fake_cid("genesis"), digest("manifest"), fake_cid("manifest")), coordinator
+        )
         gas["deploy"].append(receipt["gasUsed"])
         address = address or receipt["contractAddress"]
     ledger = w3.eth.contract(address=address, abi=artifact["abi"])

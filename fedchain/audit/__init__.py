@@ -31,7 +31,16 @@ from fedchain.audit._readahead import ReadAhead
 from fedchain.chain import Ledger
 from fedchain.errors import FedchainError, VerificationError
 from fedchain.hashing import to_hex
-from fedchain.protocol import Manifest, RoundVerdict, Rules, UpdateStatus, VerifiedModel, load_model, load_rules, verify_round
+from fedchain.protocol import (
+    Manifest,
+    RoundVerdict,
+    Rules,
+    UpdateStatus,
+    VerifiedModel,
+    load_model,
+    load_rules,
+    verify_round,
+)
 from fedchain.records import LedgerInfo, RoundHistory, RoundStatus, UpdateRecord
 from fedchain.storage import BlobStore
 from fedchain.types import Address
@@ -60,7 +69,10 @@ class RoundDetails:
         vectors = [self.sketches[a] for a in names]
         norms = [float(np.sqrt(np.dot(v, v))) for v in vectors]
         matrix = [
-            [float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else 0.0 for b, nb in zip(vectors, norms, strict=True)]
+            [
+                float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else 0.0
+                for b, nb in zip(vectors, norms, strict=True)
+            ]
             for a, na in zip(vectors, norms, strict=True)
         ]
         return names, matrix
@@ -116,7 +128,14 @@ class AuditReport:
         """A JSON-ready dict (the ``--json`` output; the HTML report renders it)."""
 
         def err(e: VerificationError) -> dict[str, Any]:
-            return {"round": e.round_id, "check": e.what, "participant": e.participant, "expected": e.expected, "actual": e.actual, "message": str(e)}
+            return {
+                "round": e.round_id,
+                "check": e.what,
+                "participant": e.participant,
+                "expected": e.expected,
+                "actual": e.actual,
+                "message": str(e),
+            }
 
         m = self.manifest
         manifest = None
@@ -136,7 +155,9 @@ class AuditReport:
                 "frozen": dict(m.frozen),
                 "train": dict(m.train),
             }
-        addresses = list(self.registered) + [a for a in self.names if a not in self.registered and a != self.ledger.coordinator]
+        addresses = list(self.registered) + [
+            a for a in self.names if a not in self.registered and a != self.ledger.coordinator
+        ]
         return {
             "ok": self.ok,
             "ledger": self.ledger.address,
@@ -171,7 +192,9 @@ class AuditReport:
             "opened_time": d.opened_time if d else None,
             "end_time": d.end_time if d else None,
             "base": {"hash": to_hex(h.opened.base_hash), "cid": h.opened.base_cid} if h else None,
-            "aggregate": {"hash": to_hex(h.aggregate.aggregate_hash), "cid": h.aggregate.cid} if h and h.aggregate else None,
+            "aggregate": {"hash": to_hex(h.aggregate.aggregate_hash), "cid": h.aggregate.cid}
+            if h and h.aggregate
+            else None,
             "rule": v.rule,
             "private": False,
             "recorded": len(v.outcomes),
@@ -240,14 +263,34 @@ def audit_ledger(
     round_details: dict[int, RoundDetails] = {}
     registered = ledger.participant_addresses()
 
-    def report(manifest: Manifest | None = None, manifest_cid: str | None = None, genesis_cid: str | None = None) -> AuditReport:
+    def report(
+        manifest: Manifest | None = None, manifest_cid: str | None = None, genesis_cid: str | None = None
+    ) -> AuditReport:
         if expect_rounds is not None:
             ended = sum(1 for v in verdicts if v.status in (RoundStatus.FINALIZED, RoundStatus.ABANDONED))
             if ended < expect_rounds:
-                failures.append(VerificationError(ended, "history length", expected=f"at least {expect_rounds} ended rounds", actual=f"{ended} ended rounds"))
+                failures.append(
+                    VerificationError(
+                        ended,
+                        "history length",
+                        expected=f"at least {expect_rounds} ended rounds",
+                        actual=f"{ended} ended rounds",
+                    )
+                )
         return AuditReport(
-            info, chain_id, head_block, head_hash, manifest, manifest_cid, genesis_cid, tuple(verdicts), tuple(failures),
-            round_details, dict(names or {}), registered, expect_rounds,
+            info,
+            chain_id,
+            head_block,
+            head_hash,
+            manifest,
+            manifest_cid,
+            genesis_cid,
+            tuple(verdicts),
+            tuple(failures),
+            round_details,
+            dict(names or {}),
+            registered,
+            expect_rounds,
         )
 
     try:
@@ -275,12 +318,24 @@ def audit_ledger(
 
             try:
                 verdict, verified = verify_round(
-                    history, reader.store, rules, expected_base=expected, base=model, registered=registered, observer=observe
+                    history,
+                    reader.store,
+                    rules,
+                    expected_base=expected,
+                    base=model,
+                    registered=registered,
+                    observer=observe,
                 )
             except FedchainError as e:  # an unexpected failure still names the round
                 verified = None
                 verdict = RoundVerdict(
-                    round_id, history.state.status, (), (), (), None, (VerificationError(round_id, "round", expected="verifiable", actual=str(e)),)
+                    round_id,
+                    history.state.status,
+                    (),
+                    (),
+                    (),
+                    None,
+                    (VerificationError(round_id, "round", expected="verifiable", actual=str(e)),),
                 )
             if details:
                 _read_details(ledger, d)
@@ -306,7 +361,7 @@ def _read_details(ledger: Ledger, d: RoundDetails) -> None:
         if extra is not None:
             hashes.append(extra.tx_hash)
     try:
-        d.gas = sum(int(w3.eth.get_transaction_receipt(t)["gasUsed"]) for t in hashes)  # type: ignore[arg-type]
+        d.gas = sum(int(w3.eth.get_transaction_receipt(t)["gasUsed"]) for t in hashes)  # type: ignore[arg-type,misc]
         d.opened_time = int(w3.eth.get_block(h.state.opened_block)["timestamp"])
         if h.state.end_block:
             d.end_time = int(w3.eth.get_block(h.state.end_block)["timestamp"])
@@ -326,7 +381,9 @@ def audit_address(
     try:
         ledger = Ledger(chain, address)
     except UnknownContractError as err:
-        return VerificationError(0, "unknown contract code", participant=None, expected="a fedchain ledger", actual=str(err))
+        return VerificationError(
+            0, "unknown contract code", participant=None, expected="a fedchain ledger", actual=str(err)
+        )
     return audit_ledger(ledger, store, **kwargs)
 
 

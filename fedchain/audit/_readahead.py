@@ -100,7 +100,7 @@ class ReadAhead:
         self._exhausted = False
         self._current = -1
 
-    def __enter__(self) -> ReadAhead:
+    def __enter__(self) -> ReadAhead:  # noqa: PYI034 - subclasses are not expected
         return self
 
     def __exit__(

@@ -109,7 +109,7 @@ class RevertDecoder:
         name, types, names = entry
         try:
             values = decode(types, bytes(data[4:]))
-        except Exception:  # malformed payload: not ours to interpret
+        except Exception:  # noqa: BLE001 - a malformed payload is not ours to interpret
             return None
         arguments: dict[str, Any] = {
             n: to_checksum_address(v) if isinstance(v, str) and is_address(v) else v

@@ -169,7 +169,7 @@ class AnvilNode:
             self._home.cleanup()
             self._home = None
 
-    def __enter__(self) -> AnvilNode:
+    def __enter__(self) -> AnvilNode:  # noqa: PYI034 - subclasses are not expected
         return self.start()
 
     def __exit__(

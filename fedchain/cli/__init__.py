@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - the one place errors become messages and exit codes
+    except Exception as err:
         code = exit_code(err, service=bool(getattr(args, "service", False)))
         if args.verbose >= 2:
             logging.getLogger(__name__).exception("%s failed", prefix)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedchain.cli._common import EXIT_FAILED, EXIT_OK, add_ledger_arguments, open_ledger, print_audit
+from fedchain.protocol import RoundVerdict
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -103,17 +106,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 class _progress:
-    """A progress bar on a terminal (plain lines every 10 rounds otherwise), driven by ``on_round``."""
+    """A progress bar on a terminal (a plain line every 10 rounds otherwise), driven by ``on_round``."""
 
     def __init__(self, console: Console, total: int, *, quiet: bool) -> None:
         self.console, self.total, self.quiet = console, total, quiet
-        self._bar = None
+        self._bar: Progress | None = None
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        if self.console.is_terminal and not self.quiet and self.total > 1:
-            self._bar = Progress(
+    def __enter__(self) -> Callable[[RoundVerdict], None] | None:
+        if self.quiet or self.total <= 1:
+            return None
+        if self.console.is_terminal:
+            bar = Progress(
                 TextColumn("auditing"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total} rounds"),
@@ -121,13 +124,14 @@ class _progress:
                 console=self.console,
                 transient=True,
             )
-            self._bar.__enter__()
-            job = self._bar.add_task("audit", total=self.total)
-            return lambda v: self._bar.update(job, completed=v.round_id + 1)  # type: ignore[union-attr]
-        if self.quiet or self.total < 20:
+            bar.__enter__()
+            self._bar = bar
+            job = bar.add_task("audit", total=self.total)
+            return lambda v: bar.update(job, completed=v.round_id + 1)
+        if self.total < 20:
             return None
 
-        def line(v):  # type: ignore[no-untyped-def]
+        def line(v: RoundVerdict) -> None:
             if (v.round_id + 1) % 10 == 0:
                 self.console.print(f"audited {v.round_id + 1}/{self.total} rounds")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +198,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     last = next((s for s in reversed(rows) if s.aggregate_hash is not None), None)
     if last is not None:
-        out.print(f"final aggregate (round {last.round_id}): {to_hex(last.aggregate_hash)} at {last.aggregate_cid}")
+        out.print(
+            f"final aggregate (round {last.round_id}): {to_hex(bytes(last.aggregate_hash or b''))} at {last.aggregate_cid}"
+        )
     out.print(f"finished in {result.seconds:.1f}s; working directory {args.workdir}")
     code = print_audit(out, result.audit)
     if args.html is not None:

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedchain.tasks import starter
+    from fedchain.tasks._starter import starter
 
     written = starter(args.directory, args.name)
     for path in written:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from typing import Any
 
 from fedchain.cli._common import EXIT_OK, add_ledger_arguments, open_ledger
 
@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
         state = ledger.round_state(r - 1) if r > 0 else None
         history = ledger.round_history(r - 1, state) if state is not None else None
         now = chain.now()
-        out = {
+        out: dict[str, Any] = {
             "ledger": ledger.address,
             "coordinator": info.coordinator,
             "head": {"block": head, "hash": "0x" + bytes(head_hash).hex()},
@@ -69,7 +69,10 @@ def _run(args: argparse.Namespace) -> int:
     if cur is None:
         print("  no round opened yet")
     else:
-        label = lambda a: f"{names[a]} ({a})" if a in names else a  # noqa: E731
+
+        def label(a: str) -> str:
+            return f"{names[a]} ({a})" if a in names else a
+
         left = cur["seconds_to_deadline"]
         when = f"deadline in {left}s" if left >= 0 else f"deadline passed {-left}s ago"
         print(
@@ -79,5 +82,4 @@ def _run(args: argparse.Namespace) -> int:
             print(f"    submitted: {label(a)}")
         for a in cur["waiting_for"]:
             print(f"    waiting for: {label(a)}")
-    _ = time
     return EXIT_OK

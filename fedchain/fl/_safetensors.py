@@ -111,7 +111,7 @@ def render(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> byt
     """
     entries, datas = _layout(arrays)
     header = render_header(entries, metadata)
-    return b"".join([struct.pack("<Q", len(header)), header, *(memoryview(d) for d in datas)])
+    return b"".join([struct.pack("<Q", len(header)), header, *(memoryview(d) for d in datas)])  # type: ignore[arg-type]  # an ndarray is a buffer
 
 
 def matches(

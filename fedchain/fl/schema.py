@@ -94,14 +94,14 @@ class Schema:
     @classmethod
     def from_json(cls, data: object) -> Schema:
         if not isinstance(data, list):
-            raise ValueError("schema must be a list of {name, shape, dtype}")
+            raise TypeError("schema must be a list of {name, shape, dtype}")
         out = []
         for entry in data:
             if not isinstance(entry, dict) or set(entry) != {"name", "shape", "dtype"}:
                 raise ValueError(f"schema entry {entry!r} must have exactly name, shape and dtype")
             shape = entry["shape"]
             if not isinstance(shape, list):
-                raise ValueError(f"schema entry {entry['name']!r}: shape must be a list")
+                raise TypeError(f"schema entry {entry['name']!r}: shape must be a list")
             out.append(TensorSpec(entry["name"], tuple(shape), entry["dtype"]))
         return cls(tuple(out))
 

@@ -87,7 +87,9 @@ class Deployment:
     reused: bool
 
 
-def deploy(chain: Chain, signer: Signer, store: BlobStore, manifest: Manifest, genesis: Mapping[str, np.ndarray]) -> Deployment:
+def deploy(
+    chain: Chain, signer: Signer, store: BlobStore, manifest: Manifest, genesis: Mapping[str, np.ndarray]
+) -> Deployment:
     """Publish the manifest and the genesis model, then deploy a ledger with ``signer`` as coordinator.
 
     Idempotent: if ``signer`` already deployed a ledger with this manifest and genesis (a
@@ -107,7 +109,15 @@ def deploy(chain: Chain, signer: Signer, store: BlobStore, manifest: Manifest, g
         log_event("ledger_found", ledger=existing.address, coordinator=signer.address)
         return Deployment(existing, manifest_cid, genesis_hash, genesis_cid, 0, True)
     ledger, tx = Ledger.deploy(chain, signer, genesis_hash, genesis_cid, manifest.digest, manifest_cid)
-    log_event("ledger_deployed", ledger=ledger.address, coordinator=signer.address, genesis=genesis_hash, manifest=manifest.digest, gas=tx.gas_used, tx=tx.tx_hash)
+    log_event(
+        "ledger_deployed",
+        ledger=ledger.address,
+        coordinator=signer.address,
+        genesis=genesis_hash,
+        manifest=manifest.digest,
+        gas=tx.gas_used,
+        tx=tx.tx_hash,
+    )
     return Deployment(ledger, manifest_cid, genesis_hash, genesis_cid, tx.gas_used, False)
 
 
@@ -188,9 +198,22 @@ class Federation:
         rules = load_rules(deployment.ledger, store)  # read back from the chain, as every party does
         coordinator = Coordinator(deployment.ledger, coordinator_key, store, rules)
         coordinator.gas_used += deployment.gas_used
-        participants = [Participant(deployment.ledger, k, store, rules, task, m.data, m.name) for k, m in zip(keys, members, strict=True)]
+        participants = [
+            Participant(deployment.ledger, k, store, rules, task, m.data, m.name)
+            for k, m in zip(keys, members, strict=True)
+        ]
         registrations = [Registration(p.address, p.num_samples, p.name) for p in participants]
-        fed = cls(chain, store, task, rules, deployment, coordinator, participants, registrations, {p.address: p.name for p in participants})
+        fed = cls(
+            chain,
+            store,
+            task,
+            rules,
+            deployment,
+            coordinator,
+            participants,
+            registrations,
+            {p.address: p.name for p in participants},
+        )
         if register:
             for reg in registrations:
                 coordinator.register(reg.address, reg.max_samples)
@@ -269,11 +292,26 @@ class Federation:
     def _summary(self, report: RoundReport, test_data: Any, gas: int, seconds: float) -> RoundSummary:
         metrics: Mapping[str, float] = {}
         if test_data is not None and report.aggregate_cid is not None and report.aggregate_hash is not None:
-            params = load_model(self.store, self.rules, report.aggregate_cid, report.aggregate_hash, round_id=report.round_id, what="aggregate")
+            params = load_model(
+                self.store,
+                self.rules,
+                report.aggregate_cid,
+                report.aggregate_hash,
+                round_id=report.round_id,
+                what="aggregate",
+            )
             metrics = dict(self.task.evaluate(params, test_data))
         v = report.verdict
         return RoundSummary(
-            report.round_id, v.status.name.lower(), len(v.included), len(v.excluded), metrics, gas, report.aggregate_hash, report.aggregate_cid, seconds
+            report.round_id,
+            v.status.name.lower(),
+            len(v.included),
+            len(v.excluded),
+            metrics,
+            gas,
+            report.aggregate_hash,
+            report.aggregate_cid,
+            seconds,
         )
 
 
@@ -301,7 +339,10 @@ def prepare_workdir(workdir: Path, *, overwrite: bool) -> None:
         raise ConfigError("--workdir", f"{workdir} exists and is not a directory")
     if (workdir / "federation.json").exists() or (workdir / JOURNAL_FILE).exists():
         if not overwrite:
-            raise ConfigError("--workdir", f"{workdir} already holds a federation; pass --overwrite to replace it or choose another --workdir")
+            raise ConfigError(
+                "--workdir",
+                f"{workdir} already holds a federation; pass --overwrite to replace it or choose another --workdir",
+            )
         for name in (JOURNAL_FILE, STORE_DIR, "federation.json"):
             target = workdir / name
             if target.is_dir():
@@ -349,7 +390,8 @@ def run_demo(
     store = open_store(str(workdir / STORE_DIR), max_blob_size=manifest.max_blob_size)
     try:
         fed = Federation.create(chain, store, task, members, manifest, key=lambda name: demo_signer(seed, name))
-        names = {fed.coordinator.signer.address: "coordinator", **fed.names}
+        names: dict[str, str] = {fed.coordinator.signer.address: "coordinator"}
+        names.update((str(a), n) for a, n in fed.names.items())
         Workdir(
             rpc="embedded" if embedded else str(rpc),
             ledger=fed.ledger.address,
@@ -362,7 +404,9 @@ def run_demo(
         report = audit(fed.ledger, store, names) if audit is not None else None
     finally:
         chain.close()
-    return FederationResult(fed.ledger.address, tuple(summaries), report, setup_gas, time.perf_counter() - started, names)
+    return FederationResult(
+        fed.ledger.address, tuple(summaries), report, setup_gas, time.perf_counter() - started, names
+    )
 
 
 def open_workdir(workdir: Path) -> tuple[Chain, Ledger, BlobStore, Workdir]:

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from fedchain.chain import Ledger, Signer
-from fedchain.errors import AlreadySubmittedError, ConfigError, DeadlinePassedError, RoundNotOpenError, VerificationError
+from fedchain.errors import (
+    AlreadySubmittedError,
+    ConfigError,
+    DeadlinePassedError,
+    RoundNotOpenError,
+    VerificationError,
+)
 from fedchain.hashing import derive_seed, sha256, short, to_hex
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
@@ -46,7 +52,9 @@ def _public_metrics(metrics: Mapping[str, Any], name: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in metrics.items():
         if not isinstance(key, str) or not _METRIC.fullmatch(key):
-            raise ConfigError("task", f"{name}: metric name {key!r} is not a short plain name ([A-Za-z0-9_.-], 1 to 64)")
+            raise ConfigError(
+                "task", f"{name}: metric name {key!r} is not a short plain name ([A-Za-z0-9_.-], 1 to 64)"
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError("task", f"{name}: metric {key!r} is {value!r}, not a finite number")
         out[key] = float(value)
@@ -68,14 +76,25 @@ class Participant:
         A label for logs and the training seed (the hospital's name).
     """
 
-    def __init__(self, ledger: Ledger, signer: Signer, store: BlobStore, rules: Rules, task: Task, data: Any, name: str) -> None:
+    def __init__(
+        self, ledger: Ledger, signer: Signer, store: BlobStore, rules: Rules, task: Task, data: Any, name: str
+    ) -> None:
         schema = task.schema()
         if schema != rules.schema:
-            raise ConfigError("task", f"task {task.name!r} exchanges {schema.to_json()}, the federation manifest fixes {rules.schema.to_json()}")
+            raise ConfigError(
+                "task",
+                f"task {task.name!r} exchanges {schema.to_json()}, the federation manifest fixes {rules.schema.to_json()}",
+            )
         if task.describe() != rules.model:
-            raise ConfigError("task", f"task {task.name!r} describes its model as {task.describe()!r}, the federation manifest says {rules.model!r}")
+            raise ConfigError(
+                "task",
+                f"task {task.name!r} describes its model as {task.describe()!r}, the federation manifest says {rules.model!r}",
+            )
         if dict(task.frozen()) != dict(rules.manifest.frozen):
-            raise ConfigError("task", f"task {task.name!r} builds on {dict(task.frozen())}, the federation manifest says {dict(rules.manifest.frozen)}")
+            raise ConfigError(
+                "task",
+                f"task {task.name!r} builds on {dict(task.frozen())}, the federation manifest says {dict(rules.manifest.frozen)}",
+            )
         self.ledger = ledger
         self.signer = signer
         self.store = store
@@ -131,7 +150,12 @@ class Participant:
         cp = self.catch_up(round_id)
         opened = self.ledger.round_history(round_id).opened
         if opened.base_hash != cp.digest or opened.base_cid != cp.cid:
-            raise VerificationError(round_id, "lineage", expected=f"{to_hex(cp.digest)} at {cp.cid}", actual=f"{to_hex(opened.base_hash)} at {opened.base_cid}")
+            raise VerificationError(
+                round_id,
+                "lineage",
+                expected=f"{to_hex(cp.digest)} at {cp.cid}",
+                actual=f"{to_hex(opened.base_hash)} at {opened.base_cid}",
+            )
         assert cp.params is not None
         base = cp.params
         result = self.task.train(
@@ -141,10 +165,23 @@ class Participant:
             seed=participant_seed(self.rules.manifest.seed, round_id, self.name),
         )
         if set(result.arrays) != set(base):
-            raise ConfigError("task", f"{self.task.name}: train returned tensors {sorted(result.arrays)}, the schema has {sorted(base)}")
-        delta = {k: np.subtract(np.asarray(result.arrays[k], dtype=np.float32), base[k], dtype=np.float32) for k in sorted(base)}
+            raise ConfigError(
+                "task",
+                f"{self.task.name}: train returned tensors {sorted(result.arrays)}, the schema has {sorted(base)}",
+            )
+        delta = {
+            k: np.subtract(np.asarray(result.arrays[k], dtype=np.float32), base[k], dtype=np.float32)
+            for k in sorted(base)
+        }
         metrics = _public_metrics(result.metrics, self.task.name)
-        blob = update_blob(delta, round_id=round_id, base_hash=cp.digest, sender=self.address, num_samples=result.num_samples, metrics=metrics)
+        blob = update_blob(
+            delta,
+            round_id=round_id,
+            base_hash=cp.digest,
+            sender=self.address,
+            num_samples=result.num_samples,
+            metrics=metrics,
+        )
         del delta
         digest = sha256(blob)
         cid = self.store.put(blob)
@@ -155,7 +192,14 @@ class Participant:
         except AlreadySubmittedError:
             return None
         self.gas_used += tx.gas_used
-        logger.info("%s: submitted round %d update %s (%d samples, gas %d)", self.name, round_id, short(digest), result.num_samples, tx.gas_used)
+        logger.info(
+            "%s: submitted round %d update %s (%d samples, gas %d)",
+            self.name,
+            round_id,
+            short(digest),
+            result.num_samples,
+            tx.gas_used,
+        )
         return tx
 
 
@@ -189,7 +233,10 @@ class ParticipantService:
             self._once("waiting_for_registration", None, participant=p.address)
             return Step.IDLE
         if p.num_samples > entry.max_samples:
-            raise ConfigError("participant.data", f"{p.num_samples} records, above the {entry.max_samples} the coordinator registered for {p.address}")
+            raise ConfigError(
+                "participant.data",
+                f"{p.num_samples} records, above the {entry.max_samples} the coordinator registered for {p.address}",
+            )
         r = ledger.next_round()
         if r == 0:
             self._once("waiting_for_round", 0)

@@ -220,7 +220,7 @@ class Manifest:
     @property
     def private(self) -> bool:
         """Whether rounds are masked."""
-        return self.privacy.get("mode", "none") != "none"
+        return bool(self.privacy.get("mode", "none") != "none")
 
     def flat(self) -> dict[str, Any]:
         """Every rule as ``dotted.name -> value``, the names :func:`check_against` reports."""

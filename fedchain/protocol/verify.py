@@ -551,12 +551,12 @@ def verify_round(
 __all__ = [
     "Exclusion",
     "Observer",
+    "Prepared",
     "RoundVerdict",
     "UpdateOutcome",
     "UpdateStatus",
     "VerifiedModel",
     "load_model",
-    "Prepared",
     "prepare_aggregate",
     "verify_round",
 ]

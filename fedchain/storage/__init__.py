@@ -25,10 +25,9 @@ each ``_`` module's docstring for why).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import logging
 import re
+from pathlib import Path
 from typing import BinaryIO
 
 from fedchain.errors import DigestMismatchError, StoreUnavailableError

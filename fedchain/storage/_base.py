@@ -301,7 +301,7 @@ class DagStore(ABC):
     def close(self) -> None:
         """Release resources (nothing by default)."""
 
-    def __enter__(self) -> DagStore:
+    def __enter__(self) -> DagStore:  # noqa: PYI034 - subclasses are not expected
         return self
 
     def __exit__(

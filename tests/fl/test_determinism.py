@@ -121,6 +121,7 @@ def test_the_aggregate_in_this_process_matches_the_pin(tmp_path: Path) -> None:
 def test_the_pinned_inputs_are_the_ones_torch_built() -> None:
     """The numpy construction gives the very bytes the pin was made from (built with torch then)."""
     import torch
+
     for shape in SHAPES.values():
         n = int(np.prod(shape))
         for k in (3, 5, 7, 9):

@@ -14,7 +14,6 @@ from fedchain.tasks.api import DemoData, DemoParticipant
 from fedchain.tasks.icd import FederatedSplit, IcdTask, ModelSpec, majority_accuracy
 
 
-
 def _demo(split: FederatedSplit) -> DemoData:
     return DemoData(participants=[DemoParticipant(s.name, s) for s in split.shards], test=split.test)
 
