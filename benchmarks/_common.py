@@ -14,6 +14,7 @@ import os
 import platform
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -192,6 +193,7 @@ class TimedStore:
         self.seconds = 0.0
         self.bytes_read = 0
         self.bytes_written = 0
+        self._lock = threading.Lock()  # readers may call from several threads
 
     @contextlib.contextmanager
     def _timed(self) -> Iterator[None]:
@@ -199,7 +201,12 @@ class TimedStore:
         try:
             yield
         finally:
-            self.seconds += time.perf_counter() - started
+            with self._lock:
+                self.seconds += time.perf_counter() - started
+
+    def _read(self, n: int) -> None:
+        with self._lock:
+            self.bytes_read += n
 
     @property
     def location(self) -> str:
@@ -225,7 +232,7 @@ class TimedStore:
     def get(self, cid: str, *, max_size: int | None = None) -> bytes:
         with self._timed():
             data = self.inner.get(cid, max_size=max_size)
-            self.bytes_read += len(data)
+            self._read(len(data))
             return data
 
     def get_verified(
@@ -233,13 +240,13 @@ class TimedStore:
     ) -> bytearray:
         with self._timed():
             data = self.inner.get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)
-            self.bytes_read += len(data)
+            self._read(len(data))
             return data
 
     def get_to(self, cid: str, out: BinaryIO, *, max_size: int | None = None) -> int:
         with self._timed():
             n = self.inner.get_to(cid, out, max_size=max_size)
-            self.bytes_read += n
+            self._read(n)
             return n
 
     def size(self, cid: str) -> int:
