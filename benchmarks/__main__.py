@@ -36,7 +36,11 @@ def _optional(name: str, quick: bool) -> dict[str, Any]:
         args.append("--json")
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
-    out: dict[str, Any] = {"command": " ".join(["python", *args[1:]]), "exit_code": proc.returncode, "output": proc.stdout}
+    out: dict[str, Any] = {
+        "command": " ".join(["python", *args[1:]]),
+        "exit_code": proc.returncode,
+        "output": proc.stdout,
+    }
     if name == "tasks" and proc.returncode == 0:
         out["results"] = json.loads(proc.stdout)
     if proc.returncode != 0:
@@ -45,11 +49,19 @@ def _optional(name: str, quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--quick", action="store_true", help="a reduced grid (under a minute)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    parser.add_argument("--only", nargs="+", choices=(*PARTS, *OPTIONAL), metavar="PART", help=f"parts to run: {', '.join((*PARTS, *OPTIONAL))}")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=(*PARTS, *OPTIONAL),
+        metavar="PART",
+        help=f"parts to run: {', '.join((*PARTS, *OPTIONAL))}",
+    )
     args = parser.parse_args(argv)
     parts = tuple(args.only or PARTS)
     results: dict[str, Any] = {}
@@ -61,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if name in OPTIONAL:
             results[name] = _optional(name, args.quick)
-            tables.append(f"## {name}\n\n`{results[name]['command']}` (exit {results[name]['exit_code']})\n\n{results[name]['output']}")
+            tables.append(
+                f"## {name}\n\n`{results[name]['command']}` (exit {results[name]['exit_code']})\n\n{results[name]['output']}"
+            )
         else:
             module = importlib.import_module(f"benchmarks.{name}")
             results[name] = module.run(args.quick)
@@ -80,12 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(doc, indent=2, default=str))
     else:
         m = machine()
-        print(f"{m['date']}, {m['cpu']} (nproc {m['nproc']}, load {m['load_1min']:.1f}), caches {m['caches']}, {m['memory_gb']} GB, Python {m['python']}, numpy {m['numpy']}\n")
+        print(
+            f"{m['date']}, {m['cpu']} (nproc {m['nproc']}, load {m['load_1min']:.1f}), caches {m['caches']}, {m['memory_gb']} GB, Python {m['python']}, numpy {m['numpy']}\n"
+        )
         for t in tables:
             print(t + "\n")
         print("## targets\n\n| figure | measured | target | |\n| --- | ---: | --- | --- |")
         for v in verdicts:
-            measured = "-" if v.measured is None else f"{v.measured:,.2f}" if abs(v.measured) < 1000 else f"{v.measured:,.0f}"
+            measured = (
+                "-" if v.measured is None else f"{v.measured:,.2f}" if abs(v.measured) < 1000 else f"{v.measured:,.0f}"
+            )
             note = f" ({v.note})" if v.note else ""
             print(f"| {v.figure}{note} | {measured} | {v.op} {v.bound:g} | {fmt_met(v.met)} |")
     return 1 if args.check and missed else 0

@@ -53,7 +53,9 @@ class SyntheticTask(Task):
 
     def init(self, seed: int) -> Arrays:
         rng = np.random.default_rng(seed)
-        return {k: (rng.standard_normal(s, dtype=np.float32) * np.float32(0.1)) for k, s in sorted(self._shapes.items())}
+        return {
+            k: (rng.standard_normal(s, dtype=np.float32) * np.float32(0.1)) for k, s in sorted(self._shapes.items())
+        }
 
     def load_data(self, source: str) -> Any:
         return int(source)
@@ -79,9 +81,7 @@ class SyntheticTask(Task):
         return int(data.samples)
 
     def demo(self, num_participants: int, seed: int) -> DemoData:
-        members = [
-            DemoParticipant(f"p{i:03d}", SyntheticData(100 + 7 * i)) for i in range(num_participants)
-        ]
+        members = [DemoParticipant(f"p{i:03d}", SyntheticData(100 + 7 * i)) for i in range(num_participants)]
         return DemoData(participants=members, test=None)
 
 
@@ -93,8 +93,6 @@ class SyntheticData:
 
     def __len__(self) -> int:
         return self.samples
-
-
 
 
 class TimedTask(Task):

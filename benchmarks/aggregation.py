@@ -47,7 +47,11 @@ def row(k: int, p: int, repeats: int) -> dict[str, Any]:
     shapes = {"b": (p - split,), "w": (split,)}
     base = {name: rng.standard_normal(s, dtype=np.float32) for name, s in shapes.items()}
     updates: list[UpdateItem] = [
-        (f"0x{i + 1:040x}", 100 + 7 * i, {name: rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for name, s in shapes.items()})
+        (
+            f"0x{i + 1:040x}",
+            100 + 7 * i,
+            {name: rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for name, s in shapes.items()},
+        )
         for i in range(k)
     ]
     total = sum(n for _, n, _ in updates)
@@ -71,20 +75,29 @@ def row(k: int, p: int, repeats: int) -> dict[str, Any]:
         results = [([d["b"] + base["b"], d["w"] + base["w"]], n) for _, n, d in updates]
         fns["flower"] = lambda: aggregate(results)
     seconds = interleaved(fns, repeats)
-    out: dict[str, Any] = {"k": k, "p": p, "mb": k * p * 4 / 2**20, "seconds": seconds, "flower": flower, "threads": default_threads()}
+    out: dict[str, Any] = {
+        "k": k,
+        "p": p,
+        "mb": k * p * 4 / 2**20,
+        "seconds": seconds,
+        "flower": flower,
+        "threads": default_threads(),
+    }
     out["vs_floor"] = seconds["floor"] / seconds["fedchain"]
     out["streamed_vs_floor"] = seconds["floor"] / seconds["fedchain_streamed"]
     if "flower" in seconds:
         out["vs_flower"] = seconds["flower"] / seconds["fedchain"]
         out["streamed_vs_flower"] = seconds["flower"] / seconds["fedchain_streamed"]
-    del updates, flat, base
-    gc.collect()
     return out
 
 
 def run(quick: bool) -> dict[str, Any]:
     ks, p, repeats = ((10,), 1_000_000, 3) if quick else ((10, 100), 1_000_000, 11)
-    return {"rows": [row(k, p, repeats) for k in ks]}
+    rows = []
+    for k in ks:
+        rows.append(row(k, p, repeats))
+        gc.collect()  # the previous K's arrays
+    return {"rows": rows}
 
 
 def verdicts(result: dict[str, Any]) -> list[Verdict]:
@@ -92,8 +105,23 @@ def verdicts(result: dict[str, Any]) -> list[Verdict]:
     for r in result["rows"]:
         k = r["k"]
         out.append(Verdict(f"aggregation vs numpy float32 floor, K={k}, in memory", r["vs_floor"], ">=", TARGET_FLOOR))
-        out.append(Verdict(f"aggregation vs numpy float32 floor, K={k}, streamed", r["streamed_vs_floor"], ">=", TARGET_FLOOR_STREAMED))
-        out.append(Verdict(f"aggregation vs Flower aggregate, K={k}, in memory", r.get("vs_flower"), ">=", TARGET_FLOWER, r["flower"]))
+        out.append(
+            Verdict(
+                f"aggregation vs numpy float32 floor, K={k}, streamed",
+                r["streamed_vs_floor"],
+                ">=",
+                TARGET_FLOOR_STREAMED,
+            )
+        )
+        out.append(
+            Verdict(
+                f"aggregation vs Flower aggregate, K={k}, in memory",
+                r.get("vs_flower"),
+                ">=",
+                TARGET_FLOWER,
+                r["flower"],
+            )
+        )
     return out
 
 

@@ -55,7 +55,9 @@ class History:
         self.members = sorted((signer(f"audit participant {i}") for i in range(k)), key=lambda s: int(s.address, 16))
         for s in (self.coordinator, *self.members):
             chain.fund(s.address)
-        manifest = make_manifest(task, seed=11, min_updates=k, round_seconds=3600, max_blob_size=task.schema().nbytes + (1 << 20))
+        manifest = make_manifest(
+            task, seed=11, min_updates=k, round_seconds=3600, max_blob_size=task.schema().nbytes + (1 << 20)
+        )
         self.params = genesis_params(task, manifest.seed)
         d = deploy(chain, self.coordinator, store, manifest, self.params)
         self.ledger: Ledger = d.ledger
@@ -74,7 +76,10 @@ class History:
             ledger.open_round(c, r, base_hash, base_cid, self.chain.now() + 3600, len(self.members))
             deltas = []
             for s in self.members:
-                delta = {n: self.rng.standard_normal(a.shape, dtype=np.float32) * np.float32(1e-3) for n, a in self.params.items()}
+                delta = {
+                    n: self.rng.standard_normal(a.shape, dtype=np.float32) * np.float32(1e-3)
+                    for n, a in self.params.items()
+                }
                 blob = update_blob(delta, round_id=r, base_hash=base_hash, sender=s.address, num_samples=100)
                 cid = self.store.put(blob)
                 ledger.submit_update(s, r, sha256(blob), cid, 100)
@@ -82,7 +87,9 @@ class History:
                 deltas.append((s.address, 100, delta))
             ledger.close_round(c, r)
             self.params = self.rules.strategy.aggregate(self.params, deltas, total_samples=100 * len(self.members))
-            blob = aggregate_blob(self.params, self.rules, round_id=r, base_hash=base_hash, num_samples=100 * len(self.members))
+            blob = aggregate_blob(
+                self.params, self.rules, round_id=r, base_hash=base_hash, num_samples=100 * len(self.members)
+            )
             digest, cid = sha256(blob), self.store.put(blob)
             ledger.finalize_round(c, r, digest, cid, [s.address for s in self.members])
             self.blobs.append(cid)
@@ -137,7 +144,9 @@ def on_chain(kind: str, lengths: tuple[int, ...], k: int, p: int, repeats: int) 
                 times.append(time.perf_counter() - started)
                 read = timed.bytes_read
                 if not report.ok:
-                    raise RuntimeError(f"the benchmark's own history failed its audit: {[str(f) for f in report.all_failures]}")
+                    raise RuntimeError(
+                        f"the benchmark's own history failed its audit: {[str(f) for f in report.all_failures]}"
+                    )
             seconds = median(times)
             points.append(
                 {
@@ -154,10 +163,16 @@ def on_chain(kind: str, lengths: tuple[int, ...], k: int, p: int, repeats: int) 
                     "seconds_per_round": seconds / n,
                 }
             )
-    return {"k": k, "p": p, "points": points, "per_round_growth": points[-1]["seconds_per_round"] / points[0]["seconds_per_round"]}
+    return {
+        "k": k,
+        "p": p,
+        "points": points,
+        "per_round_growth": points[-1]["seconds_per_round"] / points[0]["seconds_per_round"],
+    }
 
 
 def run(quick: bool, chains: tuple[str, ...] = CHAINS) -> dict[str, Any]:
+    lengths: tuple[int, ...]
     if quick:
         lengths, k, p, repeats, chains = (2, 4), 3, 100_000, 1, ("embedded",)
     else:
@@ -178,8 +193,23 @@ def verdicts(result: dict[str, Any]) -> list[Verdict]:
             continue
         for pt in c["points"]:
             if pt["rounds"] >= 50 or pt is c["points"][-1]:
-                out.append(Verdict(f"audit vs sha256, {pt['rounds']} rounds ({chain_label(kind)})", pt["vs_sha256"], ">=", TARGET, f"vs its lower bound {pt['vs_bound']:.2f}"))
-        out.append(Verdict(f"audit seconds per round, longest / shortest history ({chain_label(kind)})", c["per_round_growth"], "<=", TARGET_GROWTH))
+                out.append(
+                    Verdict(
+                        f"audit vs sha256, {pt['rounds']} rounds ({chain_label(kind)})",
+                        pt["vs_sha256"],
+                        ">=",
+                        TARGET,
+                        f"vs its lower bound {pt['vs_bound']:.2f}",
+                    )
+                )
+        out.append(
+            Verdict(
+                f"audit seconds per round, longest / shortest history ({chain_label(kind)})",
+                c["per_round_growth"],
+                "<=",
+                TARGET_GROWTH,
+            )
+        )
     return out
 
 

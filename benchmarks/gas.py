@@ -84,7 +84,7 @@ def measure(chain: Chain, calls: int, wide_calls: int) -> dict[str, Any]:
         nonlocal base, r
         assert ledger is not None
         opened = ledger.open_round(coordinator, r, base, _cid(f"base {r}"), chain.now() + 3600, len(group))
-        total = opened.gas_used
+        total = int(opened.gas_used)
         for p in group:
             label = f"update {r} {p.address}"
             tx = ledger.submit_update(p, r, _digest(label), _cid(label), 1000)
@@ -92,7 +92,7 @@ def measure(chain: Chain, calls: int, wide_calls: int) -> dict[str, Any]:
             if suffix == "3":
                 gas["submitUpdate"].append(tx.gas_used)
             total += tx.gas_used
-        closed = ledger.close_round(coordinator, r).gas_used
+        closed = int(ledger.close_round(coordinator, r).gas_used)
         total += closed
         if abandon:
             gas["abandonRound"].append(ledger.abandon_round(coordinator, r).gas_used)

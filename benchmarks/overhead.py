@@ -83,7 +83,9 @@ FULL = (
 QUICK = (Cell("synthetic", 3, "embedded", 2, p=100_000),)
 
 
-def _plain(task: Task, members: list[DemoParticipant], addresses: dict[str, str], manifest: Any, rounds: int, strategy: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _plain(
+    task: Task, members: list[DemoParticipant], addresses: dict[str, str], manifest: Any, rounds: int, strategy: Any
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The same federation in memory: each participant trains, the strategy aggregates; nothing else."""
     params = genesis_params(task, manifest.seed)
     order = sorted(members, key=lambda m: participant_order(addresses[m.name]))
@@ -99,7 +101,10 @@ def _plain(task: Task, members: list[DemoParticipant], addresses: dict[str, str]
                 dict(manifest.train),
                 seed=participant_seed(manifest.seed, r, m.name),
             )
-            delta = {k: np.subtract(np.asarray(result.arrays[k], dtype=np.float32), params[k], dtype=np.float32) for k in sorted(params)}
+            delta = {
+                k: np.subtract(np.asarray(result.arrays[k], dtype=np.float32), params[k], dtype=np.float32)
+                for k in sorted(params)
+            }
             train_times.append(time.perf_counter() - started)
             updates.append((addresses[m.name], result.num_samples, delta))
             del result
@@ -119,14 +124,16 @@ def _plain(task: Task, members: list[DemoParticipant], addresses: dict[str, str]
     }, params
 
 
-def _ledger(cell: Cell, task: Task, members: list[DemoParticipant], manifest: Any, workdir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+def _ledger(
+    cell: Cell, task: Task, members: list[DemoParticipant], manifest: Any, workdir: Path
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
     """The federation with the ledger, through ``Federation.run`` and its ``on_step`` hook."""
     timed_task = TimedTask(task)
     steps: list[tuple[str, Step, float, float, float]] = []  # actor, step, seconds, store seconds, train seconds
     with open_chain(cell.chain) as chain:
         store = TimedStore(open_store(str(workdir / "store"), max_blob_size=manifest.max_blob_size))
         fed = Federation.create(chain, store, timed_task, members, manifest, key=lambda name: demo_signer(SEED, name))
-        addresses = {p.name: p.address for p in fed.participants}
+        addresses = {p.name: str(p.address) for p in fed.participants}
         data_of = {p.name: id(p.data) for p in fed.participants}
         mark = [store.seconds]
 
@@ -141,13 +148,23 @@ def _ledger(cell: Cell, task: Task, members: list[DemoParticipant], manifest: An
         gas = fed._gas() - gas_before
         last = summaries[-1]
         assert last.aggregate_cid is not None and last.aggregate_hash is not None
-        final = load_model(store.inner, fed.rules, last.aggregate_cid, last.aggregate_hash, round_id=last.round_id, what="aggregate")
+        final = load_model(
+            store.inner, fed.rules, last.aggregate_cid, last.aggregate_hash, round_id=last.round_id, what="aggregate"
+        )
     coordinator = [s for s in steps if s[0] == "coordinator" and s[1] is Step.WORKED]
     if len(coordinator) != 3 * cell.rounds:
-        raise RuntimeError(f"expected open, close and finish per round, got {len(coordinator)} coordinator steps for {cell.rounds} rounds")
+        raise RuntimeError(
+            f"expected open, close and finish per round, got {len(coordinator)} coordinator steps for {cell.rounds} rounds"
+        )
     worked = {m.name: [s for s in steps if s[0] == m.name and s[1] is Step.WORKED] for m in members}
     critical, serial = [], []
-    split = {"coordinator open": 0.0, "slowest participant (training)": 0.0, "slowest participant (verify, encode, store, submit)": 0.0, "coordinator close + finalize": 0.0, "store (on the path)": 0.0}
+    split = {
+        "coordinator open": 0.0,
+        "slowest participant (training)": 0.0,
+        "slowest participant (verify, encode, store, submit)": 0.0,
+        "coordinator close + finalize": 0.0,
+        "store (on the path)": 0.0,
+    }
     for r in range(cell.rounds):
         opened, closed, finished = coordinator[3 * r : 3 * r + 3]
         participants = [w[r] for w in worked.values()]
@@ -159,12 +176,16 @@ def _ledger(cell: Cell, task: Task, members: list[DemoParticipant], manifest: An
         split["slowest participant (verify, encode, store, submit)"] += (slowest[2] - slowest[4]) / cell.rounds
         split["coordinator close + finalize"] += (closed[2] + finished[2]) / cell.rounds
         split["store (on the path)"] += (opened[3] + slowest[3] + closed[3] + finished[3]) / cell.rounds
-    return {
-        "critical_seconds": median(critical),
-        "serial_seconds": median(serial),
-        "critical_split": split,
-        "gas_per_round": gas // cell.rounds,
-    }, final, addresses
+    return (
+        {
+            "critical_seconds": median(critical),
+            "serial_seconds": median(serial),
+            "critical_split": split,
+            "gas_per_round": gas // cell.rounds,
+        },
+        final,
+        addresses,
+    )
 
 
 def measure(cell: Cell) -> dict[str, Any]:
@@ -172,7 +193,9 @@ def measure(cell: Cell) -> dict[str, Any]:
     task = cell.make_task()
     members = list(task.demo(cell.k, SEED).participants)
     schema = task.schema()
-    manifest = make_manifest(task, seed=SEED, min_updates=cell.k, round_seconds=3600, max_blob_size=max(schema.nbytes + (1 << 20), 1 << 22))
+    manifest = make_manifest(
+        task, seed=SEED, min_updates=cell.k, round_seconds=3600, max_blob_size=max(schema.nbytes + (1 << 20), 1 << 22)
+    )
     with tempfile.TemporaryDirectory(prefix="fedchain-bench-overhead-") as tmp:
         ledger, ledger_params, addresses = _ledger(cell, task, members, manifest, Path(tmp))
     from fedchain.protocol import strategy_for
@@ -180,7 +203,9 @@ def measure(cell: Cell) -> dict[str, Any]:
     strategy = strategy_for(manifest.aggregation)
     _plain(task, members[:1], addresses, manifest, 1, strategy)  # warm-up: first-call costs land in neither arm
     plain, plain_params = _plain(task, members, addresses, manifest, cell.rounds, strategy)
-    same = sorted(plain_params) == sorted(ledger_params) and all(np.array_equal(plain_params[k], ledger_params[k]) for k in plain_params)
+    same = sorted(plain_params) == sorted(ledger_params) and all(
+        np.array_equal(plain_params[k], ledger_params[k]) for k in plain_params
+    )
     rest_ledger = ledger["critical_seconds"] - plain["train_seconds"]
     rest_plain = plain["aggregate_seconds"]
     out = {
@@ -221,7 +246,9 @@ def verdicts(result: dict[str, Any]) -> list[Verdict]:
             continue
         note = f"training {c['plain']['train_seconds']:.2f} s/round; 1.10 reached at {c['train_for_1_10']:.2f} s"
         out.append(Verdict(f"ledger overhead, critical path, {c['label']}", c["ratio"], "<=", TARGET, note))
-        out.append(Verdict(f"same model with and without the ledger, {c['label']}", 1.0 if c["same_model"] else 0.0, ">=", 1.0))
+        out.append(
+            Verdict(f"same model with and without the ledger, {c['label']}", 1.0 if c["same_model"] else 0.0, ">=", 1.0)
+        )
     return out
 
 

@@ -55,7 +55,9 @@ def write_round(workdir: Path, k: int, p: int) -> dict[str, Any]:
         members = sorted((signer(f"scale participant {i}") for i in range(k)), key=lambda s: int(s.address, 16))
         for s in (coordinator, *members):
             chain.fund(s.address)
-        manifest = make_manifest(task, seed=5, min_updates=k, round_seconds=3600, max_blob_size=task.schema().nbytes + (1 << 21))
+        manifest = make_manifest(
+            task, seed=5, min_updates=k, round_seconds=3600, max_blob_size=task.schema().nbytes + (1 << 21)
+        )
         params = genesis_params(task, manifest.seed)
         d = deploy(chain, coordinator, store, manifest, params)
         ledger = d.ledger
@@ -92,6 +94,7 @@ def child(workdir: Path, role: str) -> dict[str, Any]:
     from fedchain.protocol import load_rules, prepare_aggregate, verify_round
     from fedchain.protocol.blobs import aggregate_blob
     from fedchain.storage import open_store
+    from fedchain.types import Digest, RoundId
 
     info = json.loads((workdir / "round.json").read_text())
     chain = connect(None, journal=workdir / JOURNAL, read_only=role == "verify")
@@ -102,7 +105,14 @@ def child(workdir: Path, role: str) -> dict[str, Any]:
     genesis = ledger.info().genesis_hash
     # warm-up: the read, aggregate and encode paths on a tiny model (first-use costs, any size)
     tiny = {"b": np.zeros(64, np.float32), "w": np.zeros(192, np.float32)}
-    meta = ModelMeta(round_id=0, base=bytes(32), sender=signer("scale coordinator").address, samples=1, strategy="fedavg:server_lr=1.0", model="warm")
+    meta = ModelMeta(
+        round_id=RoundId(0),
+        base=Digest(bytes(32)),
+        sender=signer("scale coordinator").address,
+        samples=1,
+        strategy="fedavg:server_lr=1.0",
+        model="warm",
+    )
     warm = encode_model(tiny, meta)
     decode_model(warm, schema=Schema.of(tiny))
     fedavg_stream(tiny, iter([("0x" + "11" * 20, 1, tiny)]), total_samples=1, threads=2)
@@ -122,7 +132,13 @@ def child(workdir: Path, role: str) -> dict[str, Any]:
 
         prepared = prepare_aggregate(history, store, rules, load_base)
         assert prepared.params is not None
-        blob = aggregate_blob(prepared.params, rules, round_id=0, base_hash=history.opened.base_hash, num_samples=sum(u.num_samples for u in prepared.valid))
+        blob = aggregate_blob(
+            prepared.params,
+            rules,
+            round_id=0,
+            base_hash=history.opened.base_hash,
+            num_samples=sum(u.num_samples for u in prepared.valid),
+        )
         del prepared
         digest = sha256(blob)
         store.put(blob)
@@ -183,7 +199,9 @@ def verdicts(result: dict[str, Any]) -> list[Verdict]:
         where = f"K={c['k']}, P={c['p']:,}"
         out.append(Verdict(f"coordinator peak RSS / model, {where}", c["aggregate_multiple"], "<=", TARGET))
         out.append(Verdict(f"verifier peak RSS / model, {where}", c["verify_multiple"], "<=", TARGET))
-        out.append(Verdict(f"aggregate recomputed bit for bit in a fresh process, {where}", 1.0 if c["ok"] else 0.0, ">=", 1.0))
+        out.append(
+            Verdict(f"aggregate recomputed bit for bit in a fresh process, {where}", 1.0 if c["ok"] else 0.0, ">=", 1.0)
+        )
     return out
 
 
