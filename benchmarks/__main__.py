@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             verdicts += module.verdicts(results[name])
             tables.append(module.table(results[name]))
         seconds[name] = time.perf_counter() - started
+        # each part's figures as soon as it ends, so a long run that is stopped keeps what it measured
+        print(f"benchmarks: {name} done: {json.dumps(results[name], default=str)}", file=sys.stderr, flush=True)
     missed = [v for v in verdicts if v.met is False]
     if args.json:
         doc = {
