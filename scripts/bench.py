@@ -1,17 +1,13 @@
 #!/usr/bin/env python3
-"""fedchain's benchmarks (issue 7): gas, ledger overhead, aggregation, audit, scale.
-
-A thin wrapper: the harness lives in :mod:`fedchain.bench` so that ``fedchain bench`` runs the
-same code. ``python scripts/bench.py --quick --json`` is the under-two-minutes run.
-"""
+"""A shim: fedchain's benchmarks are ``python -m benchmarks`` (the top-level ``benchmarks/`` package)."""
 
 import sys
 from pathlib import Path
 
-# this checkout's fedchain, even where another one is installed
+# this checkout's benchmarks and fedchain, even where others are installed
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fedchain.bench import main
+from benchmarks.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -150,6 +150,13 @@ class RoundSummary:
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called while long work runs."""
 
+StepHook = Callable[[str, Step, float], None]
+"""``on_step(actor, step, seconds)``: called after every step of a service that :meth:`Federation.run` takes.
+
+``actor`` is ``"coordinator"`` or the participant's name; ``seconds`` is the step's wall-clock
+time (``time.perf_counter``). The benchmarks build a round's critical path from it.
+"""
+
 
 def _noop(stage: str, done: int, total: int) -> None:
     return None
@@ -235,12 +242,14 @@ class Federation:
         progress: Progress = _noop,
         active: Sequence[Participant] | None = None,
         poll_seconds: float = 0.05,
+        on_step: StepHook | None = None,
     ) -> list[RoundSummary]:
         """Step the coordinator's and the participants' services until ``rounds`` rounds have ended.
 
         ``active`` are the participants that take part (default: all). When every service is
         idle (waiting for a deadline), an in-process chain's clock is moved to the deadline; on
-        a real node the driver sleeps ``poll_seconds``.
+        a real node the driver sleeps ``poll_seconds``. ``on_step``, if given, is told of every
+        step and its time (see :data:`StepHook`).
         """
         service = CoordinatorService(self.coordinator, self.registrations, rounds=rounds)
         members = [ParticipantService(p, rounds=rounds) for p in (self.participants if active is None else active)]
@@ -252,13 +261,19 @@ class Federation:
         while True:
             worked = False
             if not coordinator_done:
+                step_started = time.perf_counter()
                 step = service.step()
+                if on_step is not None:
+                    on_step("coordinator", step, time.perf_counter() - step_started)
                 coordinator_done = step is Step.DONE
                 worked = step is Step.WORKED
             for i, m in enumerate(members):
                 if i in done:
                     continue
+                step_started = time.perf_counter()
                 step = m.step()
+                if on_step is not None:
+                    on_step(m.participant.name, step, time.perf_counter() - step_started)
                 if step is Step.DONE:
                     done.add(i)
                 worked = worked or step is Step.WORKED
@@ -436,6 +451,7 @@ __all__ = [
     "Federation",
     "FederationResult",
     "RoundSummary",
+    "StepHook",
     "demo_signer",
     "deploy",
     "genesis_params",

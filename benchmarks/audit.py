@@ -1,0 +1,247 @@
+"""The audit's throughput against sha256 over the same bytes, and its time as the history grows.
+
+A history of finalized rounds of K synthetic updates of P parameters is written through the
+ledger and the store (no training: only the audit is measured), then
+:func:`fedchain.audit.audit_ledger` replays it (known code, every blob re-hashed, every
+aggregate recomputed bit for bit). Two figures per history length:
+
+- ``vs_sha256``: ``hashlib.sha256`` over the very blobs (read from the store, hashed in memory,
+  one at a time) divided by the audit's time (>= 0.8: the audit costs at most 1.25 times
+  hashing its bytes);
+- ``vs_bound``: the audit's own lower bound (the bytes the audit read through the store, each
+  hashed once, divided by hashlib's rate on one large buffer) divided by the audit's time.
+
+Linear: the audit's seconds per round at the longest history over the shortest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import CHAINS, MB, TimedStore, Verdict, anvil_missing, chain_label, median, open_chain, signer
+from benchmarks._task import SyntheticTask
+from fedchain.audit import audit_ledger
+from fedchain.chain import Chain, Ledger
+from fedchain.hashing import sha256
+from fedchain.orchestrator.federation import deploy, genesis_params, make_manifest
+from fedchain.protocol import Rules, load_rules
+from fedchain.protocol.blobs import aggregate_blob, update_blob
+from fedchain.storage import BlobStore, open_store
+from fedchain.types import Cid
+
+TARGET = 0.8
+#: Linear: seconds per round may grow by at most this factor from the shortest history to the longest.
+TARGET_GROWTH = 1.25
+
+
+class History:
+    """A ledger with finalized rounds of ``k`` synthetic updates, grown ``rounds`` at a time."""
+
+    def __init__(self, chain: Chain, store: BlobStore, k: int, p: int) -> None:
+        task = SyntheticTask(p)
+        self.chain = chain
+        self.store = store
+        self.coordinator = signer("audit coordinator")
+        self.members = sorted((signer(f"audit participant {i}") for i in range(k)), key=lambda s: int(s.address, 16))
+        for s in (self.coordinator, *self.members):
+            chain.fund(s.address)
+        manifest = make_manifest(
+            task, seed=11, min_updates=k, round_seconds=3600, max_blob_size=task.schema().nbytes + (1 << 20)
+        )
+        self.params = genesis_params(task, manifest.seed)
+        d = deploy(chain, self.coordinator, store, manifest, self.params)
+        self.ledger: Ledger = d.ledger
+        for s in self.members:
+            self.ledger.register_participant(self.coordinator, s.address, 1_000_000)
+        self.rules: Rules = load_rules(self.ledger, store)
+        self.base = (d.genesis_hash, d.genesis_cid)
+        self.blobs: list[Cid] = [d.manifest_cid, d.genesis_cid]
+        self.rng = np.random.default_rng(5)
+
+    def grow(self, rounds: int) -> None:
+        ledger, c = self.ledger, self.coordinator
+        for _ in range(rounds):
+            r = ledger.next_round()
+            base_hash, base_cid = self.base
+            ledger.open_round(c, r, base_hash, base_cid, self.chain.now() + 3600, len(self.members))
+            deltas = []
+            for s in self.members:
+                delta = {
+                    n: self.rng.standard_normal(a.shape, dtype=np.float32) * np.float32(1e-3)
+                    for n, a in self.params.items()
+                }
+                blob = update_blob(delta, round_id=r, base_hash=base_hash, sender=s.address, num_samples=100)
+                cid = self.store.put(blob)
+                ledger.submit_update(s, r, sha256(blob), cid, 100)
+                self.blobs.append(cid)
+                deltas.append((s.address, 100, delta))
+            ledger.close_round(c, r)
+            self.params = self.rules.strategy.aggregate(self.params, deltas, total_samples=100 * len(self.members))
+            blob = aggregate_blob(
+                self.params, self.rules, round_id=r, base_hash=base_hash, num_samples=100 * len(self.members)
+            )
+            digest, cid = sha256(blob), self.store.put(blob)
+            ledger.finalize_round(c, r, digest, cid, [s.address for s in self.members])
+            self.blobs.append(cid)
+            self.base = (digest, cid)
+
+
+def _sha256_of(store: BlobStore, cids: list[Cid]) -> tuple[int, float]:
+    """Bytes of the blobs and the seconds hashlib takes over them in memory (median of 3 per blob, one blob held at a time)."""
+    nbytes, seconds = 0, 0.0
+    for cid in cids:
+        data = store.get(cid)
+        nbytes += len(data)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            hashlib.sha256(data).digest()
+            times.append(time.perf_counter() - started)
+        seconds += median(times)
+        del data
+    return nbytes, seconds
+
+
+def hashlib_rate() -> float:
+    """hashlib's sha256 bytes per second on one 64 MiB buffer (median of 3)."""
+    buf = np.random.default_rng(0).integers(0, 256, 64 * MB, dtype=np.uint8).tobytes()
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        hashlib.sha256(buf).digest()
+        times.append(time.perf_counter() - started)
+    return len(buf) / median(times)
+
+
+def on_chain(kind: str, lengths: tuple[int, ...], k: int, p: int, repeats: int) -> dict[str, Any]:
+    points = []
+    with open_chain(kind) as chain, tempfile.TemporaryDirectory(prefix="fedchain-bench-audit-") as tmp:
+        store = open_store(str(Path(tmp) / "store"), max_blob_size=p * 4 + (1 << 21))
+        history = History(chain, store, k, p)
+        built = 0
+        for n in sorted(lengths):
+            print(f"audit: {chain_label(kind)}, building {n} rounds", file=sys.stderr, flush=True)
+            history.grow(n - built)
+            built = n
+            nbytes, sha_seconds = _sha256_of(store, history.blobs)
+            rate = hashlib_rate()
+            times, read = [], 0
+            for _ in range(repeats):
+                gc.collect()
+                timed = TimedStore(store)
+                started = time.perf_counter()
+                report = audit_ledger(history.ledger, timed, expect_rounds=n)
+                times.append(time.perf_counter() - started)
+                read = timed.bytes_read
+                if not report.ok:
+                    raise RuntimeError(
+                        f"the benchmark's own history failed its audit: {[str(f) for f in report.all_failures]}"
+                    )
+            seconds = median(times)
+            points.append(
+                {
+                    "rounds": n,
+                    "mb": nbytes / MB,
+                    "audit_seconds": seconds,
+                    "sha256_seconds": sha_seconds,
+                    "bytes_read": read,
+                    "bound_seconds": read / rate,
+                    "hashlib_mb_per_s": rate / MB,
+                    "mb_per_s": nbytes / MB / seconds,
+                    "vs_sha256": sha_seconds / seconds,
+                    "vs_bound": read / rate / seconds,
+                    "seconds_per_round": seconds / n,
+                }
+            )
+    return {
+        "k": k,
+        "p": p,
+        "points": points,
+        "per_round_growth": points[-1]["seconds_per_round"] / points[0]["seconds_per_round"],
+    }
+
+
+def run(quick: bool, chains: tuple[str, ...] = CHAINS) -> dict[str, Any]:
+    lengths: tuple[int, ...]
+    if quick:
+        lengths, k, p, repeats, chains = (2, 4), 3, 100_000, 1, ("embedded",)
+    else:
+        lengths, k, p, repeats = (10, 50, 200), 3, 1_000_000, 2
+    out: dict[str, Any] = {"chains": {}}
+    for kind in chains:
+        if kind == "anvil" and (why := anvil_missing()):
+            out["chains"][kind] = {"skipped": why}
+            continue
+        out["chains"][kind] = on_chain(kind, lengths, k, p, repeats)
+    return out
+
+
+def verdicts(result: dict[str, Any]) -> list[Verdict]:
+    out = []
+    for kind, c in result["chains"].items():
+        if "points" not in c:
+            continue
+        for pt in c["points"]:
+            if pt["rounds"] >= 50 or pt is c["points"][-1]:
+                out.append(
+                    Verdict(
+                        f"audit vs sha256, {pt['rounds']} rounds ({chain_label(kind)})",
+                        pt["vs_sha256"],
+                        ">=",
+                        TARGET,
+                        f"vs its lower bound {pt['vs_bound']:.2f}",
+                    )
+                )
+        out.append(
+            Verdict(
+                f"audit seconds per round, longest / shortest history ({chain_label(kind)})",
+                c["per_round_growth"],
+                "<=",
+                TARGET_GROWTH,
+            )
+        )
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "## audit (K updates of P parameters per round; each blob byte hashed once)",
+        "",
+        "| chain | rounds | MB | audit s | sha256 s | audit MB/s | vs sha256 | bound s | vs bound | s/round |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, c in result["chains"].items():
+        if "points" not in c:
+            lines.append(f"| {chain_label(kind)} | skipped: {c['skipped']} |")
+            continue
+        for pt in c["points"]:
+            lines.append(
+                f"| {chain_label(kind)} | {pt['rounds']} | {pt['mb']:.0f} | {pt['audit_seconds']:.2f} | {pt['sha256_seconds']:.2f} "
+                f"| {pt['mb_per_s']:.0f} | {pt['vs_sha256']:.2f} | {pt['bound_seconds']:.2f} | {pt['vs_bound']:.2f} | {pt['seconds_per_round']:.3f} |"
+            )
+        lines.append(f"| {chain_label(kind)} | growth of s/round | | | | | | | | {c['per_round_growth']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = run(args.quick)
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
