@@ -61,11 +61,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedchain.fl.robust import RobustRule, rule_from_config  # noqa: E402
-from fedchain.orchestrator.federation import demo_signer, genesis_params  # noqa: E402
-from fedchain.protocol import DEFAULT_MAX_UPDATE_NORM  # noqa: E402
-from fedchain.tasks._seeds import derive_seed, participant_seed  # noqa: E402
-from fedchain.tasks.api import DemoData, DemoParticipant, Task, TrainResult  # noqa: E402
+from fedchain.fl.robust import RobustRule, rule_from_config
+from fedchain.orchestrator.federation import demo_signer, genesis_params
+from fedchain.protocol import DEFAULT_MAX_UPDATE_NORM
+from fedchain.tasks._seeds import derive_seed, participant_seed
+from fedchain.tasks.api import DemoData, DemoParticipant, Task, TrainResult
 
 Arrays = dict[str, np.ndarray]
 K = 10
@@ -402,13 +402,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes for the grid (default 2)")
     ap.add_argument("--digits-rounds", type=int, default=20)
     ap.add_argument("--icd-rounds", type=int, default=10)
+    ap.add_argument("--attackers", type=int, nargs="+", default=[1, 2, 3], help="attacker counts (default 1 2 3)")
     ap.add_argument("--skip-icd", action="store_true")
     ap.add_argument("--skip-ledger", action="store_true")
     args = ap.parse_args(argv)
     tasks = [("digits", 8 if args.quick else args.digits_rounds)]
     if not (args.quick or args.skip_icd):
         tasks.append(("icd", args.icd_rounds))
-    counts = (2,) if args.quick else (1, 2, 3)
+    counts = (2,) if args.quick else tuple(args.attackers)
     started = time.perf_counter()
     clips = {name: clip_norm(setup(name, rounds)) for name, rounds in tasks}
     jobs: list[tuple[str, int, str, str | None, int, float]] = []
@@ -416,8 +417,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rule in RULES:
             jobs.append((name, rounds, rule, None, 0, clips[name]))
             jobs.extend((name, rounds, rule, attack, n, clips[name]) for attack in ATTACKS for n in counts)
+    rows: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        rows = list(pool.map(_job, jobs))
+        for row in pool.map(_job, jobs):
+            rows.append(row)
+            print(
+                f"[{len(rows)}/{len(jobs)}] {row['task']} {row['rule']} {row['attack']} x{row['attackers']}: {row['accuracy']:.3f} ({row['seconds']:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
     ledger = None
     if not (args.quick or args.skip_ledger):
         rounds = tasks[0][1]
