@@ -200,6 +200,7 @@ class AuditReport:
             "recorded": len(v.outcomes),
             "valid": sum(1 for o in v.outcomes if o.status is not UpdateStatus.EXCLUDED),
             "included": len(v.included),
+            "discarded": sum(1 for o in v.outcomes if o.status is UpdateStatus.DISCARDED),
             "updates": [
                 {
                     "participant": o.record.participant,
@@ -212,6 +213,7 @@ class AuditReport:
                     "reason": o.reason,
                     "detail": o.detail,
                     "norm": o.norm,
+                    "clipped": o.clipped,
                     "metrics": dict(o.metrics),
                 }
                 for o in v.outcomes

@@ -19,6 +19,7 @@ import numpy as np
 
 from fedchain.chain import Ledger, Signer
 from fedchain.errors import AggregationError, VerificationError
+from fedchain.fl.robust import RobustResult
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
@@ -35,6 +36,7 @@ from fedchain.protocol import (
     prepare_aggregate,
 )
 from fedchain.protocol.blobs import aggregate_blob
+from fedchain.protocol.verify import mark_selection
 from fedchain.records import RoundHistory, RoundStatus, TxResult, UpdateRecord
 from fedchain.storage import BlobStore
 from fedchain.types import Address, Cid, Digest
@@ -66,6 +68,7 @@ class _Prepared:
     excluded: list[Exclusion]
     params: dict[str, np.ndarray] | None
     error: AggregationError | None
+    selection: RobustResult | None = None
 
 
 def _key(history: RoundHistory) -> tuple[object, ...]:
@@ -238,10 +241,13 @@ class Coordinator:
             if a not in submitted and self.ledger.participant(a).registered
         )
         included = tuple(u.participant for u in prepared.valid) if status is RoundStatus.FINALIZED else ()
-        outcomes = tuple(
+        outcomes = [
             UpdateOutcome(u, UpdateStatus.INCLUDED if u.participant in included else UpdateStatus.VALID)
             for u in prepared.valid
-        ) + tuple(
+        ]
+        if status is RoundStatus.FINALIZED:
+            mark_selection(outcomes, prepared.selection)  # discarded and clipped, as the audit marks them
+        excluded = tuple(
             UpdateOutcome(
                 next(u for u in history.updates if u.participant == e.participant),
                 UpdateStatus.EXCLUDED,
@@ -258,7 +264,7 @@ class Coordinator:
             missing,
             digest,
             (),
-            outcomes,
+            (*outcomes, *excluded),
             self.rules.strategy.name,
         )
 
@@ -282,7 +288,7 @@ class Coordinator:
             )
 
         p = prepare_aggregate(history, self.store, self.rules, load_base)
-        prepared = _Prepared(key, list(p.valid), list(p.excluded), p.params, p.error)
+        prepared = _Prepared(key, list(p.valid), list(p.excluded), p.params, p.error, p.selection)
         self._prepared_cache = prepared
         return prepared
 

@@ -50,6 +50,7 @@ from fedchain.errors import (
     VerificationError,
 )
 from fedchain.fl.codec import DecodedUpdate, l2_norm
+from fedchain.fl.robust import RobustResult
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.protocol.blobs import aggregate_blob, aggregate_matches, read_model, read_update
 from fedchain.protocol.rules import Rules
@@ -101,8 +102,12 @@ class UpdateOutcome:
 
 
 def mark_selection(outcomes: list[UpdateOutcome], strategy: object) -> None:
-    """Mark what a robust rule's last aggregation discarded and clipped (nothing for FedAvg)."""
-    last = getattr(strategy, "last", None)
+    """Mark what a robust rule discarded and clipped (nothing for FedAvg).
+
+    ``strategy`` is the strategy whose last aggregation it was, or that aggregation's
+    :class:`~fedchain.fl.robust.RobustResult` itself (:attr:`Prepared.selection`).
+    """
+    last = strategy if isinstance(strategy, RobustResult) else getattr(strategy, "last", None)
     if last is None:
         return
     discarded, clipped = set(last.discarded), set(last.clipped)
@@ -254,13 +259,16 @@ class Prepared:
     """A closed round's screening and the aggregate of its valid updates (what the coordinator finalizes).
 
     ``params`` is ``None`` when the valid updates cannot be aggregated into a finite model
-    (``error`` says why): the round cannot be finalized and is abandoned.
+    (``error`` says why): the round cannot be finalized and is abandoned. ``selection`` is what a
+    robust rule selected, discarded and clipped in computing ``params`` (``None`` for FedAvg),
+    taken when it was computed: the strategy's ``last`` changes with its next aggregation.
     """
 
     valid: tuple[UpdateRecord, ...]
     excluded: tuple[Exclusion, ...]
     params: Arrays | None
     error: AggregationError | None = None
+    selection: RobustResult | None = None
 
 
 def prepare_aggregate(
@@ -305,7 +313,8 @@ def prepare_aggregate(
     if params is not None and not _finite(params):
         params = None
         error = AggregationError(f"round {history.state.round_id}: the aggregate of the valid updates is not finite")
-    return Prepared(tuple(screened.valid), tuple(screened.excluded), params, error)
+    selection = getattr(rules.strategy, "last", None) if params is not None else None
+    return Prepared(tuple(screened.valid), tuple(screened.excluded), params, error, selection)
 
 
 # --------------------------------------------------------------------------- verification
@@ -557,6 +566,7 @@ __all__ = [
     "UpdateStatus",
     "VerifiedModel",
     "load_model",
+    "mark_selection",
     "prepare_aggregate",
     "verify_round",
 ]
