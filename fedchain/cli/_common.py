@@ -62,10 +62,17 @@ def print_audit(out: Console, report: AuditReport) -> int:
         state = v.status.name.lower()
         verdict_word = ("ok" if v.ok else "FAILED") if state in ("finalized", "abandoned") else state
         agg = to_hex(v.aggregate_hash) if v.aggregate_hash else "-"
-        line = f"  round {v.round_id} {state}: {recorded} recorded, {valid} valid, {len(v.included)} included, aggregate {agg}: {verdict_word}"
+        rule = f", rule {v.rule}" if v.rule and state == "finalized" else ""
+        line = f"  round {v.round_id} {state}: {recorded} recorded, {valid} valid, {len(v.included)} included{rule}, aggregate {agg}: {verdict_word}"
         excluded = ", ".join(f"{who(report, e.participant)} ({e.reason})" for e in v.excluded)
         if excluded:
             line += f"; excluded {excluded}"
+        discarded = [who(report, o.record.participant) for o in v.outcomes if o.status is UpdateStatus.DISCARDED]
+        if discarded:
+            line += f"; valid but not selected by {v.rule}: {', '.join(discarded)}"
+        clipped = [who(report, o.record.participant) for o in v.outcomes if o.clipped]
+        if clipped:
+            line += f"; clipped: {', '.join(clipped)}"
         if v.missing:
             line += f"; no update from {', '.join(who(report, a) for a in v.missing)}"
         out.print(line, markup=False, highlight=False)
