@@ -62,8 +62,9 @@ def print_audit(out: Console, report: AuditReport) -> int:
         state = v.status.name.lower()
         verdict_word = ("ok" if v.ok else "FAILED") if state in ("finalized", "abandoned") else state
         agg = to_hex(v.aggregate_hash) if v.aggregate_hash else "-"
-        rule = f", rule {v.rule}" if v.rule and state == "finalized" else ""
-        line = f"  round {v.round_id} {state}: {recorded} recorded, {valid} valid, {len(v.included)} included{rule}, aggregate {agg}: {verdict_word}"
+        line = f"  round {v.round_id} {state}: {recorded} recorded, {valid} valid, {len(v.included)} included, aggregate {agg}: {verdict_word}"
+        if v.rule and state == "finalized":
+            line += f"; rule {v.rule}"
         excluded = ", ".join(f"{who(report, e.participant)} ({e.reason})" for e in v.excluded)
         if excluded:
             line += f"; excluded {excluded}"
