@@ -245,7 +245,13 @@ class AuditedStrategy(Strategy):
             raise ConfigError("fedchain-workdir", "writing federation.json needs the chain and store locations")
         self.workdir.mkdir(parents=True, exist_ok=True)
         task = {"app": self.task.name, "settings": {}} if self.task is not None else {}
-        Workdir(self.rpc, self.ledger.address, self.store_location, self.names, task).save(self.workdir)
+        store = self.store_location
+        if not store.startswith(("http://", "https://", "/ip4/", "/dns")):
+            try:  # a store inside the working directory is recorded relative to it, so the directory can move
+                store = str(Path(store).resolve().relative_to(self.workdir.resolve()))
+            except ValueError:
+                pass
+        Workdir(self.rpc, self.ledger.address, store, self.names, task).save(self.workdir)
 
     def start(
         self,

@@ -112,16 +112,24 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
     open_store(str(store))
     home = workdir / "flwr-home"
     home.mkdir(exist_ok=True)
+    # flwr's CLI finds the SuperLink's Control API by connection name in FLWR_HOME/config.toml
+    control = free_port()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "local-deployment"\n\n'
+        f'[superlink.local-deployment]\naddress = "127.0.0.1:{control}"\ninsecure = true\n',
+        encoding="utf-8",
+    )
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     anvil = AnvilNode(state_file=workdir / "anvil.json").start()
-    fleet, control, serverapp_port = free_port(), free_port(), free_port()
+    fleet, serverapp_port = free_port(), free_port()
     base_env = dict(os.environ, FLWR_HOME=str(home), FEDCHAIN_RPC=anvil.url, FEDCHAIN_STORE=str(store))
     base_env["PYTHONPATH"] = os.pathsep.join([str(HERE), base_env.get("PYTHONPATH", "")])
 
     def key(name: str) -> str:
-        return to_hex(bytes(demo_signer(seed, name).account.key))  # type: ignore[attr-defined]
+        # the demo key of `name`, handed to the process that holds it (a real node reads its own from a keystore)
+        return to_hex(bytes(demo_signer(seed, name)._account.key))
 
     def spawn(args: list[str], env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
         out = open(logs / log, "wb")  # noqa: SIM115 - closed with the process
