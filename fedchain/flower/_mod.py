@@ -50,7 +50,9 @@ _lock = threading.Lock()
 _rules: dict[tuple[str, str], tuple[Ledger, Rules]] = {}
 
 
-def _ledger(address: str, chain_key: str, settings_ledger: str | None, chain: object, store: BlobStore) -> tuple[Ledger, Rules]:
+def _ledger(
+    address: str, chain_key: str, settings_ledger: str | None, chain: object, store: BlobStore
+) -> tuple[Ledger, Rules]:
     if settings_ledger is not None and settings_ledger.lower() != address.lower():
         raise VerificationError(0, "ledger", expected=settings_ledger, actual=address)
     with _lock:
@@ -101,7 +103,9 @@ def fedchain_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
         return call_next(msg, context)
     signer = settings.signer("node")
     chain, store = backends(settings)
-    ledger, rules = _ledger(config_str(info, "ledger"), f"{settings.rpc}|{settings.store}", settings.ledger, chain, store)
+    ledger, rules = _ledger(
+        config_str(info, "ledger"), f"{settings.rpc}|{settings.store}", settings.ledger, chain, store
+    )
     r = config_int(info, "round")
     arrays_key = config_str(info, "arrays-key")
     weight_key = config_str(info, "weight-key")
@@ -112,12 +116,17 @@ def fedchain_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     state = ledger.round_state(r)
     if state.status is not RoundStatus.OPEN or ledger.last_aggregate() != cp.digest:
         raise VerificationError(
-            r, "round base", expected=f"open on {to_hex(cp.digest)}", actual=f"{state.status.name.lower()} on {to_hex(ledger.last_aggregate())}"
+            r,
+            "round base",
+            expected=f"open on {to_hex(cp.digest)}",
+            actual=f"{state.status.name.lower()} on {to_hex(ledger.last_aggregate())}",
         )
     base = cp.model(store, rules).params
     sent = single(content.array_records, "ArrayRecord", arrays_key)
     if not same_arrays(to_arrays(sent, rules.schema), base):  # type: ignore[arg-type]
-        raise VerificationError(r, "base model", expected=f"the verified model {to_hex(cp.digest)}", actual="other arrays")
+        raise VerificationError(
+            r, "base model", expected=f"the verified model {to_hex(cp.digest)}", actual="other arrays"
+        )
 
     reply = call_next(msg, context)
     if reply.has_error():

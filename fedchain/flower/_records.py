@@ -38,13 +38,13 @@ def to_arrays(record: ArrayRecord, schema: Schema | None = None) -> dict[str, np
     for name, array in record.items():
         value = array.numpy()
         if value.dtype != np.float32:
-            raise CodecError(f"tensor {name!r} is {value.dtype}, the federation exchanges float32")
+            raise CodecError("dtype", f"tensor {name!r} is {value.dtype}, the federation exchanges float32")
         out[name] = value
     if schema is not None:
         expected = {t.name: tuple(t.shape) for t in schema.tensors}
         actual = {k: tuple(v.shape) for k, v in out.items()}
         if actual != expected:
-            raise CodecError(f"tensors {sorted(actual.items())} differ from the schema {sorted(expected.items())}")
+            raise CodecError("shape", f"tensors {sorted(actual.items())} differ from the schema {sorted(expected.items())}")
     return out
 
 
@@ -58,9 +58,7 @@ def same_arrays(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> boo
     """Whether two tensor sets are bit for bit the same (names, shapes, dtypes, bytes)."""
     if set(a) != set(b):
         return False
-    return all(
-        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes() for k in a
-    )
+    return all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes() for k in a)
 
 
 def single(records: Mapping[str, object], kind: str, key: str | None = None) -> object:
@@ -68,7 +66,7 @@ def single(records: Mapping[str, object], kind: str, key: str | None = None) -> 
     if key is not None and key in records:
         return records[key]
     if len(records) != 1:
-        raise CodecError(f"expected one {kind} in the reply, found {sorted(records)}")
+        raise CodecError("reply", f"expected one {kind} in the reply, found {sorted(records)}")
     return next(iter(records.values()))
 
 
@@ -84,10 +82,10 @@ class ReplyUpdate:
 def reply_metrics(metrics: MetricRecord, weight_key: str) -> tuple[int, dict[str, float]]:
     """The sample count (``weight_key``) and the scalar metrics (short plain names, finite) of a reply."""
     if weight_key not in metrics:
-        raise CodecError(f"the reply's MetricRecord has no {weight_key!r}")
+        raise CodecError("reply", f"the reply's MetricRecord has no {weight_key!r}")
     weight = metrics[weight_key]
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != int(weight) or weight < 1:
-        raise CodecError(f"{weight_key!r} must be a positive whole number, got {weight!r}")
+        raise CodecError("reply", f"{weight_key!r} must be a positive whole number, got {weight!r}")
     header: dict[str, float] = {}
     for name, value in metrics.items():
         if name == weight_key or isinstance(value, list) or isinstance(value, bool):
@@ -134,7 +132,7 @@ def config_str(record: ConfigRecord, key: str) -> str:
     """A string entry of a fedchain ConfigRecord."""
     value = record.get(key)
     if not isinstance(value, str):
-        raise CodecError(f"the {RECORD_KEY!r} record has no string {key!r}")
+        raise CodecError("record", f"the {RECORD_KEY!r} record has no string {key!r}")
     return value
 
 
@@ -142,7 +140,7 @@ def config_int(record: ConfigRecord, key: str) -> int:
     """An integer entry of a fedchain ConfigRecord."""
     value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise CodecError(f"the {RECORD_KEY!r} record has no integer {key!r}")
+        raise CodecError("record", f"the {RECORD_KEY!r} record has no integer {key!r}")
     return value
 
 

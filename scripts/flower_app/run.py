@@ -22,12 +22,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from flwr.app import Context  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.app import Context
+from flwr.clientapp import ClientApp
 
-from fedchain.chain import EmbeddedChain  # noqa: E402
-from fedchain.flower import EMBEDDED, in_process, run_simulation_in_process  # noqa: E402
-from fedchain.storage import open_store  # noqa: E402
+from fedchain.chain import EmbeddedChain
+from fedchain.flower import EMBEDDED, in_process, run_simulation_in_process
+from fedchain.storage import open_store
 
 
 def simulate(
@@ -94,6 +94,20 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None
     raise TimeoutError(f"no {path} after {timeout:.0f}s")
 
 
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
 def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout: float = 900.0) -> dict[str, Any]:
     """An audited run under the deployment engine: anvil, a SuperLink and ``nodes`` SuperNodes as processes.
 
@@ -112,7 +126,7 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
     open_store(str(store))
     home = workdir / "flwr-home"
     home.mkdir(exist_ok=True)
-    # flwr's CLI finds the SuperLink's Control API by connection name in FLWR_HOME/config.toml
+    # flwr 1.42 serves the Fleet and Control APIs on one HTTP port; flwr's CLI finds it by connection name in FLWR_HOME/config.toml
     control = free_port()
     (home / "config.toml").write_text(
         '[superlink]\ndefault = "local-deployment"\n\n'
@@ -123,7 +137,6 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
     logs.mkdir(exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     anvil = AnvilNode(state_file=workdir / "anvil.json").start()
-    fleet, serverapp_port = free_port(), free_port()
     base_env = dict(os.environ, FLWR_HOME=str(home), FEDCHAIN_RPC=anvil.url, FEDCHAIN_STORE=str(store))
     base_env["PYTHONPATH"] = os.pathsep.join([str(HERE), base_env.get("PYTHONPATH", "")])
 
@@ -144,30 +157,29 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
             [
                 "flower-superlink",
                 "--insecure",
-                f"--fleet-api-address=127.0.0.1:{fleet}",
-                f"--control-api-address=127.0.0.1:{control}",
-                f"--serverappio-api-address=127.0.0.1:{serverapp_port}",
+                "--host=127.0.0.1",
+                f"--port={control}",
             ],
             server_env,
             "superlink.log",
         )
-        time.sleep(3)
+        _wait_for_port(control, procs[0], 120.0)
         for i in range(nodes):
             env = dict(base_env, FEDCHAIN_PRIVATE_KEY=key(f"node-{i}"))
             spawn(
                 [
                     "flower-supernode",
                     "--insecure",
-                    f"--superlink=127.0.0.1:{fleet}",
-                    f"--clientappio-api-address=127.0.0.1:{free_port()}",
+                    f"--superlink=127.0.0.1:{control}",
+                    "--host=127.0.0.1",
+                    f"--port={free_port()}",
                     f"--node-config=partition-id={i} num-partitions={nodes}",
                 ],
                 env,
                 f"supernode-{i}.log",
             )
         overrides = (
-            f"num-server-rounds={rounds} num-nodes={nodes} seed={seed} fedchain-audit=true "
-            f'result-file="{result_file}"'
+            f'num-server-rounds={rounds} num-nodes={nodes} seed={seed} fedchain-audit=true result-file="{result_file}"'
         )
         flwr_env = dict(base_env)
         run = subprocess.run(
@@ -208,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.engine == "simulation":
-        metrics, _ = simulate(nodes=args.nodes, rounds=args.rounds, audited=args.audited, workdir=args.workdir, seed=args.seed)
+        metrics, _ = simulate(
+            nodes=args.nodes, rounds=args.rounds, audited=args.audited, workdir=args.workdir, seed=args.seed
+        )
         print(json.dumps(metrics))
     else:
         if args.workdir is None:

@@ -11,6 +11,6 @@ if str(APP_DIR) not in sys.path:
 # flwr 1.42 imports typer, which uses click APIs click 8.2 deprecates: a warning of theirs, not ours
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import flwr.app  # noqa: F401
-    import flwr.serverapp  # noqa: F401
+    import flwr.app
+    import flwr.serverapp
     import flwr.simulation  # noqa: F401

@@ -21,8 +21,8 @@ from fedchain.orchestrator.federation import demo_signer
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import run as example  # noqa: E402  (scripts/flower_app/run.py, on sys.path via conftest)
-from flower_app import client_app  # noqa: E402
+import run as example
+from flower_app import client_app
 
 NODES, ROUNDS = 3, 2
 
@@ -133,3 +133,28 @@ def test_settings_come_from_the_node_config_before_the_run_config_and_the_enviro
     )
     assert (s.rpc, s.store, s.ledger, s.demo_seed, s.partition_id) == ("http://127.0.0.1:1", "/x", "0xabc", 7, 2)
     assert s.signer("node").address == demo_signer(7, "node-2").address
+
+
+@pytest.mark.slow
+@pytest.mark.anvil
+def test_the_deployment_engine_run_of_the_example_passes_the_audit(tmp_path: Path) -> None:
+    """anvil, a SuperLink and two SuperNodes as processes (insecure, 127.0.0.1); audited while anvil runs."""
+    from fedchain.chain.anvil import AnvilNode
+
+    summary = example.deploy_run(nodes=2, rounds=2, workdir=tmp_path)
+    assert summary["accuracy"] > 0.3
+    with AnvilNode(state_file=tmp_path / "anvil.json") as anvil:  # the node's state was dumped on stop
+        code = cli(
+            [
+                "audit",
+                "--rpc",
+                anvil.url,
+                "--ledger",
+                summary["ledger"],
+                "--store",
+                summary["store"],
+                "--expect-rounds",
+                "2",
+            ]
+        )
+    assert code == 0
