@@ -1,7 +1,7 @@
 """Run the example Flower app plain or audited, under the simulation engine (in process) or the deployment engine.
 
     python scripts/flower_app/run.py simulation --nodes 3 --rounds 3 [--audited --workdir DIR]
-    python scripts/flower_app/run.py deployment --nodes 2 --rounds 2 --workdir DIR   (audited; anvil + processes)
+    python scripts/flower_app/run.py deployment --nodes 3 --rounds 2 --workdir DIR   (audited; anvil + processes)
 
 Audit an audited run afterwards: ``fedchain audit --workdir DIR`` (the deployment run prints the
 ``--rpc/--ledger/--store`` form too while its anvil still runs; ``federation.json`` records it).
@@ -138,6 +138,8 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
     procs: list[subprocess.Popen[bytes]] = []
     anvil = AnvilNode(state_file=workdir / "anvil.json").start()
     base_env = dict(os.environ, FLWR_HOME=str(home), FEDCHAIN_RPC=anvil.url, FEDCHAIN_STORE=str(store))
+    # the apps run in this environment (fedchain, torch): no per-run environment installed from a registry
+    base_env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     base_env["PYTHONPATH"] = os.pathsep.join([str(HERE), base_env.get("PYTHONPATH", "")])
 
     def key(name: str) -> str:

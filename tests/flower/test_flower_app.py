@@ -138,10 +138,10 @@ def test_settings_come_from_the_node_config_before_the_run_config_and_the_enviro
 @pytest.mark.slow
 @pytest.mark.anvil
 def test_the_deployment_engine_run_of_the_example_passes_the_audit(tmp_path: Path) -> None:
-    """anvil, a SuperLink and two SuperNodes as processes (insecure, 127.0.0.1); audited while anvil runs."""
+    """anvil, a SuperLink and three SuperNodes as processes (insecure, 127.0.0.1); audited while anvil runs."""
     from fedchain.chain.anvil import AnvilNode
 
-    summary = example.deploy_run(nodes=2, rounds=2, workdir=tmp_path)
+    summary = example.deploy_run(nodes=3, rounds=2, workdir=tmp_path)
     assert summary["accuracy"] > 0.3
     with AnvilNode(state_file=tmp_path / "anvil.json") as anvil:  # the node's state was dumped on stop
         code = cli(
