@@ -41,13 +41,17 @@ def test_a_demo_into_an_unwritable_place_is_exit_2(capsys: pytest.CaptureFixture
     assert "--workdir" in line and "/proc/x" in line
 
 
-def test_a_demo_over_a_federation_without_overwrite_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_demo_over_a_federation_without_overwrite_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "chain.jsonl").write_text("")
     assert main(["demo", "--workdir", str(tmp_path)]) == 2
     assert "--overwrite" in _one_line(capsys, "demo")
 
 
-def test_an_audit_of_a_directory_that_is_no_workdir_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_audit_of_a_directory_that_is_no_workdir_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["audit", "--workdir", str(tmp_path / "nothing-here")]) == 2
     _one_line(capsys, "audit")
     assert not (tmp_path / "nothing-here").exists()

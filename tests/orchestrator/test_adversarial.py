@@ -64,7 +64,10 @@ def test_a_header_that_lies_about_sender_or_samples_is_excluded(
     submit(fed, liar, r, crafted(fed, liar, r, sender=fed.participants[0].address))
     submit(fed, counter, r, crafted(fed, counter, r, num_samples=9_999), n=10)
     report = finish(fed, r)
-    assert {e.participant: e.reason for e in report.verdict.excluded} == {liar.address: "sender", counter.address: "samples"}
+    assert {e.participant: e.reason for e in report.verdict.excluded} == {
+        liar.address: "sender",
+        counter.address: "samples",
+    }
     assert audit(fed).ok
 
 

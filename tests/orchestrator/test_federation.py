@@ -17,7 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.federation import audit, crafted, finish, full, honest_round, make, run_small_demo, small_manifest, submit, zeros
+from support.federation import (
+    audit,
+    crafted,
+    finish,
+    honest_round,
+    make,
+    run_small_demo,
+    small_manifest,
+    submit,
+    zeros,
+)
 
 import fedchain
 from fedchain.chain import Chain, EmbeddedChain, Signer
@@ -45,7 +55,9 @@ def _block_file(store_dir: Path, cid: str) -> Path:
 def test_three_rounds_audit_clean(chain: Chain, store: LocalBlockStore, demo: DemoData) -> None:
     fed = make(chain, store, demo)
     rounds = fed.run(3, test_data=demo.test)
-    assert [(r.round_id, r.status, r.included, r.excluded) for r in rounds] == [(i, "finalized", 3, 0) for i in range(3)]
+    assert [(r.round_id, r.status, r.included, r.excluded) for r in rounds] == [
+        (i, "finalized", 3, 0) for i in range(3)
+    ]
     assert all(r.accuracy is not None and 0.0 < r.accuracy <= 1.0 for r in rounds)
     report = audit(fed)
     assert report.ok and len(report.rounds) == 3 and report.rounds_finalized == 3
@@ -59,6 +71,7 @@ def test_a_demo_workdir_audits_clean_from_a_fresh_process(tmp_path: Path) -> Non
     proc = subprocess.run(
         [sys.executable, "-m", "fedchain", "audit", "--workdir", str(tmp_path / "demo")],
         capture_output=True,
+        check=False,
         text=True,
         timeout=300,
         env=env,
@@ -101,7 +114,9 @@ def test_audit_failure_names_round_and_participant(tmp_path: Path, capsys: pytes
     assert f"block {victim.cid}" in out  # the damaged block is named
 
 
-def test_a_copied_update_is_excluded_and_the_original_kept(chain: Chain, store: LocalBlockStore, demo: DemoData) -> None:
+def test_a_copied_update_is_excluded_and_the_original_kept(
+    chain: Chain, store: LocalBlockStore, demo: DemoData
+) -> None:
     fed = make(chain, store, demo)
     free_rider = fed.attacker("free-rider")
     r = honest_round(fed)
@@ -129,7 +144,9 @@ def test_a_wrong_aggregate_is_refused_by_participants_and_the_audit(
     fed = make(chain, store, demo)
     r = honest_round(fed)
     bogus = _wrong_aggregate(fed, r)
-    fed.ledger.open_round(fed.coordinator.signer, r + 1, sha256(bogus), fed.ledger.round_history(r).aggregate.cid, chain.now() + 600, 3)  # type: ignore[union-attr]
+    fed.ledger.open_round(
+        fed.coordinator.signer, r + 1, sha256(bogus), fed.ledger.round_history(r).aggregate.cid, chain.now() + 600, 3
+    )  # type: ignore[union-attr]
     with pytest.raises(VerificationError, match=f"round {r}: aggregate") as err:
         fed.participants[0].participate(r + 1)
     assert err.value.round_id == r
@@ -151,7 +168,11 @@ def test_an_aggregate_omitting_a_valid_update_fails_verification(
     history = fed.ledger.round_history(r)
     fed.coordinator.close(r)
     fed.ledger.finalize_round(
-        fed.coordinator.signer, r, sha256(b"whatever"), history.opened.base_cid, [u.participant for u in history.updates[:2]]
+        fed.coordinator.signer,
+        r,
+        sha256(b"whatever"),
+        history.opened.base_cid,
+        [u.participant for u in history.updates[:2]],
     )
     [verdict] = audit(fed).rounds
     assert not verdict.ok
@@ -246,4 +267,3 @@ def test_the_embedded_chain_runs_the_same_federation_to_the_same_digests(tmp_pat
         fed = make(EmbeddedChain(), LocalBlockStore(tmp_path / f"s{i}"), demo, key=lambda name: demo_signer(0, name))
         digests.append([s.aggregate_hash for s in fed.run(2)])
     assert digests[0] == digests[1] and None not in digests[0]
-

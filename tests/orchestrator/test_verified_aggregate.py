@@ -93,7 +93,9 @@ def _build(tmp_path: Path, *, zero_first: bool = False) -> Round:
     return Round(store, RoundHistory(state, opened, tuple(updates), record), base_hash, base, aggregate, total)
 
 
-def _verify(rnd: Round, history: RoundHistory | None = None, base: VerifiedModel | None = None) -> tuple[object, VerifiedModel | None]:
+def _verify(
+    rnd: Round, history: RoundHistory | None = None, base: VerifiedModel | None = None
+) -> tuple[object, VerifiedModel | None]:
     return verify_round(history or rnd.history, rnd.store, RULES, expected_base=rnd.base_hash, base=base)
 
 

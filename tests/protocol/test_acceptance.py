@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.federation import audit, crafted, finish, full, honest_round, make, small_manifest, submit
+from support.federation import audit, crafted, full, honest_round, make, small_manifest, submit
 
-from fedchain.chain import Chain, EmbeddedChain, Ledger, Signer, connect
+from fedchain.chain import EmbeddedChain, Ledger, connect
 from fedchain.chain._revert import RevertDecoder
 from fedchain.chain.anvil import AnvilNode
 from fedchain.chain.compile import SETTINGS, _run_compiler, default_contracts_dir, find_compiler
@@ -110,7 +110,12 @@ def test_a_wrong_aggregate_cannot_be_laundered_through_an_empty_round(
     base = fed.ledger.last_aggregate()
     assert base == bogus_hash
     fed.ledger.open_round(signer, 2, base, bogus_cid, chain.now() + 600, 3)
-    for p in (*fed.participants, Participant(fed.ledger, fed.participants[0].signer, fed.store, fed.rules, fed.task, fed.participants[0].data, "fresh")):
+    for p in (
+        *fed.participants,
+        Participant(
+            fed.ledger, fed.participants[0].signer, fed.store, fed.rules, fed.task, fed.participants[0].data, "fresh"
+        ),
+    ):
         with pytest.raises(VerificationError) as err:
             p.participate(2)
         assert err.value.round_id == r0, err.value
@@ -151,7 +156,10 @@ def test_finite_updates_near_the_float32_limit_are_excluded_and_the_federation_c
     assert [(s.status, s.included, s.excluded) for s in summaries] == [("finalized", 3, 2)] + [("finalized", 3, 0)] * 2
     report = audit(fed)
     assert report.ok
-    assert {e.participant: e.reason for e in report.rounds[0].excluded} == {big.address: "norm", opposite.address: "norm"}
+    assert {e.participant: e.reason for e in report.rounds[0].excluded} == {
+        big.address: "norm",
+        opposite.address: "norm",
+    }
 
 
 # ----------------------------------------------------------------------------------- the manifest
@@ -176,7 +184,9 @@ def test_an_audit_with_only_rpc_ledger_and_store_reads_every_rule_from_the_manif
 
 def test_a_node_whose_rules_differ_from_the_manifest_is_refused_naming_the_field() -> None:
     manifest = small_manifest(aggregation={"rule": "fedavg", "server_lr": 0.5}, max_update_norm=50.0)
-    check_against(manifest, {"max_update_norm": 50, "aggregation.server_lr": 0.5, "rounds.min_updates": 3}, source="node.toml")
+    check_against(
+        manifest, {"max_update_norm": 50, "aggregation.server_lr": 0.5, "rounds.min_updates": 3}, source="node.toml"
+    )
     with pytest.raises(ConfigError) as err:
         check_against(manifest, {"max_update_norm": 100.0}, source="node.toml")
     assert err.value.key == "max_update_norm" and "100.0" in str(err.value) and "50.0" in str(err.value)
@@ -190,7 +200,11 @@ def test_a_node_whose_rules_differ_from_the_manifest_is_refused_naming_the_field
         check_against(manifest, {"aggregation.learning_rate": 0.5}, source="node.toml")
     assert err.value.key == "aggregation.learning_rate" and "no such rule" in str(err.value)
     with pytest.raises(ConfigError):  # a bool is not the number 1
-        check_against(small_manifest(aggregation={"rule": "fedavg", "server_lr": 1.0}), {"aggregation.server_lr": True}, source="x")
+        check_against(
+            small_manifest(aggregation={"rule": "fedavg", "server_lr": 1.0}),
+            {"aggregation.server_lr": True},
+            source="x",
+        )
 
 
 # ------------------------------------------------------------- the audit of a truncated journal
@@ -215,7 +229,9 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def _journal_cut(workdir: Path, keep_round: int, event: str) -> int:
     """How many journal lines hold the chain up to (and including) ``event`` of round ``keep_round``."""
-    chain, ledger, _, _ = __import__("fedchain.orchestrator.federation", fromlist=["open_workdir"]).open_workdir(workdir)
+    chain, ledger, _, _ = __import__("fedchain.orchestrator.federation", fromlist=["open_workdir"]).open_workdir(
+        workdir
+    )
     try:
         h = ledger.round_history(keep_round)
         # updates are sorted by address, not by block
@@ -282,7 +298,10 @@ def test_the_json_report_lists_a_failure_whenever_it_is_not_ok(
     assert main(["audit", "--workdir", str(workdir), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False and report["failures"]
-    assert [(f["round"], f["check"]) for f in report["failures"]] == [(1, "store damage (aggregate)"), (2, "store damage (base model)")]
+    assert [(f["round"], f["check"]) for f in report["failures"]] == [
+        (1, "store damage (aggregate)"),
+        (2, "store damage (base model)"),
+    ]
     assert all(str(ref) in f["actual"] for f in report["failures"])
     assert [r["ok"] for r in report["rounds"]] == [True, False, False]
     assert main(["audit", "--workdir", str(workdir)]) == 1
@@ -307,9 +326,12 @@ def test_the_counts_printed_are_the_chains(tmp_path: Path, demo: DemoData, capsy
     r = honest_round(fed)
     history = fed.ledger.round_history(r)
     fed.coordinator.close(r)
-    fed.ledger.finalize_round(fed.coordinator.signer, r, sha256(b"x"), history.opened.base_cid, [u.participant for u in history.updates[:2]])
-    from fedchain.cli._common import print_audit
+    fed.ledger.finalize_round(
+        fed.coordinator.signer, r, sha256(b"x"), history.opened.base_cid, [u.participant for u in history.updates[:2]]
+    )
     from rich.console import Console
+
+    from fedchain.cli._common import print_audit
 
     console = Console(soft_wrap=True, highlight=False, file=None)
     with console.capture() as captured:

@@ -153,7 +153,9 @@ def test_torch_is_imported_only_under_fedchain_tasks() -> None:
         if m.split(".")[0] in TORCH
     ]
     assert outside == []
-    inside = [p for p in _files() if _unit(_module_name(p)) == "tasks" and any(m.split(".")[0] in TORCH for m in _imports(p))]
+    inside = [
+        p for p in _files() if _unit(_module_name(p)) == "tasks" and any(m.split(".")[0] in TORCH for m in _imports(p))
+    ]
     assert inside, "the shipped tasks train with torch; the test would not see an import"
 
 

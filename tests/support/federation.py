@@ -98,7 +98,9 @@ def full(rules: Rules, value: float) -> dict[str, np.ndarray]:
     return {name: np.full(shape, value, dtype=np.float32) for name, shape in rules.schema.shapes.items()}
 
 
-def crafted(fed: Federation, signer: Signer, r: int, delta: Mapping[str, np.ndarray] | None = None, **meta: Any) -> bytes:
+def crafted(
+    fed: Federation, signer: Signer, r: int, delta: Mapping[str, np.ndarray] | None = None, **meta: Any
+) -> bytes:
     """An update blob for round ``r`` on its recorded base from ``signer`` (fields overridable)."""
     fields: dict[str, Any] = {
         "round_id": r,
