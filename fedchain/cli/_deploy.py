@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from fedchain.cli._common import EXIT_OK
@@ -61,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     from fedchain.tasks import load_task
 
     check_rpc(args.rpc)
-    signer = load_signer(args.keystore, name="coordinator")
+    # no prompt without a terminal (as the services): getpass would warn and read nothing useful
+    signer = load_signer(args.keystore, name="coordinator", prompt=sys.stdin.isatty())
     task = load_task(args.task, parse_settings(args.settings))
     manifest = make_manifest(
         task,

@@ -394,7 +394,8 @@ def verify_round(
         return RoundVerdict(
             r,
             status,
-            tuple(u.participant for u in screened.valid) if status is RoundStatus.FINALIZED else (),
+            # what the chain recorded as included (equal to the valid updates when the round verifies)
+            tuple(agg.included) if status is RoundStatus.FINALIZED and agg is not None else (),
             tuple(screened.excluded),
             missing,
             agg.aggregate_hash if agg else None,

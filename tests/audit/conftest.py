@@ -1,20 +1,19 @@
-"""Fixtures of the audit tests: a small data split and a fresh store (as for the orchestrator tests)."""
+"""Fixtures of the audit tests: the small demo data and a fresh store (as for the orchestrator tests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from support.federation import small_split
+from support.federation import small_demo
 
-from fedchain.fl import FederatedSplit
 from fedchain.storage import LocalBlockStore
+from fedchain.tasks.api import DemoData
 
 
-@pytest.fixture(scope="module")
-def split() -> FederatedSplit:
-    split: FederatedSplit = small_split()
-    return split
+@pytest.fixture(scope="session")
+def demo() -> DemoData:
+    return small_demo()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from fedchain.records import RoundStatus
 from fedchain.types import Cid, Digest
 
 GENESIS = sha256(b"genesis model")
+MANIFEST = sha256(b"manifest")
 CID = Cid("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG")
 
 
@@ -26,14 +27,15 @@ def _digest(label: str) -> Digest:
 
 
 def _deploy(chain: Chain, coordinator: Signer, participants: list[Signer]) -> Ledger:
-    ledger, _ = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"))
+    ledger, _ = Ledger.deploy(chain, coordinator, GENESIS, Cid("QmGenesis"), MANIFEST, Cid("QmManifest"))
     for p in participants:
         ledger.register_participant(coordinator, p.address, 1_000)
     return ledger
 
 
 def _busy_history(chain: Chain, coordinator: Signer, participants: list[Signer]) -> Ledger:
-    """Four finalized rounds (one finalized without a participant), another ledger's traffic between them, an open fifth round."""
+    """Four ended rounds (one finalized without a participant, one abandoned), another ledger's traffic between
+    them, a closed fifth round and an open sixth."""
     ledger = _deploy(chain, coordinator, participants)
     other = _deploy(chain, coordinator, participants)
     base = GENESIS
@@ -45,12 +47,20 @@ def _busy_history(chain: Chain, coordinator: Signer, participants: list[Signer])
         if r == 1:  # a quiet stretch for this ledger, busy for another
             other.open_round(coordinator, 0, GENESIS, CID, chain.now() + 600, 1)
             other.submit_update(participants[0], 0, _digest("other"), CID, 5)
-        base = _digest(f"aggregate {r}")
-        ledger.finalize_round(coordinator, r, base, Cid(f"QmAggregate{r}"), [p.address for p in submitters])
+        ledger.close_round(coordinator, r)
+        if r == 3:  # abandoned: the next round builds on the same base
+            ledger.abandon_round(coordinator, r)
+        else:
+            base = _digest(f"aggregate {r}")
+            ledger.finalize_round(coordinator, r, base, Cid(f"QmAggregate{r}"), [p.address for p in submitters])
         for p in participants[:r]:  # more unrelated blocks between rounds
             chain.fund(p.address)
     ledger.open_round(coordinator, 4, base, CID, chain.now() + 600, 3)
     ledger.submit_update(participants[1], 4, _digest("4"), CID, 7)
+    ledger.close_round(coordinator, 4)
+    ledger.abandon_round(coordinator, 4)
+    ledger.open_round(coordinator, 5, base, CID, chain.now() + 600, 3)
+    ledger.submit_update(participants[2], 5, _digest("5"), CID, 7)
     return ledger
 
 
@@ -64,15 +74,20 @@ def test_history_equals_round_history_for_every_round(
     assert list(ledger.history()) == expected
     assert list(ledger.history(1, 3)) == expected[1:3]
     assert list(ledger.history(4)) == expected[4:]
-    assert [h.state.status for h in expected] == [RoundStatus.FINALIZED] * 4 + [RoundStatus.OPEN]
+    assert [h.state.status for h in expected] == [RoundStatus.FINALIZED] * 3 + [RoundStatus.ABANDONED] * 2 + [
+        RoundStatus.OPEN
+    ]
     assert expected[2].state.included_count == 2
+    assert [h.closed is not None for h in expected] == [True] * 5 + [False]
+    assert [h.abandoned is not None for h in expected] == [False] * 3 + [True] * 2 + [False]
+    assert [h.aggregate is not None for h in expected] == [True] * 3 + [False] * 3
 
 
-def test_a_finalized_rounds_state_from_its_events_equals_its_storage(
+def test_an_ended_rounds_state_from_its_events_equals_its_storage(
     chain: Chain, coordinator: Signer, participants: list[Signer]
 ) -> None:
     ledger = _busy_history(chain, coordinator, participants)
-    for h in ledger.history(0, 4):
+    for h in ledger.history(0, 5):
         assert h.state == ledger.round_state(h.state.round_id)
 
 
@@ -85,6 +100,7 @@ def test_history_reads_a_dense_history_in_a_few_queries(
         ledger.open_round(coordinator, r, base, CID, chain.now() + 600, 1)
         for p in participants:
             ledger.submit_update(p, r, _digest(f"{r}/{p.address}"), CID, 10)
+        ledger.close_round(coordinator, r)
         base = _digest(f"aggregate {r}")
         ledger.finalize_round(coordinator, r, base, CID, [p.address for p in participants])
     queries: list[dict[str, Any]] = []
@@ -97,5 +113,5 @@ def test_history_reads_a_dense_history_in_a_few_queries(
     monkeypatch.setattr(chain, "get_logs", counted)  # counts the queries; the chain answers them
     rounds = list(ledger.history())
     assert [int(h.state.round_id) for h in rounds] == list(range(6))
-    assert len(queries) == 1  # 30 blocks: one window, where reading round by round makes 6 queries and 6 calls
+    assert len(queries) == 1  # 36 blocks: one window, where reading round by round makes 6 queries and 6 calls
     assert queries[0]["toBlock"] - queries[0]["fromBlock"] < ledger_module.HISTORY_WINDOW_BLOCKS

@@ -91,7 +91,7 @@ def _history(store: LocalBlockStore, r: int, *, missing: bool = False) -> RoundH
         updates.append(UpdateRecord(RoundId(r), who, _sha(blob), cid, 10, 1, "0x"))
     aggregate = f"aggregate {r}".encode() * 1000
     record = AggregateRecord(RoundId(r), _sha(aggregate), store.put(aggregate), tuple(PEOPLE), 2, "0x")
-    state = RoundState(RoundId(r), RoundStatus.FINALIZED, 0, 2, 2, 1, 2, record.aggregate_hash)
+    state = RoundState(RoundId(r), RoundStatus.FINALIZED, 0, 2, 2, 1, 2, 2)
     return RoundHistory(
         state, RoundOpened(RoundId(r), _sha(b"base"), Cid("QmBase"), 0, 2, 1, "0x"), tuple(updates), record
     )

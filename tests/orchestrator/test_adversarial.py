@@ -8,116 +8,87 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
 
 import pytest
-import torch
-from support.federation import SETTINGS, SPEC, Federation
+from support.federation import audit, crafted, finish, full, honest_round, make, small_manifest, submit
 
-from fedchain.chain import Ledger, Signer
-from fedchain.errors import ContractRevertError
-from fedchain.fl import param_shapes
+from fedchain.chain import Chain, Ledger
+from fedchain.errors import SampleCountAboveCapError, UnknownContractError
 from fedchain.hashing import sha256
-from fedchain.orchestrator._blobs import update_blob
-from fedchain.orchestrator.actors import FederationSettings
-
-MakeFederation = Callable[..., Federation]
-
-
-def _zeros() -> dict[str, torch.Tensor]:
-    return {n: torch.zeros(s) for n, s in param_shapes(SPEC).items()}
-
-
-def _honest_round(fed: Federation) -> int:
-    r = fed.coordinator.open_round()
-    for p in fed.participants:
-        p.participate(r)
-    return r
-
-
-def _submit(fed: Federation, signer: Signer, r: int, blob: bytes, n: int = 10) -> None:
-    fed.ledger.submit_update(signer, r, sha256(blob), fed.store.put(blob), n)
+from fedchain.orchestrator.federation import Federation
+from fedchain.storage import LocalBlockStore
+from fedchain.tasks.api import DemoData
 
 
 def _exclusion(fed: Federation, r: int, who: str) -> str:
-    report = fed.coordinator.finalize(r)
+    report = finish(fed, r)
     reasons = {e.participant: e.reason for e in report.verdict.excluded}
     assert who in reasons, report.verdict
-    assert who not in report.verdict.included
-    assert fed.audit().ok
+    assert who not in report.verdict.included and report.verdict.finalized
+    after = audit(fed)
+    assert after.ok
+    assert {e.participant: e.reason for e in after.rounds[r].excluded} == reasons  # every verifier agrees
     return reasons[who]
 
 
-def test_an_update_replayed_from_an_earlier_round_is_excluded(make_federation: MakeFederation) -> None:
-    fed = make_federation(FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=2))
-    r0 = _honest_round(fed)
+def test_an_update_replayed_from_an_earlier_round_is_excluded(
+    chain: Chain, store: LocalBlockStore, demo: DemoData
+) -> None:
+    fed = make(chain, store, demo, small_manifest(min_updates=2))
+    r0 = honest_round(fed)
     old = fed.ledger.round_history(r0).updates[0]
-    fed.coordinator.finalize(r0)
+    finish(fed, r0)
     replayer = next(p for p in fed.participants if p.address == old.participant)
     r1 = fed.coordinator.open_round()
     for p in fed.participants:
         if p is not replayer:
             p.participate(r1)
     fed.ledger.submit_update(replayer.signer, r1, old.update_hash, old.cid, old.num_samples)
-    assert _exclusion(fed, r1, replayer.address) in {"round", "base"}
+    assert _exclusion(fed, r1, replayer.address) == "round"
 
 
-def test_an_update_from_another_ledger_is_excluded(make_federation: MakeFederation) -> None:
-    fed = make_federation(FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3))
+def test_an_update_from_another_ledger_is_excluded(chain: Chain, store: LocalBlockStore, demo: DemoData) -> None:
+    fed = make(chain, store, demo)
     mallory = fed.attacker()
-    other_genesis = sha256(b"some other federation's genesis")
-    r = _honest_round(fed)
-    blob = update_blob(_zeros(), round_id=r, base_hash=other_genesis, sender=mallory.address, num_samples=10)
-    _submit(fed, mallory, r, blob)
+    r = honest_round(fed)
+    submit(fed, mallory, r, crafted(fed, mallory, r, base_hash=sha256(b"some other federation's genesis")))
     assert _exclusion(fed, r, mallory.address) == "base"
 
 
-def test_a_header_that_lies_about_sender_or_samples_is_excluded(make_federation: MakeFederation) -> None:
-    fed = make_federation(FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3))
+def test_a_header_that_lies_about_sender_or_samples_is_excluded(
+    chain: Chain, store: LocalBlockStore, demo: DemoData
+) -> None:
+    fed = make(chain, store, demo)
     liar, counter = fed.attacker("liar"), fed.attacker("counter")
-    r = _honest_round(fed)
-    base = fed.ledger.expected_base(r)
-    _submit(
-        fed,
-        liar,
-        r,
-        update_blob(_zeros(), round_id=r, base_hash=base, sender=fed.participants[0].address, num_samples=10),
-    )
-    _submit(
-        fed,
-        counter,
-        r,
-        update_blob(_zeros(), round_id=r, base_hash=base, sender=counter.address, num_samples=9_999),
-        n=10,
-    )
-    report = fed.coordinator.finalize(r)
-    reasons = {e.participant: e.reason for e in report.verdict.excluded}
-    assert reasons == {liar.address: "sender", counter.address: "samples"}
+    r = honest_round(fed)
+    submit(fed, liar, r, crafted(fed, liar, r, sender=fed.participants[0].address))
+    submit(fed, counter, r, crafted(fed, counter, r, num_samples=9_999), n=10)
+    report = finish(fed, r)
+    assert {e.participant: e.reason for e in report.verdict.excluded} == {
+        liar.address: "sender",
+        counter.address: "samples",
+    }
+    assert audit(fed).ok
 
 
-def test_a_sample_count_above_the_registered_cap_is_rejected_on_chain(make_federation: MakeFederation) -> None:
-    fed = make_federation()
+def test_a_sample_count_above_the_registered_cap_is_rejected_on_chain(
+    chain: Chain, store: LocalBlockStore, demo: DemoData
+) -> None:
+    fed = make(chain, store, demo)
     r = fed.coordinator.open_round()
     p = fed.participants[0]
     cap = fed.ledger.participant(p.address).max_samples
-    blob = update_blob(
-        _zeros(), round_id=r, base_hash=fed.ledger.expected_base(r), sender=p.address, num_samples=cap + 1
-    )
-    with pytest.raises(ContractRevertError, match="above its registered cap"):
+    blob = crafted(fed, p.signer, r, num_samples=cap + 1)
+    with pytest.raises(SampleCountAboveCapError):
         fed.ledger.submit_update(p.signer, r, sha256(blob), fed.store.put(blob), cap + 1)
+    assert fed.ledger.update_hash(r, p.address) is None
 
 
-def test_an_update_above_the_norm_bound_is_excluded(make_federation: MakeFederation) -> None:
-    fed = make_federation(FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3, max_update_norm=50.0))
+def test_an_update_above_the_norm_bound_is_excluded(chain: Chain, store: LocalBlockStore, demo: DemoData) -> None:
+    fed = make(chain, store, demo, small_manifest(max_update_norm=50.0))
     mallory = fed.attacker()
-    r = _honest_round(fed)
-    huge = {n: torch.full(s, 10.0) for n, s in param_shapes(SPEC).items()}
-    _submit(
-        fed,
-        mallory,
-        r,
-        update_blob(huge, round_id=r, base_hash=fed.ledger.expected_base(r), sender=mallory.address, num_samples=10),
-    )
+    r = honest_round(fed)
+    submit(fed, mallory, r, crafted(fed, mallory, r, full(fed.rules, 10.0)))
     assert _exclusion(fed, r, mallory.address) == "norm"
 
 
@@ -138,52 +109,79 @@ def _with_metadata(blob: bytes, extra: object) -> bytes:
         pytest.param("x" * 200_000, id="enormous"),
     ],
 )
-def test_hostile_metadata_is_excluded_without_exhausting_memory(make_federation: MakeFederation, junk: object) -> None:
-    fed = make_federation(FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3))
+def test_hostile_metadata_is_excluded_without_exhausting_memory(
+    chain: Chain, store: LocalBlockStore, demo: DemoData, junk: object
+) -> None:
+    fed = make(chain, store, demo)
     mallory = fed.attacker()
-    r = _honest_round(fed)
-    good = update_blob(
-        _zeros(), round_id=r, base_hash=fed.ledger.expected_base(r), sender=mallory.address, num_samples=10
-    )
-    _submit(fed, mallory, r, _with_metadata(good, junk))
+    r = honest_round(fed)
+    submit(fed, mallory, r, _with_metadata(crafted(fed, mallory, r), junk))
     assert _exclusion(fed, r, mallory.address)
 
 
-def test_a_record_whose_cid_does_not_hold_its_digest_is_excluded(make_federation: MakeFederation) -> None:
-    fed = make_federation(FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3))
+def test_a_record_whose_cid_does_not_hold_its_digest_is_excluded(
+    chain: Chain, store: LocalBlockStore, demo: DemoData
+) -> None:
+    fed = make(chain, store, demo)
     mallory = fed.attacker()
-    r = _honest_round(fed)
-    base = fed.ledger.expected_base(r)
-    claimed = update_blob(_zeros(), round_id=r, base_hash=base, sender=mallory.address, num_samples=10)
-    other = update_blob(
-        {n: torch.ones(s) for n, s in param_shapes(SPEC).items()},
-        round_id=r,
-        base_hash=base,
-        sender=mallory.address,
-        num_samples=10,
-    )
+    r = honest_round(fed)
+    claimed = crafted(fed, mallory, r)
+    other = crafted(fed, mallory, r, full(fed.rules, 1e-3))
     fed.ledger.submit_update(mallory, r, sha256(claimed), fed.store.put(other), 10)
     assert _exclusion(fed, r, mallory.address) == "hash"
 
 
-def test_an_aggregate_including_an_excluded_update_fails_verification(make_federation: MakeFederation) -> None:
-    fed = make_federation(FederationSettings(spec=SPEC, train=SETTINGS.train, min_updates=3))
+def test_an_aggregate_including_an_excluded_update_fails_verification(
+    chain: Chain, store: LocalBlockStore, demo: DemoData
+) -> None:
+    fed = make(chain, store, demo)
     mallory = fed.attacker()
-    r = _honest_round(fed)
-    _submit(fed, mallory, r, b"\x80\x04not a model at all")
+    r = honest_round(fed)
+    submit(fed, mallory, r, b"\x80\x04not a model at all")
     history = fed.ledger.round_history(r)
     everyone = [u.participant for u in history.updates]
+    fed.coordinator.close(r)
     fed.ledger.finalize_round(fed.coordinator.signer, r, sha256(b"agg"), history.opened.base_cid, everyone)
-    verdict = fed.coordinator.verify(r)
-    assert not verdict.ok
-    assert any(f.participant == mallory.address and "invalid update included" in f.what for f in verdict.failures)
-    [audited] = fed.audit().rounds
+    [audited] = audit(fed).rounds
     assert not audited.ok
+    assert [(f.participant, f.what) for f in audited.failures] == [
+        (mallory.address, "inclusion (invalid update included)")
+    ]
+    assert len(audited.included) == 4  # what the chain recorded
 
 
-def test_a_ledger_address_that_is_not_a_contract_is_refused(make_federation: MakeFederation) -> None:
-    fed = make_federation()
-    from fedchain.errors import ChainError
-
-    with pytest.raises(ChainError, match="no contract"):
+def test_a_ledger_address_that_is_not_a_contract_is_refused(
+    chain: Chain, store: LocalBlockStore, demo: DemoData
+) -> None:
+    fed = make(chain, store, demo)
+    with pytest.raises(UnknownContractError, match="no code at the address"):
         Ledger(fed.chain, fed.participants[0].address)
+
+
+def test_a_coordinator_that_finalizes_before_closing_is_refused_by_the_contract(
+    chain: Chain, store: LocalBlockStore, demo: DemoData
+) -> None:
+    from fedchain.errors import RoundNotClosedError
+
+    fed = make(chain, store, demo)
+    r = honest_round(fed)
+    history = fed.ledger.round_history(r)
+    with pytest.raises(RoundNotClosedError):
+        fed.ledger.finalize_round(
+            fed.coordinator.signer, r, sha256(b"agg"), history.opened.base_cid, [u.participant for u in history.updates]
+        )
+
+
+def test_a_participant_cannot_finalize_or_close_a_round(chain: Chain, store: LocalBlockStore, demo: DemoData) -> None:
+    from fedchain.errors import NotCoordinatorError
+
+    fed = make(chain, store, demo)
+    r = honest_round(fed)
+    mallory = fed.participants[0].signer
+    with pytest.raises(NotCoordinatorError):
+        fed.ledger.close_round(mallory, r)
+    fed.coordinator.close(r)
+    with pytest.raises(NotCoordinatorError):
+        fed.ledger.finalize_round(mallory, r, sha256(b"agg"), fed.ledger.genesis_cid(), [mallory.address])
+    report = fed.coordinator.finish(r)
+    assert report.verdict.finalized and audit(fed).ok
