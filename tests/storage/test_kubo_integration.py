@@ -162,7 +162,7 @@ def test_the_cli_reads_a_missing_blob_from_the_daemon_as_not_found_and_prints_no
         env=repo_env,
         timeout=60,
     )
-    assert run.returncode == 1, run.stderr
+    assert run.returncode == 2, run.stderr  # the command could not do its job (the one exit-code table)
     assert f"not in the store: {missing}" in run.stderr
     assert "Warning" not in run.stderr
     assert time.monotonic() - started < 30  # interpreter start-up included
