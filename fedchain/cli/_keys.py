@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     new.add_argument("--json", action="store_true", help="print the address as JSON")
     new.set_defaults(handler=_new)
     show = keys.add_parser("address", help="print a keystore's address (needs no password)")
-    show.add_argument("keystore", type=Path)
+    show.add_argument(
+        "keystore", type=Path, help="the keystore file (written by `fedchain keys new`); no password is needed"
+    )
     show.set_defaults(handler=_address)
 
 
