@@ -34,7 +34,9 @@ from fedchain.protocol import (
     load_model,
     prepare_aggregate,
 )
+from fedchain.orchestrator.masked import MaskedRounds
 from fedchain.protocol.blobs import aggregate_blob
+from fedchain.protocol.masked import MASKED_RULE, outcomes_of
 from fedchain.records import RoundHistory, RoundStatus, TxResult, UpdateRecord
 from fedchain.storage import BlobStore
 from fedchain.types import Address, Cid, Digest
@@ -93,6 +95,7 @@ class Coordinator:
         self.gas_used = 0
         self._checkpoint: Checkpoint | None = None
         self._prepared_cache: _Prepared | None = None
+        self.masking = MaskedRounds(ledger, store, rules) if rules.manifest.private else None
 
     # -- registry
 
@@ -133,6 +136,8 @@ class Coordinator:
         Once enough updates are recorded they are screened and, optimistically in the same pass,
         aggregated, so that finalizing right after the close does not fetch them again.
         """
+        if self.masking is not None:
+            return self.masking.ready_to_close(round_id)
         state = self.ledger.round_state(round_id)
         if state.status is not RoundStatus.OPEN:
             return False
@@ -152,6 +157,8 @@ class Coordinator:
 
     def can_finalize(self, round_id: int) -> bool:
         """Whether a closed round can end now (the quorum of valid updates, or the deadline passed)."""
+        if self.masking is not None:
+            return self.masking.can_finish(round_id)
         state = self.ledger.round_state(round_id)
         if state.status is not RoundStatus.CLOSED:
             return False
@@ -170,6 +177,8 @@ class Coordinator:
         history = self.ledger.round_history(round_id)
         if history.state.status is not RoundStatus.CLOSED:
             raise VerificationError(round_id, "state", expected="closed", actual=history.state.status.name.lower())
+        if self.masking is not None:
+            return self._finish_masked(round_id, history)
         prepared = self._prepared(history)
         self._prepared_cache = None  # hold no model past its round
         for ex in prepared.excluded:
@@ -220,6 +229,30 @@ class Coordinator:
             len(prepared.excluded),
             short(digest),
         )
+        return RoundReport(round_id, verdict, digest, cid, tx.gas_used)
+
+    def _finish_masked(self, round_id: int, history: RoundHistory) -> RoundReport:
+        """End a closed masked round whose reveals are complete: finalize the unmasked aggregate, or abandon."""
+        assert self.masking is not None
+        blob, included, total, why = self.masking.aggregate(round_id, history)
+        data, state = self.masking.state(round_id)
+        missing = tuple(a for a in data.roster if a not in {u.participant for u in history.updates})
+        if blob is None:
+            tx = self.ledger.abandon_round(self.signer, round_id)
+            self.gas_used += tx.gas_used
+            logger.warning("round %d abandoned: %s", round_id, why)
+            outcomes, excluded = outcomes_of(data, state, ())
+            verdict = RoundVerdict(round_id, RoundStatus.ABANDONED, (), tuple(excluded), missing, None, (), tuple(outcomes), MASKED_RULE)
+            return RoundReport(round_id, verdict, None, None, tx.gas_used)
+        digest = sha256(blob)
+        cid = self.store.put(blob)
+        self.store.pin(cid)
+        del blob
+        tx = self.ledger.finalize_round(self.signer, round_id, digest, cid, list(included))
+        self.gas_used += tx.gas_used
+        outcomes, excluded = outcomes_of(data, state, included)
+        verdict = RoundVerdict(round_id, RoundStatus.FINALIZED, included, tuple(excluded), missing, digest, (), tuple(outcomes), MASKED_RULE)
+        logger.info("round %d finalized (masked): %d survivors, aggregate %s", round_id, len(included), short(digest))
         return RoundReport(round_id, verdict, digest, cid, tx.gas_used)
 
     def abandon(self, round_id: int) -> TxResult:

@@ -27,7 +27,10 @@ from fedchain.hashing import derive_seed, sha256
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
 from fedchain.orchestrator.coordinator import Coordinator, CoordinatorService, Registration, RoundReport
+from fedchain.orchestrator.masked import MaskedMember
 from fedchain.orchestrator.participant import Participant, ParticipantService
+from fedchain.fl.masking import MaskingKey
+from fedchain.records import RoundStatus
 from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM, Manifest, Rules, load_model, load_rules
 from fedchain.protocol.blobs import genesis_blob
 from fedchain.storage import BlobStore, open_store
@@ -189,6 +192,9 @@ class Federation:
         coordinator = Coordinator(deployment.ledger, coordinator_key, store, rules)
         coordinator.gas_used += deployment.gas_used
         participants = [Participant(deployment.ledger, k, store, rules, task, m.data, m.name) for k, m in zip(keys, members, strict=True)]
+        if rules.manifest.private:
+            for p in participants:
+                p.masking = MaskedMember(MaskingKey.generate())
         registrations = [Registration(p.address, p.num_samples, p.name) for p in participants]
         fed = cls(chain, store, task, rules, deployment, coordinator, participants, registrations, {p.address: p.name for p in participants})
         if register:
@@ -260,6 +266,11 @@ class Federation:
         r = self.ledger.next_round()
         if isinstance(self.chain, EmbeddedChain) and r > 0:
             state = self.ledger.round_state(r - 1)
+            if self.coordinator.masking is not None and state.status is RoundStatus.CLOSED:
+                phase_deadline = self.coordinator.masking.phase_deadline(r - 1)
+                if phase_deadline is not None and phase_deadline >= self.chain.now():
+                    self.chain.advance_time(phase_deadline - self.chain.now() + 1)
+                    return
             gap = state.deadline - self.chain.now()
             if gap >= 0:
                 self.chain.advance_time(gap + 1)

@@ -16,13 +16,14 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedchain.chain import Ledger, Signer
 from fedchain.errors import AlreadySubmittedError, ConfigError, DeadlinePassedError, RoundNotOpenError, VerificationError
 from fedchain.hashing import derive_seed, sha256, short, to_hex
+from fedchain.orchestrator._dp import Spend, check_budget, record_dp, spend_of
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
 from fedchain.protocol import Checkpoint, Rules, advance, genesis
@@ -31,6 +32,9 @@ from fedchain.records import RoundStatus, TxResult
 from fedchain.storage import BlobStore
 from fedchain.tasks.api import Task
 from fedchain.types import Address
+
+if TYPE_CHECKING:
+    from fedchain.orchestrator.masked import MaskedMember
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +89,8 @@ class Participant:
         self.name = name
         self.gas_used = 0
         self.checkpoint: Checkpoint | None = None
+        self.dp_spends: dict[int, Spend] = {}  # this participant's recorded DP-SGD spending, by round
+        self.masking: MaskedMember | None = None  # set by the factory in a masked federation
 
     @property
     def address(self) -> Address:
@@ -107,6 +113,10 @@ class Participant:
         self.checkpoint, verdicts = advance(self.ledger, self.store, self.rules, self.checkpoint, upto)
         for v in verdicts:
             log_event("round_verified", round=v.round_id, ok=v.ok, by=self.name, status=v.status.name.lower())
+            for o in v.outcomes:
+                spend = spend_of(o.metrics)
+                if o.record.participant == self.address and spend is not None:
+                    self.dp_spends[v.round_id] = spend
         return self.checkpoint
 
     def has_submitted(self, round_id: int) -> bool:
@@ -134,6 +144,10 @@ class Participant:
             raise VerificationError(round_id, "lineage", expected=f"{to_hex(cp.digest)} at {cp.cid}", actual=f"{to_hex(opened.base_hash)} at {opened.base_cid}")
         assert cp.params is not None
         base = cp.params
+        budget = self.rules.manifest.privacy_settings.dp
+        spent = [self.dp_spends[r] for r in sorted(self.dp_spends)]
+        if budget is not None and spent:
+            check_budget(budget, spent, spent[-1], round_id=round_id, who=self.address, before_training=True)
         result = self.task.train(
             {k: np.array(v, dtype=np.float32, copy=True) for k, v in base.items()},
             self.data,
@@ -144,6 +158,11 @@ class Participant:
             raise ConfigError("task", f"{self.task.name}: train returned tensors {sorted(result.arrays)}, the schema has {sorted(base)}")
         delta = {k: np.subtract(np.asarray(result.arrays[k], dtype=np.float32), base[k], dtype=np.float32) for k in sorted(base)}
         metrics = _public_metrics(result.metrics, self.task.name)
+        spend = record_dp(metrics)
+        if budget is not None and spend is not None:
+            check_budget(budget, spent, spend, round_id=round_id, who=self.address, before_training=False)
+        if self.masking is not None:
+            return self.masking.submit(self, round_id, cp, delta, result.num_samples, metrics)
         blob = update_blob(delta, round_id=round_id, base_hash=cp.digest, sender=self.address, num_samples=result.num_samples, metrics=metrics)
         del delta
         digest = sha256(blob)
@@ -190,6 +209,8 @@ class ParticipantService:
             return Step.IDLE
         if p.num_samples > entry.max_samples:
             raise ConfigError("participant.data", f"{p.num_samples} records, above the {entry.max_samples} the coordinator registered for {p.address}")
+        if p.masking is not None and p.masking.ensure_key(p) is not None:
+            return Step.WORKED
         r = ledger.next_round()
         if r == 0:
             self._once("waiting_for_round", 0)
@@ -203,6 +224,8 @@ class ParticipantService:
                 return Step.DONE
             self._once("waiting_for_round", r)
             return Step.IDLE
+        if p.masking is not None and state.status is RoundStatus.CLOSED:
+            return p.masking.reveal_step(p, current)
         if p.has_submitted(current):
             self._once("update_on_chain", current, participant=p.address)
             return Step.IDLE
