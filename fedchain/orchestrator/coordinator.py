@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedchain.chain import Ledger, Signer
-from fedchain.errors import AggregationError, VerificationError
+from fedchain.errors import AggregationError, ConfigError, VerificationError
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
@@ -103,6 +103,12 @@ class Coordinator:
         """Register ``participant`` unless it already is (idempotent, for restarts)."""
         if self.ledger.participant(participant).registered:
             return None
+        cap = self.rules.manifest.privacy_settings.masked
+        if cap is not None and max_samples > cap.max_samples:
+            raise ConfigError(
+                "manifest.privacy.max_samples",
+                f"{participant} would be registered with {max_samples} samples, above the masked rounds' cap {cap.max_samples}",
+            )
         tx = self.ledger.register_participant(self.signer, participant, max_samples)
         self.gas_used += tx.gas_used
         return tx
@@ -408,6 +414,9 @@ class CoordinatorService:
         if r >= self.rounds:
             log_event("federation_finished", rounds=r, ledger=ledger.address)
             return Step.DONE
+        if c.masking is not None and not c.masking.ready_to_open([p.address for p in self.participants]):
+            self._waiting(r, "waiting_for_masking_keys", participants=len(self.participants))
+            return Step.IDLE
         gas_before = c.gas_used
         opened = c.open_round()
         state = ledger.round_state(opened)

@@ -68,6 +68,7 @@ class MaskedMember:
         self.withhold = withhold  # tests only: reveal phases this member stays silent in ("pairs", "selves")
         self._cache: dict[Any, MaskedRoundData] = {}
         self._uploaded: dict[int, bytes] = {}
+        self._said_missed: set[int] = set()
 
     def ensure_key(self, p: Participant) -> TxResult | None:
         """Publish the masking key unless the chain already holds it."""
@@ -79,6 +80,16 @@ class MaskedMember:
         log_event("masking_key_registered", participant=p.address, gas=tx.gas_used)
         return tx
 
+    def in_roster(self, p: Participant, round_id: int) -> bool:
+        """Whether this participant had its key on chain when ``round_id`` opened (said once when not)."""
+        roster = p.ledger.roster(round_id, p.ledger.round_state(round_id).opened_block)
+        if p.address in roster:
+            return True
+        if round_id not in self._said_missed:
+            self._said_missed.add(round_id)
+            log_event("round_missed", round=round_id, reason="not in the roster (no masking key when it opened)")
+        return False
+
     def submit(
         self, p: Participant, round_id: int, cp: Checkpoint, delta: Mapping[str, np.ndarray], num_samples: int, metrics: Mapping[str, float]
     ) -> TxResult | None:
@@ -87,7 +98,6 @@ class MaskedMember:
         history = ledger.round_history(round_id)
         roster = ledger.roster(round_id, history.state.opened_block)
         if p.address not in roster:
-            log_event("round_missed", round=round_id, reason="not in the roster (no masking key when it opened)")
             return None
         spend = spend_of(metrics)
         dp = None
@@ -148,6 +158,10 @@ class MaskedRounds:
         self.store = store
         self.rules = rules
         self._cache: dict[Any, MaskedRoundData] = {}
+
+    def ready_to_open(self, members: list[str]) -> bool:
+        """Whether every listed participant has published its masking key (the next roster is complete)."""
+        return all(self.ledger.masking_key(a) is not None for a in members)
 
     def ready_to_close(self, round_id: int) -> bool:
         state = self.ledger.round_state(round_id)

@@ -138,6 +138,8 @@ class Participant:
         if self.has_submitted(round_id):
             logger.info("%s: already submitted for round %d", self.name, round_id)
             return None
+        if self.masking is not None and not self.masking.in_roster(self, round_id):
+            return None
         cp = self.catch_up(round_id)
         opened = self.ledger.round_history(round_id).opened
         if opened.base_hash != cp.digest or opened.base_cid != cp.cid:

@@ -77,6 +77,19 @@ def _dp(raw: Any) -> DpBudget:
     return DpBudget(eps, delta)
 
 
+def default_masked(participants: int) -> dict[str, Any]:
+    """The masked settings of ``fedchain demo --private``: f = 32, an L2 clip of 100, a minimum of 2 survivors."""
+    return {
+        "mode": "masked",
+        "frac_bits": 32,
+        "clip": 100.0,
+        "min_survivors": 2,
+        "max_samples": 1_000_000,
+        "max_participants": max(16, participants),
+        "phase_seconds": 60,
+    }
+
+
 def parse_privacy(raw: Mapping[str, Any]) -> Privacy:
     """Parse and check a manifest's ``privacy`` table.
 
@@ -125,4 +138,4 @@ def parse_privacy(raw: Mapping[str, Any]) -> Privacy:
     return Privacy("masked", masked, dp)
 
 
-__all__ = ["DpBudget", "MaskedConfig", "Privacy", "parse_privacy"]
+__all__ = ["DpBudget", "MaskedConfig", "Privacy", "default_masked", "parse_privacy"]
