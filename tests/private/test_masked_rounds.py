@@ -45,7 +45,6 @@ def test_a_masked_round_of_three_finalizes_and_the_audit_recomputes_it(tmp_path:
 
 def test_one_of_three_dropping_before_the_close_is_unmasked_from_pair_reveals(tmp_path: Path) -> None:
     fed = masked_federation(tmp_path)
-    fed.run(0)  # registration only
     for p in fed.participants:  # keys published by every member: all three are in the roster
         assert p.masking is not None
         p.masking.ensure_key(p)
@@ -77,7 +76,6 @@ def test_a_participant_silent_at_the_self_seed_phase_is_dropped_and_its_update_s
 
 def test_below_the_minimum_of_survivors_the_round_is_abandoned_and_no_self_seed_is_revealed(tmp_path: Path) -> None:
     fed = masked_federation(tmp_path, min_survivors=3)
-    fed = fed
     silent = fed.participants[0]
     assert silent.masking is not None
     silent.masking.withhold = frozenset({"selves"})
