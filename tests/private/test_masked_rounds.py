@@ -8,6 +8,10 @@ import pytest
 
 from fedchain.chain import EmbeddedChain
 from fedchain.fl import masking
+from fedchain.fl.masking import MaskingKey
+from fedchain.orchestrator._step import Step
+from fedchain.orchestrator.masked import MaskedMember
+from fedchain.types import Digest
 from fedchain.orchestrator.federation import Federation
 from fedchain.protocol.masked import MASKED_RULE
 from fedchain.storage import LocalBlockStore
@@ -94,3 +98,55 @@ def test_the_masked_words_in_the_store_are_not_the_update(tmp_path: Path) -> Non
     # uniform words: about half of the top bits set (a real update quantized has small magnitudes, top bits all 0 or 1)
     top = (words >> 63).astype(float).mean()
     assert 0.45 < top < 0.55
+
+
+class WrongBase(MaskedMember):
+    """Submits a masked blob whose header names another base: a tampered blob, digest and all."""
+
+    def submit(self, p, round_id, cp, delta, num_samples, metrics):  # type: ignore[no-untyped-def,override]
+        from dataclasses import replace
+
+        return super().submit(p, round_id, replace(cp, digest=Digest(bytes(32))), delta, num_samples, metrics)
+
+
+class WrongSelfSeed(MaskedMember):
+    """Reveals 32 zero bytes as its self seed."""
+
+    def reveal_step(self, p, round_id):  # type: ignore[no-untyped-def,override]
+        from fedchain.orchestrator.masked import round_state
+
+        _, state = round_state(p.ledger, p.store, p.rules, round_id, {})
+        if state.plan.phase == "selves" and p.address in state.plan.self_requests:
+            if self._lied:
+                return Step.IDLE  # never corrects it within the phase
+            self._lied = True
+            p.ledger.reveal_self_seed(p.signer, round_id, bytes(32))
+            return Step.WORKED
+        return super().reveal_step(p, round_id)
+
+    _lied = False
+
+
+def test_a_tampered_masked_blob_is_excluded_naming_its_sender_and_the_audit_agrees(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    bad = fed.participants[2]
+    bad.masking = WrongBase(MaskingKey.generate())
+    summaries = fed.run(1)
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    [excluded] = report.rounds[0].excluded
+    assert (report.rounds[0].round_id, excluded.participant, excluded.reason) == (0, bad.address, "base")
+
+
+def test_a_wrong_reveal_is_named_its_revealer_dropped_and_the_audit_agrees(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    liar = fed.participants[0]
+    liar.masking = WrongSelfSeed(MaskingKey.generate())
+    summaries = fed.run(1)
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    [excluded] = report.rounds[0].excluded
+    assert (excluded.participant, excluded.reason) == (liar.address, "wrong-reveal")
+    assert liar.address not in report.rounds[0].included
