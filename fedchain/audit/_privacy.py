@@ -42,30 +42,38 @@ def dp_accounting(
                 continue
             who = o.record.participant
             steps = float(m["dp_steps"])
-            noise, rate, delta, eps = (float(m[k]) for k in ("dp_noise_multiplier", "dp_sample_rate", "dp_delta", "dp_epsilon"))
+            noise, rate, delta, eps = (
+                float(m[k]) for k in ("dp_noise_multiplier", "dp_sample_rate", "dp_delta", "dp_epsilon")
+            )
             problem = None if steps == int(steps) else f"dp_steps {steps!r} is not an integer"
             if problem is None:
                 problem = check_recorded_epsilon(eps, noise, rate, int(steps), delta)
             if problem is not None:
-                failures.append(VerificationError(v.round_id, "dp epsilon", participant=who, expected="the accountant's epsilon", actual=problem))
+                failures.append(
+                    VerificationError(
+                        v.round_id, "dp epsilon", participant=who, expected="the accountant's epsilon", actual=problem
+                    )
+                )
                 continue
             deltas.add(delta)
             spends.setdefault(who, []).append((v.round_id, (noise, rate, int(steps)), eps))
     if budget is None and not spends:
         return None, failures
-    delta = budget.delta if budget is not None else (min(deltas) if deltas else None)
+    at: float | None = budget.delta if budget is not None else (min(deltas) if deltas else None)
     per: dict[str, Any] = {}
-    for who in sorted(spends, key=lambda a: int(a, 16)):
-        items = spends[who]
-        total = compose([s for _, s, _ in items], delta) if delta is not None else 0.0
-        per[who] = {"epsilon": total, "rounds": [{"round": r, "epsilon": e} for r, _, e in items]}
+    for account in sorted(spends, key=lambda a: int(a, 16)):
+        items = spends[account]
+        total = compose([s for _, s, _ in items], at) if at is not None else 0.0
+        per[account] = {"epsilon": total, "rounds": [{"round": r, "epsilon": e} for r, _, e in items]}
         if budget is not None and total > budget.epsilon:
             last = items[-1][0]
             failures.append(
-                VerificationError(last, "dp budget", participant=who, expected=f"epsilon <= {budget.epsilon!r}", actual=f"{total!r}")
+                VerificationError(
+                    last, "dp budget", participant=account, expected=f"epsilon <= {budget.epsilon!r}", actual=f"{total!r}"
+                )
             )
     section = {
-        "delta": delta,
+        "delta": at,
         "epsilon_budget": budget.epsilon if budget is not None else None,
         "per_participant": per,
     }

@@ -19,7 +19,9 @@ DP_KEYS = ("dp_delta", "dp_epsilon", "dp_noise_multiplier", "dp_sample_rate", "d
 class DpBudgetExceededError(FedchainError):
     """Training (another round of) DP-SGD would take this participant past the federation's budget."""
 
-    def __init__(self, round_id: int, participant: str, spent: float, total: float, budget: float, planned: bool) -> None:
+    def __init__(
+        self, round_id: int, participant: str, spent: float, total: float, budget: float, planned: bool
+    ) -> None:
         self.round_id = round_id
         self.participant = participant
         what = "would" if planned else "did"

@@ -22,6 +22,7 @@ from fedchain.errors import AggregationError, ConfigError, VerificationError
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
+from fedchain.orchestrator.masked import MaskedRounds
 from fedchain.protocol import (
     Checkpoint,
     Exclusion,
@@ -34,7 +35,6 @@ from fedchain.protocol import (
     load_model,
     prepare_aggregate,
 )
-from fedchain.orchestrator.masked import MaskedRounds
 from fedchain.protocol.blobs import aggregate_blob
 from fedchain.protocol.masked import MASKED_RULE, outcomes_of
 from fedchain.records import RoundHistory, RoundStatus, TxResult, UpdateRecord
@@ -240,7 +240,7 @@ class Coordinator:
     def _finish_masked(self, round_id: int, history: RoundHistory) -> RoundReport:
         """End a closed masked round whose reveals are complete: finalize the unmasked aggregate, or abandon."""
         assert self.masking is not None
-        blob, included, total, why = self.masking.aggregate(round_id, history)
+        blob, included, _total, why = self.masking.aggregate(round_id, history)
         data, state = self.masking.state(round_id)
         missing = tuple(a for a in data.roster if a not in {u.participant for u in history.updates})
         if blob is None:

@@ -23,16 +23,16 @@ import numpy as np
 from fedchain.chain import Chain, EmbeddedChain, Ledger, Signer, connect
 from fedchain.config import Workdir
 from fedchain.errors import ConfigError
+from fedchain.fl.masking import MaskingKey
 from fedchain.hashing import derive_seed, sha256
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
 from fedchain.orchestrator.coordinator import Coordinator, CoordinatorService, Registration, RoundReport
 from fedchain.orchestrator.masked import MaskedMember
 from fedchain.orchestrator.participant import Participant, ParticipantService
-from fedchain.fl.masking import MaskingKey
-from fedchain.records import RoundStatus
 from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM, Manifest, Rules, load_model, load_rules
 from fedchain.protocol.blobs import genesis_blob
+from fedchain.records import RoundStatus
 from fedchain.storage import BlobStore, open_store
 from fedchain.tasks.api import DemoParticipant, Task
 from fedchain.types import Address, Cid, Digest

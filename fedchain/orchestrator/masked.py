@@ -44,19 +44,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _round_data(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHistory, cache: dict[Any, MaskedRoundData]) -> MaskedRoundData:
-    key = (int(history.state.round_id), history.state.closed_block, tuple(bytes(u.update_hash) for u in history.updates))
+def _round_data(
+    ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHistory, cache: dict[Any, MaskedRoundData]
+) -> MaskedRoundData:
+    key = (
+        int(history.state.round_id),
+        history.state.closed_block,
+        tuple(bytes(u.update_hash) for u in history.updates),
+    )
     if key not in cache:
         cache.clear()
         cache[key] = read_round(ledger, store, rules, history)
     return cache[key]
 
 
-def round_state(ledger: Ledger, store: BlobStore, rules: Rules, round_id: int, cache: dict[Any, MaskedRoundData]) -> tuple[MaskedRoundData, RevealState]:
+def round_state(
+    ledger: Ledger, store: BlobStore, rules: Rules, round_id: int, cache: dict[Any, MaskedRoundData]
+) -> tuple[MaskedRoundData, RevealState]:
     """The closed round's data and where its reveals stand now."""
     history = ledger.round_history(round_id)
     data = _round_data(ledger, store, rules, history, cache)
-    state = replay_reveals(data, ledger.reveals(round_id, history.state), now=ledger.chain.now(), config=masked_config(rules))
+    state = replay_reveals(
+        data, ledger.reveals(round_id, history.state), now=ledger.chain.now(), config=masked_config(rules)
+    )
     return data, state
 
 
@@ -91,7 +101,13 @@ class MaskedMember:
         return False
 
     def submit(
-        self, p: Participant, round_id: int, cp: Checkpoint, delta: Mapping[str, np.ndarray], num_samples: int, metrics: Mapping[str, float]
+        self,
+        p: Participant,
+        round_id: int,
+        cp: Checkpoint,
+        delta: Mapping[str, np.ndarray],
+        num_samples: int,
+        metrics: Mapping[str, float],
     ) -> TxResult | None:
         """Mask and record the update; upload the blob only after the submission is mined."""
         ledger = p.ledger
@@ -121,7 +137,9 @@ class MaskedMember:
         cid = p.store.put(sub.blob)  # only now: a submission that missed the close never published its words
         p.store.pin(cid)
         self._uploaded[round_id] = sub.digest
-        logger.info("%s: submitted masked round %d update %s (gas %d)", p.name, round_id, short(sub.digest), tx.gas_used)
+        logger.info(
+            "%s: submitted masked round %d update %s (gas %d)", p.name, round_id, short(sub.digest), tx.gas_used
+        )
         return tx
 
     def reveal_step(self, p: Participant, round_id: int) -> Step:
@@ -136,7 +154,9 @@ class MaskedMember:
         chain_id, ledger_bytes = ledger.chain.chain_id, bytes.fromhex(ledger.address[2:])
         if plan.phase == "pairs" and p.address in plan.pair_requests and "pairs" not in self.withhold:
             owed = plan.pair_requests[p.address]
-            everyone = pair_seeds(self.key, data.roster, me=p.address, chain_id=chain_id, ledger=ledger_bytes, round_id=round_id)
+            everyone = pair_seeds(
+                self.key, data.roster, me=p.address, chain_id=chain_id, ledger=ledger_bytes, round_id=round_id
+            )
             tx = ledger.reveal_pair_seeds(p.signer, round_id, {j: everyone[j] for j in owed})
             p.gas_used += tx.gas_used
             log_event("pair_seeds_revealed", round=round_id, participant=p.address, others=len(owed), gas=tx.gas_used)
@@ -193,14 +213,30 @@ class MaskedRounds:
         for who, what in state.wrong:
             logger.warning("round %d: participant %s revealed a wrong %s", round_id, who, what)
         if state.plan.phase != "done":
-            return None, (), 0, f"{len(state.plan.survivors)} survivors, below the minimum of {masked_config(self.rules).min_survivors} (or a revealed member dropped)"
-        base = load_model(self.store, self.rules, history.opened.base_cid, history.opened.base_hash, round_id=round_id, what="base model")
+            return (
+                None,
+                (),
+                0,
+                f"{len(state.plan.survivors)} survivors, below the minimum of {masked_config(self.rules).min_survivors} (or a revealed member dropped)",
+            )
+        base = load_model(
+            self.store,
+            self.rules,
+            history.opened.base_cid,
+            history.opened.base_hash,
+            round_id=round_id,
+            what="base model",
+        )
         try:
             params, total = unmask_aggregate(data, state, self.store, self.rules, base)
         except AggregationError as err:
             return None, (), 0, str(err)
-        blob = aggregate_blob(params, self.rules, round_id=round_id, base_hash=history.opened.base_hash, num_samples=total)
-        logger.info("round %d: unmasked %d survivors, aggregate %s", round_id, len(state.plan.survivors), short(sha256(blob)))
+        blob = aggregate_blob(
+            params, self.rules, round_id=round_id, base_hash=history.opened.base_hash, num_samples=total
+        )
+        logger.info(
+            "round %d: unmasked %d survivors, aggregate %s", round_id, len(state.plan.survivors), short(sha256(blob))
+        )
         return blob, state.plan.survivors, total, None
 
 

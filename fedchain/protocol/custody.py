@@ -81,7 +81,8 @@ def advance(
     for history in ledger.history(checkpoint.next_round, upto):
         r = int(history.state.round_id)
         if rules.manifest.private:
-            from fedchain.protocol.masked import verify_masked_round  # masked rounds need the ledger's key and reveal events
+            # masked rounds need the ledger's key and reveal events
+            from fedchain.protocol.masked import verify_masked_round
 
             verdict, model = verify_masked_round(ledger, history, store, rules, expected_base=current.digest, base=base)
         else:

@@ -36,7 +36,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedchain.chain import Ledger
 from fedchain.chain.ledger import RevealRecord
-from fedchain.errors import AggregationError, CodecError, DigestMismatchError, FedchainError, StorageError, VerificationError
+from fedchain.errors import (
+    AggregationError,
+    CodecError,
+    DigestMismatchError,
+    FedchainError,
+    StorageError,
+    VerificationError,
+)
 from fedchain.fl import masking
 from fedchain.fl.dp import DpSpend
 from fedchain.fl.masking import MaskedHeader, MaskingKey, RevealPlan
@@ -86,7 +93,9 @@ def pair_seeds(
         if masking.address_key(other) == mine:
             continue
         low, high = (me, other) if mine < masking.address_key(other) else (other, me)
-        out[other] = masking.pair_seed(key, public, chain_id=chain_id, ledger=ledger, round_id=round_id, low=low, high=high)
+        out[other] = masking.pair_seed(
+            key, public, chain_id=chain_id, ledger=ledger, round_id=round_id, low=low, high=high
+        )
     return out
 
 
@@ -148,11 +157,14 @@ class MaskedRoundData:
     close_time: int
 
 
-def _fetch(store: BlobStore, rules: Rules, record: UpdateRecord) -> bytes:
+def _fetch(store: BlobStore, rules: Rules, record: UpdateRecord) -> bytes | bytearray:
     try:
         return store.get_verified(record.cid, record.update_hash, max_size=rules.max_blob_size)
     except DigestMismatchError as err:
-        raise CodecError("hash", f"blob at {record.cid} hashes to {to_hex(err.actual)}, the ledger records {to_hex(record.update_hash)}") from None
+        raise CodecError(
+            "hash",
+            f"blob at {record.cid} hashes to {to_hex(err.actual)}, the ledger records {to_hex(record.update_hash)}",
+        ) from None
 
 
 def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHistory) -> MaskedRoundData:
@@ -173,7 +185,9 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
             continue
         try:
             blob = _fetch(store, rules, record)
-            expect = masking.MaskedExpect(r, bytes(history.opened.base_hash), who, record.num_samples, cfg.params, tuple(roster))
+            expect = masking.MaskedExpect(
+                r, bytes(history.opened.base_hash), who, record.num_samples, cfg.params, tuple(roster)
+            )
             headers[who] = masking.decode_masked(blob, num_elements=size, expect=expect).header
             del blob
         except CodecError as err:
@@ -182,7 +196,10 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
             problems[who] = ("unavailable", str(err))
     if len(roster) > cfg.max_participants:
         for who in list(headers):
-            problems[who] = ("roster", f"the roster has {len(roster)} members, above the manifest's {cfg.max_participants}")
+            problems[who] = (
+                "roster",
+                f"the roster has {len(roster)} members, above the manifest's {cfg.max_participants}",
+            )
             del headers[who]
     close_time = ledger.block_timestamp(history.state.closed_block) if history.state.closed_block else 0
     return MaskedRoundData(r, roster, history.updates, headers, problems, close_time)
@@ -330,7 +347,9 @@ def unmask_aggregate(
     norm = math.sqrt(float(np.dot(mean, mean)))
     bound = masking.aggregate_norm_bound(cfg.params, size, len(survivors), n)
     if not norm <= bound:
-        raise AggregationError(f"round {data.round_id}: the decoded mean has norm {norm!r}, above the bound {bound!r} of clipped updates")
+        raise AggregationError(
+            f"round {data.round_id}: the decoded mean has norm {norm!r}, above the bound {bound!r} of clipped updates"
+        )
     shapes = {k: tuple(np.shape(v)) for k, v in base.items()}
     flat = masking.apply_masked_aggregate(masking.flatten(base), sum_q, n, rules.manifest.server_lr, cfg.params)
     return masking.unflatten(flat, shapes), n
@@ -339,7 +358,9 @@ def unmask_aggregate(
 # --------------------------------------------------------------------------- verification
 
 
-def outcomes_of(data: MaskedRoundData, state: RevealState | None, included: tuple[Address, ...]) -> tuple[list[UpdateOutcome], list[Exclusion]]:
+def outcomes_of(
+    data: MaskedRoundData, state: RevealState | None, included: tuple[Address, ...]
+) -> tuple[list[UpdateOutcome], list[Exclusion]]:
     outcomes: list[UpdateOutcome] = []
     excluded: list[Exclusion] = []
     wrong = {} if state is None else {w: what for w, what in state.wrong}
@@ -376,7 +397,9 @@ def verify_masked_round(
     status = history.state.status
     failures: list[VerificationError] = []
     if history.opened.base_hash != expected_base:
-        failures.append(VerificationError(r, "lineage", expected=to_hex(expected_base), actual=to_hex(history.opened.base_hash)))
+        failures.append(
+            VerificationError(r, "lineage", expected=to_hex(expected_base), actual=to_hex(history.opened.base_hash))
+        )
     if status is RoundStatus.OPEN or history.state.closed_block == 0:
         outcomes = [UpdateOutcome(u, UpdateStatus.VALID) for u in history.updates]
         return RoundVerdict(r, status, (), (), (), None, tuple(failures), tuple(outcomes), MASKED_RULE), None
@@ -391,35 +414,59 @@ def verify_masked_round(
     outcomes, excluded = outcomes_of(data, state, tuple(included))
 
     def verdict(digest: Digest | None = None) -> RoundVerdict:
-        return RoundVerdict(r, status, tuple(included), tuple(excluded), missing, digest, tuple(failures), tuple(outcomes), MASKED_RULE)
+        return RoundVerdict(
+            r, status, tuple(included), tuple(excluded), missing, digest, tuple(failures), tuple(outcomes), MASKED_RULE
+        )
 
     if status is not RoundStatus.FINALIZED or agg is None:
         return verdict(), None
     if state.plan.phase != "done":
-        failures.append(VerificationError(r, "reveals", expected="every reveal needed to unmask", actual=f"phase {state.plan.phase}"))
+        failures.append(
+            VerificationError(
+                r, "reveals", expected="every reveal needed to unmask", actual=f"phase {state.plan.phase}"
+            )
+        )
         return verdict(), None
     if {a.lower() for a in included} != {a.lower() for a in state.plan.survivors}:
-        failures.append(VerificationError(r, "inclusion", expected=",".join(state.plan.survivors), actual=",".join(included)))
+        failures.append(
+            VerificationError(r, "inclusion", expected=",".join(state.plan.survivors), actual=",".join(included))
+        )
         return verdict(), None
     if failures:
         return verdict(), None
     try:
-        params_base = dict(base.params) if base is not None and base.cid == history.opened.base_cid and base.digest == history.opened.base_hash else load_model(
-            store, rules, history.opened.base_cid, history.opened.base_hash, round_id=r, what="base model"
+        params_base = (
+            dict(base.params)
+            if base is not None and base.cid == history.opened.base_cid and base.digest == history.opened.base_hash
+            else load_model(
+                store, rules, history.opened.base_cid, history.opened.base_hash, round_id=r, what="base model"
+            )
         )
         params, total = unmask_aggregate(data, state, store, rules, params_base)
     except (AggregationError, VerificationError) as err:
         who = next((u.participant for u in history.updates if u.participant in str(err)), None)
-        failures.append(VerificationError(r, "aggregate (recomputed)", participant=who, expected="an unmasked aggregate", actual=str(err)))
+        failures.append(
+            VerificationError(
+                r, "aggregate (recomputed)", participant=who, expected="an unmasked aggregate", actual=str(err)
+            )
+        )
         return verdict(), None
     try:
         stored = store.get_verified(agg.cid, agg.aggregate_hash, max_size=rules.max_blob_size)
         same = aggregate_matches(stored, params, rules, round_id=r, base_hash=expected_base, num_samples=total)
     except (StorageError, CodecError, FedchainError) as err:
-        failures.append(VerificationError(r, "aggregate blob", expected=f"{to_hex(agg.aggregate_hash)} at {agg.cid}", actual=str(err)))
+        failures.append(
+            VerificationError(
+                r, "aggregate blob", expected=f"{to_hex(agg.aggregate_hash)} at {agg.cid}", actual=str(err)
+            )
+        )
         return verdict(), None
     if not same:
-        failures.append(VerificationError(r, "aggregate (recomputed)", expected=to_hex(agg.aggregate_hash), actual="a different model"))
+        failures.append(
+            VerificationError(
+                r, "aggregate (recomputed)", expected=to_hex(agg.aggregate_hash), actual="a different model"
+            )
+        )
         return verdict(), None
     return verdict(agg.aggregate_hash), VerifiedModel(agg.cid, agg.aggregate_hash, params)
 

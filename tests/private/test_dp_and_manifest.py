@@ -35,7 +35,9 @@ def metrics(eps: float | None = None, spend: tuple[float, float, int] = SPEND) -
 def verdict(round_id: int, per: dict[Address, dict[str, float]]) -> RoundVerdict:
     outcomes = tuple(
         UpdateOutcome(
-            UpdateRecord(RoundId(round_id), who, Digest(bytes(32)), Cid("Qm"), 10, 1, "0x"), UpdateStatus.INCLUDED, metrics=m
+            UpdateRecord(RoundId(round_id), who, Digest(bytes(32)), Cid("Qm"), 10, 1, "0x"),
+            UpdateStatus.INCLUDED,
+            metrics=m,
         )
         for who, m in per.items()
     )
@@ -70,7 +72,10 @@ def test_the_audit_composes_each_participants_spending_per_round() -> None:
     assert failures == []
     assert section is not None and section["delta"] == DELTA
     one = epsilon_dp_sgd(*SPEND, DELTA)
-    assert section["per_participant"][A] == {"epsilon": compose([SPEND, SPEND], DELTA), "rounds": [{"round": 0, "epsilon": one}, {"round": 1, "epsilon": one}]}
+    assert section["per_participant"][A] == {
+        "epsilon": compose([SPEND, SPEND], DELTA),
+        "rounds": [{"round": 0, "epsilon": one}, {"round": 1, "epsilon": one}],
+    }
     assert section["per_participant"][B]["epsilon"] == one
 
 

@@ -15,10 +15,18 @@ from fedchain.fl.masking import MaskingKey
 from fedchain.protocol.masked import MaskedRoundData, build_masked_update, pair_seeds, replay_reveals, self_seed
 from fedchain.protocol.privacy import parse_privacy
 from fedchain.records import UpdateRecord
-from fedchain.types import Address, Cid, Digest, RoundId
+from fedchain.types import Address, Digest, RoundId
 
 CONFIG = parse_privacy(
-    {"mode": "masked", "frac_bits": 32, "clip": 10.0, "min_survivors": 2, "max_samples": 1000, "max_participants": 16, "phase_seconds": 60}
+    {
+        "mode": "masked",
+        "frac_bits": 32,
+        "clip": 10.0,
+        "min_survivors": 2,
+        "max_samples": 1000,
+        "max_participants": 16,
+        "phase_seconds": 60,
+    }
 ).masked
 assert CONFIG is not None
 CHAIN, LEDGER, ROUND, BASE, CLOSE = 31337, bytes(range(20)), 4, Digest(bytes(32)), 1_000
@@ -43,7 +51,18 @@ def round_of(k: int, submitting: int):  # type: ignore[no-untyped-def]
     roster = {a: key.public_bytes() for a, key, _, _ in ms}
     records, headers, words = [], {}, {}
     for a, key, delta, n in ms[:submitting]:
-        sub = build_masked_update(delta, num_samples=n, config=CONFIG, key=key, roster=roster, me=a, chain_id=CHAIN, ledger=LEDGER, round_id=ROUND, base_hash=BASE)
+        sub = build_masked_update(
+            delta,
+            num_samples=n,
+            config=CONFIG,
+            key=key,
+            roster=roster,
+            me=a,
+            chain_id=CHAIN,
+            ledger=LEDGER,
+            round_id=ROUND,
+            base_hash=BASE,
+        )
         decoded = masking.decode_masked(sub.blob, num_elements=P)
         records.append(UpdateRecord(RoundId(ROUND), a, sub.digest, sub.cid, n, 1, "0x"))
         headers[a], words[a] = decoded.header, decoded.words
@@ -51,7 +70,9 @@ def round_of(k: int, submitting: int):  # type: ignore[no-untyped-def]
     return ms, data, words
 
 
-def reveal(who: Address, at: int, *, pairs: dict[Address, bytes] | None = None, seed: bytes | None = None, index: int = 0) -> RevealRecord:
+def reveal(
+    who: Address, at: int, *, pairs: dict[Address, bytes] | None = None, seed: bytes | None = None, index: int = 0
+) -> RevealRecord:
     return RevealRecord(RoundId(ROUND), who, pairs or {}, seed, at, index, at, "0x")
 
 
@@ -66,7 +87,11 @@ def honest_reveals(ms, data, state, at: int, silent: set[Address] = frozenset())
             everyone = pair_seeds(keys[who], data.roster, me=who, chain_id=CHAIN, ledger=LEDGER, round_id=ROUND)
             out.append(reveal(who, at, pairs={j: everyone[j] for j in plan.pair_requests[who]}, index=i))
         elif plan.phase == "selves" and who in plan.self_requests:
-            out.append(reveal(who, at, seed=self_seed(keys[who], chain_id=CHAIN, ledger=LEDGER, round_id=ROUND, me=who), index=i))
+            out.append(
+                reveal(
+                    who, at, seed=self_seed(keys[who], chain_id=CHAIN, ledger=LEDGER, round_id=ROUND, me=who), index=i
+                )
+            )
     return out
 
 
@@ -113,7 +138,9 @@ def test_dropouts_before_the_close_end_in_the_exact_fixed_point_sum(k: int, subm
     assert set(state.plan.survivors) == {a for a, *_ in ms[:submitting]}
     assert np.array_equal(unmasked(data, state, words), expected_sum(ms, state.plan.survivors))
     dropped = {a for a, *_ in ms[submitting:]}
-    assert not any(r.participant in dropped for r in reveals)  # a dropped member reveals nothing, and no self seed of it exists
+    assert not any(
+        r.participant in dropped for r in reveals
+    )  # a dropped member reveals nothing, and no self seed of it exists
 
 
 def test_one_member_silent_at_the_pair_phase_and_one_at_the_self_phase_are_both_dropped_and_stay_masked() -> None:
@@ -163,7 +190,7 @@ def test_a_reveal_after_the_phase_deadline_does_not_count() -> None:
 
 
 def test_masked_words_are_uniform_and_uncorrelated_with_the_update() -> None:
-    ms, data, words = round_of(10, 10)
+    ms, _, words = round_of(10, 10)
     y = np.concatenate([words[a] for a, *_ in ms])
     # chi-square over 16 buckets of the top 4 bits
     counts = np.bincount((y >> np.uint64(60)).astype(np.int64), minlength=16)

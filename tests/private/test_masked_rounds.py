@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from fedchain.chain import EmbeddedChain
 from fedchain.fl import masking
 from fedchain.fl.masking import MaskingKey
 from fedchain.orchestrator._step import Step
-from fedchain.orchestrator.masked import MaskedMember
-from fedchain.types import Digest
 from fedchain.orchestrator.federation import Federation
+from fedchain.orchestrator.masked import MaskedMember
 from fedchain.protocol.masked import MASKED_RULE
 from fedchain.storage import LocalBlockStore
+from fedchain.types import Digest
 from tests.support.federation import audit, make, small_demo, small_manifest
 
 PRIVACY = {
