@@ -23,12 +23,11 @@ import numpy as np
 from fedchain.chain import Chain, EmbeddedChain, Ledger, Signer, connect
 from fedchain.config import Workdir
 from fedchain.errors import ConfigError
-from fedchain.fl.masking import MaskingKey
 from fedchain.hashing import derive_seed, sha256
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
 from fedchain.orchestrator.coordinator import Coordinator, CoordinatorService, Registration, RoundReport
-from fedchain.orchestrator.masked import MaskedMember
+from fedchain.orchestrator.masked import MaskedMember, masking_key_for
 from fedchain.orchestrator.participant import Participant, ParticipantService
 from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM, Manifest, Rules, load_model, load_rules
 from fedchain.protocol.blobs import genesis_blob
@@ -194,7 +193,7 @@ class Federation:
         participants = [Participant(deployment.ledger, k, store, rules, task, m.data, m.name) for k, m in zip(keys, members, strict=True)]
         if rules.manifest.private:
             for p in participants:
-                p.masking = MaskedMember(MaskingKey.generate())
+                p.masking = MaskedMember(masking_key_for(p.signer))
         registrations = [Registration(p.address, p.num_samples, p.name) for p in participants]
         fed = cls(chain, store, task, rules, deployment, coordinator, participants, registrations, {p.address: p.name for p in participants})
         if register:

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedchain.chain import Ledger
+from fedchain.chain import Ledger, Signer
 from fedchain.errors import AggregationError
 from fedchain.fl.dp import DpSpend
 from fedchain.fl.masking import MaskingKey
@@ -68,6 +70,21 @@ def round_state(
         data, ledger.reveals(round_id, history.state), now=ledger.chain.now(), config=masked_config(rules)
     )
     return data, state
+
+
+#: The HKDF info of a participant's masking key derived from its Ethereum key.
+MASKING_KEY_INFO = b"fedchain/masking-key/v1"
+
+
+def masking_key_for(signer: Signer) -> MaskingKey:
+    """The participant's X25519 masking key, derived from its Ethereum key (HKDF-SHA256, info ``fedchain/masking-key/v1``).
+
+    As secret as the Ethereum key it comes from, the same after a restart, and nothing more to
+    keep: a participant process needs only its keystore.
+    """
+    account = getattr(signer, "_account")  # noqa: B009  # the key stays inside the Signer's account object
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MASKING_KEY_INFO)
+    return MaskingKey.from_private_bytes(hkdf.derive(bytes(account.key)))
 
 
 class MaskedMember:
@@ -240,4 +257,4 @@ class MaskedRounds:
         return blob, state.plan.survivors, total, None
 
 
-__all__ = ["MaskedMember", "MaskedRounds", "round_state"]
+__all__ = ["MASKING_KEY_INFO", "MaskedMember", "MaskedRounds", "masking_key_for", "round_state"]
