@@ -56,6 +56,8 @@ contract FederatedLedger is IFederatedLedger {
     mapping(address account => Participant) private _participants;
     mapping(uint256 roundId => PastRound) private _rounds;
     mapping(uint256 roundId => mapping(address participant => bytes32 updateHash)) private _updates;
+    /// @dev One slot per participant of a private federation: its current masking public key.
+    mapping(address participant => bytes32 publicKey) private _maskingKeys;
 
     modifier onlyCoordinator() {
         if (msg.sender != _coordinator) revert FederatedLedgerNotCoordinator(msg.sender);
@@ -219,6 +221,43 @@ contract FederatedLedger is IFederatedLedger {
 
         updates[msg.sender] = updateHash;
         emit UpdateSubmitted(roundId, msg.sender, updateHash, cid, numSamples);
+    }
+
+    // ------------------------------------------------------------------ private rounds
+
+    /// @inheritdoc IFederatedLedger
+    function registerMaskingKey(bytes32 publicKey) external {
+        if (!_participants[msg.sender].registered) revert FederatedLedgerNotRegistered(msg.sender);
+        if (publicKey == bytes32(0)) revert FederatedLedgerEmptyHash();
+        _maskingKeys[msg.sender] = publicKey;
+        emit MaskingKeyRegistered(msg.sender, publicKey);
+    }
+
+    /// @inheritdoc IFederatedLedger
+    function revealPairSeeds(uint256 roundId, address[] calldata others, bytes32[] calldata seeds) external {
+        _checkReveal(roundId);
+        if (others.length != seeds.length) revert FederatedLedgerRevealLengthMismatch(others.length, seeds.length);
+        emit PairSeedsRevealed(roundId, msg.sender, others, seeds);
+    }
+
+    /// @inheritdoc IFederatedLedger
+    function revealSelfSeed(uint256 roundId, bytes32 seed) external {
+        _checkReveal(roundId);
+        emit SelfSeedRevealed(roundId, msg.sender, seed);
+    }
+
+    /// @inheritdoc IFederatedLedger
+    function getMaskingKey(address participant) external view returns (bytes32) {
+        return _maskingKeys[participant];
+    }
+
+    /// @dev Reveals come from registered participants, into the current round while it is closed.
+    function _checkReveal(uint256 roundId) private view {
+        if (!_participants[msg.sender].registered) revert FederatedLedgerNotRegistered(msg.sender);
+        Current memory current = _current;
+        if (!_isCurrent(roundId, current.nextRound) || current.status != RoundStatus.Closed) {
+            revert FederatedLedgerRoundNotClosed(roundId, _status(roundId));
+        }
     }
 
     // ------------------------------------------------------------------ views

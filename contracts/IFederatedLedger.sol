@@ -73,6 +73,17 @@ interface IFederatedLedger {
     /// @notice Round `roundId` ended without an aggregate; the next round builds on the same base.
     event RoundAbandoned(uint256 indexed roundId);
 
+    /// @notice `participant` published (or replaced) its masking public key (X25519) for private rounds.
+    /// @dev A private round's roster is every registered participant whose key event precedes the round's
+    /// `RoundOpened`; the key it uses is its last one before that event.
+    event MaskingKeyRegistered(address indexed participant, bytes32 publicKey);
+
+    /// @notice `participant` revealed, for the closed private round `roundId`, its pair seed with each of `others`.
+    event PairSeedsRevealed(uint256 indexed roundId, address indexed participant, address[] others, bytes32[] seeds);
+
+    /// @notice `participant` revealed its self-mask seed for the closed private round `roundId`.
+    event SelfSeedRevealed(uint256 indexed roundId, address indexed participant, bytes32 seed);
+
     // ------------------------------------------------------------------ errors
 
     /// @notice `account` is not the coordinator.
@@ -115,6 +126,8 @@ interface IFederatedLedger {
     error FederatedLedgerPreviousRoundNotEnded(uint256 roundId, RoundStatus previousStatus);
     /// @notice A digest of zero.
     error FederatedLedgerEmptyHash();
+    /// @notice A pair-seed reveal with `others` addresses and `seeds` seeds (they must be as many).
+    error FederatedLedgerRevealLengthMismatch(uint256 others, uint256 seeds);
 
     // ------------------------------------------------------------------ coordinator
 
@@ -160,6 +173,20 @@ interface IFederatedLedger {
 
     /// @notice Record the caller's update for the open round `roundId`.
     function submitUpdate(uint256 roundId, bytes32 updateHash, string calldata cid, uint64 numSamples) external;
+
+    // ------------------------------------------------------------------ private rounds
+
+    /// @notice Publish (or replace) the caller's masking public key; the caller must be a registered participant.
+    function registerMaskingKey(bytes32 publicKey) external;
+
+    /// @notice Reveal the caller's pair seeds with `others` for the closed round `roundId` (event only).
+    function revealPairSeeds(uint256 roundId, address[] calldata others, bytes32[] calldata seeds) external;
+
+    /// @notice Reveal the caller's self-mask seed for the closed round `roundId` (event only).
+    function revealSelfSeed(uint256 roundId, bytes32 seed) external;
+
+    /// @notice `participant`'s current masking public key, or 0 if it published none.
+    function getMaskingKey(address participant) external view returns (bytes32);
 
     // ------------------------------------------------------------------ views
 

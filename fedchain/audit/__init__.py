@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fedchain.audit._privacy import dp_accounting
 from fedchain.audit._readahead import ReadAhead
 from fedchain.chain import Ledger
 from fedchain.errors import FedchainError, VerificationError
@@ -41,6 +42,7 @@ from fedchain.protocol import (
     load_rules,
     verify_round,
 )
+from fedchain.protocol.masked import MASKED_RULE, verify_masked_round
 from fedchain.records import LedgerInfo, RoundHistory, RoundStatus, UpdateRecord
 from fedchain.storage import BlobStore
 from fedchain.types import Address
@@ -96,6 +98,8 @@ class AuditReport:
     names: Mapping[str, str] = field(default_factory=dict)
     registered: tuple[Address, ...] = ()
     expected_rounds: int | None = None
+    privacy: Mapping[str, Any] | None = None
+    """The DP accounting (:func:`fedchain.audit._privacy.dp_accounting`), if any update recorded DP-SGD."""
 
     @property
     def all_failures(self) -> tuple[VerificationError, ...]:
@@ -174,7 +178,7 @@ class AuditReport:
             "participants": [{"address": a, "name": self.name(a)} for a in addresses],
             "failures": [err(e) for e in self.all_failures],
             "rounds": [self._round_json(v, err) for v in self.rounds],
-            "privacy": None,
+            "privacy": None if self.privacy is None else dict(self.privacy),
         }
 
     def _round_json(self, v: RoundVerdict, err: Callable[[VerificationError], dict[str, Any]]) -> dict[str, Any]:
@@ -196,7 +200,7 @@ class AuditReport:
             if h and h.aggregate
             else None,
             "rule": v.rule,
-            "private": False,
+            "private": v.rule == MASKED_RULE,
             "recorded": len(v.outcomes),
             "valid": sum(1 for o in v.outcomes if o.status is not UpdateStatus.EXCLUDED),
             "included": len(v.included),
@@ -279,6 +283,7 @@ def audit_ledger(
                         actual=f"{ended} ended rounds",
                     )
                 )
+        privacy, dp_failures = dp_accounting(verdicts, manifest)
         return AuditReport(
             info,
             chain_id,
@@ -288,11 +293,12 @@ def audit_ledger(
             manifest_cid,
             genesis_cid,
             tuple(verdicts),
-            tuple(failures),
+            tuple(failures + dp_failures),
             round_details,
             dict(names or {}),
             registered,
             expect_rounds,
+            privacy,
         )
 
     try:
@@ -319,15 +325,20 @@ def audit_ledger(
                 d.sketches[record.participant] = _sketch(delta, SKETCH_SIZE)
 
             try:
-                verdict, verified = verify_round(
-                    history,
-                    reader.store,
-                    rules,
-                    expected_base=expected,
-                    base=model,
-                    registered=registered,
-                    observer=observe,
-                )
+                if rules.manifest.private:
+                    verdict, verified = verify_masked_round(
+                        ledger, history, reader.store, rules, expected_base=expected, base=model
+                    )
+                else:
+                    verdict, verified = verify_round(
+                        history,
+                        reader.store,
+                        rules,
+                        expected_base=expected,
+                        base=model,
+                        registered=registered,
+                        observer=observe,
+                    )
             except FedchainError as e:  # an unexpected failure still names the round
                 verified = None
                 verdict = RoundVerdict(

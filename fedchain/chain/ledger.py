@@ -81,6 +81,29 @@ _GAS_MARGIN_NUM, _GAS_MARGIN_DEN = 6, 5  # 20 % over the estimate
 _PRIORITY_FEE = 10**9
 
 
+#: The private-round events, read apart from the round events (plain rounds never query them).
+_ROSTER_EVENTS = ("ParticipantRegistered", "ParticipantRemoved", "MaskingKeyRegistered")
+_REVEAL_EVENTS = ("PairSeedsRevealed", "SelfSeedRevealed")
+
+
+@dataclass(frozen=True)
+class RevealRecord:
+    """A ``PairSeedsRevealed`` or ``SelfSeedRevealed`` event of a closed private round.
+
+    ``pair_seeds`` maps each other member to the revealed seed (``PairSeedsRevealed``);
+    ``self_seed`` is set for ``SelfSeedRevealed``. ``timestamp`` is its block's.
+    """
+
+    round_id: RoundId
+    participant: Address
+    pair_seeds: Mapping[Address, bytes]
+    self_seed: bytes | None
+    block_number: int
+    log_index: int
+    timestamp: int
+    tx_hash: str
+
+
 def _artifact() -> dict[str, Any]:
     from fedchain.chain.compile import load_artifact
 
@@ -233,6 +256,7 @@ class Ledger:
         self._events = _EventDecoder(artifact["abi"])
         self._info: LedgerInfo | None = None
         self._created: _Log | None = None
+        self._timestamps: dict[int, int] = {}
 
     # ------------------------------------------------------------------ deployment
 
@@ -375,6 +399,104 @@ class Ledger:
         """Record ``participant``'s update for ``round_id``, from its own account."""
         fn = self._contract.functions.submitUpdate(int(round_id), bytes(update_hash), str(cid), int(num_samples))
         return self._transact(participant, f"submit update for round {round_id}", fn)
+
+    # ------------------------------------------------------------------ private rounds
+
+    def register_masking_key(self, participant: Signer, public_key: bytes) -> TxResult:
+        """Publish ``participant``'s 32-byte masking public key, from its own account."""
+        if len(public_key) != 32:
+            raise ChainError(f"a masking public key is 32 bytes, got {len(public_key)}")
+        fn = self._contract.functions.registerMaskingKey(bytes(public_key))
+        return self._transact(participant, "register masking key", fn)
+
+    def reveal_pair_seeds(self, participant: Signer, round_id: int, seeds: Mapping[str, bytes]) -> TxResult:
+        """Reveal ``participant``'s pair seeds with the members ``seeds`` names, for the closed ``round_id``."""
+        others = sorted((_checksum(self, a) for a in seeds), key=lambda a: int(a, 16))
+        by_key = {int(a, 16): bytes(v) for a, v in seeds.items()}
+        fn = self._contract.functions.revealPairSeeds(int(round_id), others, [by_key[int(a, 16)] for a in others])
+        return self._transact(participant, f"reveal {len(others)} pair seeds for round {round_id}", fn)
+
+    def reveal_self_seed(self, participant: Signer, round_id: int, seed: bytes) -> TxResult:
+        """Reveal ``participant``'s self-mask seed for the closed ``round_id``."""
+        fn = self._contract.functions.revealSelfSeed(int(round_id), bytes(seed))
+        return self._transact(participant, f"reveal self seed for round {round_id}", fn)
+
+    def masking_key(self, participant: str) -> bytes | None:
+        """``participant``'s current masking public key, or ``None``."""
+        value = bytes(self._contract.functions.getMaskingKey(_checksum(self, participant)).call())
+        return value if any(value) else None
+
+    def block_timestamp(self, number: int) -> int:
+        """The timestamp of block ``number`` (remembered: blocks do not change)."""
+        if number not in self._timestamps:
+            self._timestamps[number] = int(self.chain.w3.eth.get_block(int(number))["timestamp"])
+        return self._timestamps[number]
+
+    def roster(self, round_id: int, opened_block: int) -> dict[Address, bytes]:
+        """A private round's roster: every participant registered, with a masking key, when the round opened.
+
+        Replays the registry and key events from the deployment to the round's ``RoundOpened``
+        (same block: by log index); each member's key is its last before the open.
+        """
+        opened = [
+            log
+            for log in self._logs(opened_block, opened_block, [self._events.topics["RoundOpened"]])
+            if int(log.args["roundId"]) == int(round_id)
+        ]
+        if not opened:
+            raise ChainError(
+                f"ledger {self.address}: no RoundOpened event for round {round_id} in block {opened_block}"
+            )
+        limit = (opened_block, opened[0].log_index)
+        topics = [self._events.topics[name] for name in _ROSTER_EVENTS]
+        registered: dict[Address, bool] = {}
+        keys: dict[Address, bytes] = {}
+        start = self.info().deployed_block
+        for page_start in range(start, opened_block + 1, LOG_PAGE_BLOCKS):
+            page_end = min(opened_block, page_start + LOG_PAGE_BLOCKS - 1)
+            for log in self._logs(page_start, page_end, topics):
+                if (log.block_number, log.log_index) >= limit:
+                    break
+                who = Address(log.args["participant"])
+                if log.name == "ParticipantRegistered":
+                    registered[who] = True
+                elif log.name == "ParticipantRemoved":
+                    registered[who] = False
+                else:
+                    keys[who] = bytes(log.args["publicKey"])
+        members = sorted((a for a in keys if registered.get(a)), key=lambda a: int(a, 16))
+        return {a: keys[a] for a in members}
+
+    def reveals(self, round_id: int, state: RoundState | None = None) -> tuple[RevealRecord, ...]:
+        """Every reveal of the private round ``round_id``, in chain order, with its block's timestamp."""
+        state = state or self.round_state(round_id)
+        if state.closed_block == 0:
+            return ()
+        end = state.end_block if state.status.ended else int(self.chain.w3.eth.block_number)
+        topics = [self._events.topics[name] for name in _REVEAL_EVENTS]
+        out: list[RevealRecord] = []
+        for page_start in range(state.closed_block, end + 1, LOG_PAGE_BLOCKS):
+            page_end = min(end, page_start + LOG_PAGE_BLOCKS - 1)
+            for log in self._logs(page_start, page_end, topics, int(round_id).to_bytes(32, "big")):
+                pairs: dict[Address, bytes] = {}
+                seed: bytes | None = None
+                if log.name == "PairSeedsRevealed":
+                    pairs = {Address(a): bytes(v) for a, v in zip(log.args["others"], log.args["seeds"], strict=True)}
+                else:
+                    seed = bytes(log.args["seed"])
+                out.append(
+                    RevealRecord(
+                        round_id=RoundId(int(round_id)),
+                        participant=Address(log.args["participant"]),
+                        pair_seeds=pairs,
+                        self_seed=seed,
+                        block_number=log.block_number,
+                        log_index=log.log_index,
+                        timestamp=self.block_timestamp(log.block_number),
+                        tx_hash=log.tx_hash,
+                    )
+                )
+        return tuple(out)
 
     # ------------------------------------------------------------------ reads
 
@@ -722,4 +844,4 @@ def _reason(err: BaseException) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-__all__ = ["HISTORY_WINDOW_BLOCKS", "LOG_PAGE_BLOCKS", "Ledger", "code_mismatch", "create_address"]
+__all__ = ["HISTORY_WINDOW_BLOCKS", "LOG_PAGE_BLOCKS", "Ledger", "RevealRecord", "code_mismatch", "create_address"]

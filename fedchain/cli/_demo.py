@@ -82,6 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--min-updates", type=int, default=None, help="quorum (default: every participant)")
     p.add_argument("--overwrite", action="store_true", help="replace a federation already in WORKDIR")
     p.add_argument(
+        "--private",
+        action="store_true",
+        help="masked rounds: no update is readable in the store, the audit still recomputes every aggregate",
+    )
+    p.add_argument(
         "--html", type=Path, default=None, help="also write the audit as a self-contained HTML report to this file"
     )
     p.set_defaults(handler=_run)
@@ -138,12 +143,20 @@ def _run(args: argparse.Namespace) -> int:
         demo = task.demo(args.participants or _default_participants(task), args.seed)
     for m in demo.participants:
         console.print(f"  {m.name}: {task.num_samples(m.data):,} records")
+    privacy = None
+    min_updates = args.min_updates or len(demo.participants)
+    if args.private:
+        from fedchain.protocol.privacy import default_masked
+
+        privacy = default_masked(len(demo.participants))
+        min_updates = min(min_updates, int(privacy["min_survivors"]))
     manifest = make_manifest(
         task,
         seed=args.seed,
-        min_updates=args.min_updates or len(demo.participants),
+        min_updates=min_updates,
         aggregation=aggregation_of(args),
         max_update_norm=args.max_update_norm if args.max_update_norm is not None else DEFAULT_MAX_UPDATE_NORM,
+        privacy=privacy,
     )
     rows: list[RoundSummary] = []
     with Progress(

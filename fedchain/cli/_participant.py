@@ -88,6 +88,10 @@ def _serve(config: NodeConfig) -> int:
         rules = rules_for(config, ledger, store, pacing)
         log_event("ledger", ledger=ledger.address, chain_id=chain.chain_id, manifest=rules.digest)
         participant = Participant(ledger, signer, store, rules, task, data, config.participant.name)
+        if rules.manifest.private:
+            from fedchain.orchestrator.masked import MaskedMember, masking_key_for
+
+            participant.masking = MaskedMember(masking_key_for(signer))
         run_loop(ParticipantService(participant, rounds=config.federation.rounds).step, pacing, endpoint=chain.endpoint)
     finally:
         chain.close()

@@ -44,7 +44,9 @@ def to_arrays(record: ArrayRecord, schema: Schema | None = None) -> dict[str, np
         expected = {t.name: tuple(t.shape) for t in schema.tensors}
         actual = {k: tuple(v.shape) for k, v in out.items()}
         if actual != expected:
-            raise CodecError("shape", f"tensors {sorted(actual.items())} differ from the schema {sorted(expected.items())}")
+            raise CodecError(
+                "shape", f"tensors {sorted(actual.items())} differ from the schema {sorted(expected.items())}"
+            )
     return out
 
 
@@ -88,7 +90,7 @@ def reply_metrics(metrics: MetricRecord, weight_key: str) -> tuple[int, dict[str
         raise CodecError("reply", f"{weight_key!r} must be a positive whole number, got {weight!r}")
     header: dict[str, float] = {}
     for name, value in metrics.items():
-        if name == weight_key or isinstance(value, list) or isinstance(value, bool):
+        if name == weight_key or isinstance(value, (list, bool)):
             continue
         if _METRIC.fullmatch(name) and math.isfinite(float(value)):
             header[name] = float(value)

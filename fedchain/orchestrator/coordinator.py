@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedchain.chain import Ledger, Signer
-from fedchain.errors import AggregationError, VerificationError
+from fedchain.errors import AggregationError, ConfigError, VerificationError
 from fedchain.fl.robust import RobustResult
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
+from fedchain.orchestrator.masked import MaskedRounds
 from fedchain.protocol import (
     Checkpoint,
     Exclusion,
@@ -36,6 +37,7 @@ from fedchain.protocol import (
     prepare_aggregate,
 )
 from fedchain.protocol.blobs import aggregate_blob
+from fedchain.protocol.masked import MASKED_RULE, outcomes_of
 from fedchain.protocol.verify import mark_selection
 from fedchain.records import RoundHistory, RoundStatus, TxResult, UpdateRecord
 from fedchain.storage import BlobStore
@@ -96,6 +98,7 @@ class Coordinator:
         self.gas_used = 0
         self._checkpoint: Checkpoint | None = None
         self._prepared_cache: _Prepared | None = None
+        self.masking = MaskedRounds(ledger, store, rules) if rules.manifest.private else None
 
     # -- registry
 
@@ -103,6 +106,12 @@ class Coordinator:
         """Register ``participant`` unless it already is (idempotent, for restarts)."""
         if self.ledger.participant(participant).registered:
             return None
+        cap = self.rules.manifest.privacy_settings.masked
+        if cap is not None and max_samples > cap.max_samples:
+            raise ConfigError(
+                "manifest.privacy.max_samples",
+                f"{participant} would be registered with {max_samples} samples, above the masked rounds' cap {cap.max_samples}",
+            )
         tx = self.ledger.register_participant(self.signer, participant, max_samples)
         self.gas_used += tx.gas_used
         return tx
@@ -136,6 +145,8 @@ class Coordinator:
         Once enough updates are recorded they are screened and, optimistically in the same pass,
         aggregated, so that finalizing right after the close does not fetch them again.
         """
+        if self.masking is not None:
+            return self.masking.ready_to_close(round_id)
         state = self.ledger.round_state(round_id)
         if state.status is not RoundStatus.OPEN:
             return False
@@ -155,6 +166,8 @@ class Coordinator:
 
     def can_finalize(self, round_id: int) -> bool:
         """Whether a closed round can end now (the quorum of valid updates, or the deadline passed)."""
+        if self.masking is not None:
+            return self.masking.can_finish(round_id)
         state = self.ledger.round_state(round_id)
         if state.status is not RoundStatus.CLOSED:
             return False
@@ -173,6 +186,8 @@ class Coordinator:
         history = self.ledger.round_history(round_id)
         if history.state.status is not RoundStatus.CLOSED:
             raise VerificationError(round_id, "state", expected="closed", actual=history.state.status.name.lower())
+        if self.masking is not None:
+            return self._finish_masked(round_id, history)
         prepared = self._prepared(history)
         self._prepared_cache = None  # hold no model past its round
         for ex in prepared.excluded:
@@ -223,6 +238,43 @@ class Coordinator:
             len(prepared.excluded),
             short(digest),
         )
+        return RoundReport(round_id, verdict, digest, cid, tx.gas_used)
+
+    def _finish_masked(self, round_id: int, history: RoundHistory) -> RoundReport:
+        """End a closed masked round whose reveals are complete: finalize the unmasked aggregate, or abandon."""
+        assert self.masking is not None
+        blob, included_names, _total, why = self.masking.aggregate(round_id, history)
+        included = tuple(Address(a) for a in included_names)
+        data, state = self.masking.state(round_id)
+        missing = tuple(a for a in data.roster if a not in {u.participant for u in history.updates})
+        if blob is None:
+            tx = self.ledger.abandon_round(self.signer, round_id)
+            self.gas_used += tx.gas_used
+            logger.warning("round %d abandoned: %s", round_id, why)
+            outcomes, excluded = outcomes_of(data, state, ())
+            verdict = RoundVerdict(
+                round_id, RoundStatus.ABANDONED, (), tuple(excluded), missing, None, (), tuple(outcomes), MASKED_RULE
+            )
+            return RoundReport(round_id, verdict, None, None, tx.gas_used)
+        digest = sha256(blob)
+        cid = self.store.put(blob)
+        self.store.pin(cid)
+        del blob
+        tx = self.ledger.finalize_round(self.signer, round_id, digest, cid, list(included))
+        self.gas_used += tx.gas_used
+        outcomes, excluded = outcomes_of(data, state, included)
+        verdict = RoundVerdict(
+            round_id,
+            RoundStatus.FINALIZED,
+            included,
+            tuple(excluded),
+            missing,
+            digest,
+            (),
+            tuple(outcomes),
+            MASKED_RULE,
+        )
+        logger.info("round %d finalized (masked): %d survivors, aggregate %s", round_id, len(included), short(digest))
         return RoundReport(round_id, verdict, digest, cid, tx.gas_used)
 
     def abandon(self, round_id: int) -> TxResult:
@@ -381,6 +433,9 @@ class CoordinatorService:
         if r >= self.rounds:
             log_event("federation_finished", rounds=r, ledger=ledger.address)
             return Step.DONE
+        if c.masking is not None and not c.masking.ready_to_open([p.address for p in self.participants]):
+            self._waiting(r, "waiting_for_masking_keys", participants=len(self.participants))
+            return Step.IDLE
         gas_before = c.gas_used
         opened = c.open_round()
         state = ledger.round_state(opened)

@@ -27,9 +27,11 @@ from fedchain.hashing import derive_seed, sha256
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
 from fedchain.orchestrator.coordinator import Coordinator, CoordinatorService, Registration, RoundReport
+from fedchain.orchestrator.masked import MaskedMember, masking_key_for
 from fedchain.orchestrator.participant import Participant, ParticipantService
 from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM, Manifest, Rules, load_model, load_rules
 from fedchain.protocol.blobs import genesis_blob
+from fedchain.records import RoundStatus
 from fedchain.storage import BlobStore, open_store
 from fedchain.tasks.api import DemoParticipant, Task
 from fedchain.types import Address, Cid, Digest
@@ -209,6 +211,9 @@ class Federation:
             Participant(deployment.ledger, k, store, rules, task, m.data, m.name)
             for k, m in zip(keys, members, strict=True)
         ]
+        if rules.manifest.private:
+            for p in participants:
+                p.masking = MaskedMember(masking_key_for(p.signer))
         registrations = [Registration(p.address, p.num_samples, p.name) for p in participants]
         fed = cls(
             chain,
@@ -298,6 +303,11 @@ class Federation:
         r = self.ledger.next_round()
         if isinstance(self.chain, EmbeddedChain) and r > 0:
             state = self.ledger.round_state(r - 1)
+            if self.coordinator.masking is not None and state.status is RoundStatus.CLOSED:
+                phase_deadline = self.coordinator.masking.phase_deadline(r - 1)
+                if phase_deadline is not None and phase_deadline >= self.chain.now():
+                    self.chain.advance_time(phase_deadline - self.chain.now() + 1)
+                    return
             gap = state.deadline - self.chain.now()
             if gap >= 0:
                 self.chain.advance_time(gap + 1)

@@ -16,7 +16,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +28,9 @@ from fedchain.errors import (
     RoundNotOpenError,
     VerificationError,
 )
+from fedchain.fl.dp import Spend
 from fedchain.hashing import derive_seed, sha256, short, to_hex
+from fedchain.orchestrator._dp import check_budget, record_dp, spend_of
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
 from fedchain.protocol import Checkpoint, Rules, advance, genesis
@@ -37,6 +39,9 @@ from fedchain.records import RoundStatus, TxResult
 from fedchain.storage import BlobStore
 from fedchain.tasks.api import Task
 from fedchain.types import Address
+
+if TYPE_CHECKING:
+    from fedchain.orchestrator.masked import MaskedMember
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +109,8 @@ class Participant:
         self.name = name
         self.gas_used = 0
         self.checkpoint: Checkpoint | None = None
+        self.dp_spends: dict[int, Spend] = {}  # this participant's recorded DP-SGD spending, by round
+        self.masking: MaskedMember | None = None  # set by the factory in a masked federation
 
     @property
     def address(self) -> Address:
@@ -126,6 +133,10 @@ class Participant:
         self.checkpoint, verdicts = advance(self.ledger, self.store, self.rules, self.checkpoint, upto)
         for v in verdicts:
             log_event("round_verified", round=v.round_id, ok=v.ok, by=self.name, status=v.status.name.lower())
+            for o in v.outcomes:
+                spend = spend_of(o.metrics)
+                if o.record.participant == self.address and spend is not None:
+                    self.dp_spends[v.round_id] = spend
         return self.checkpoint
 
     def has_submitted(self, round_id: int) -> bool:
@@ -147,6 +158,8 @@ class Participant:
         if self.has_submitted(round_id):
             logger.info("%s: already submitted for round %d", self.name, round_id)
             return None
+        if self.masking is not None and not self.masking.in_roster(self, round_id):
+            return None
         cp = self.catch_up(round_id)
         opened = self.ledger.round_history(round_id).opened
         if opened.base_hash != cp.digest or opened.base_cid != cp.cid:
@@ -158,6 +171,10 @@ class Participant:
             )
         assert cp.params is not None
         base = cp.params
+        budget = self.rules.manifest.privacy_settings.dp
+        spent = [self.dp_spends[r] for r in sorted(self.dp_spends)]
+        if budget is not None and spent:
+            check_budget(budget, spent, spent[-1], round_id=round_id, who=self.address, before_training=True)
         result = self.task.train(
             {k: np.array(v, dtype=np.float32, copy=True) for k, v in base.items()},
             self.data,
@@ -174,6 +191,11 @@ class Participant:
             for k in sorted(base)
         }
         metrics = _public_metrics(result.metrics, self.task.name)
+        spend = record_dp(metrics)
+        if budget is not None and spend is not None:
+            check_budget(budget, spent, spend, round_id=round_id, who=self.address, before_training=False)
+        if self.masking is not None:
+            return self.masking.submit(self, round_id, cp, delta, result.num_samples, metrics)
         blob = update_blob(
             delta,
             round_id=round_id,
@@ -237,6 +259,8 @@ class ParticipantService:
                 "participant.data",
                 f"{p.num_samples} records, above the {entry.max_samples} the coordinator registered for {p.address}",
             )
+        if p.masking is not None and p.masking.ensure_key(p) is not None:
+            return Step.WORKED
         r = ledger.next_round()
         if r == 0:
             self._once("waiting_for_round", 0)
@@ -250,6 +274,8 @@ class ParticipantService:
                 return Step.DONE
             self._once("waiting_for_round", r)
             return Step.IDLE
+        if p.masking is not None and state.status is RoundStatus.CLOSED:
+            return p.masking.reveal_step(p, current)
         if p.has_submitted(current):
             self._once("update_on_chain", current, participant=p.address)
             return Step.IDLE

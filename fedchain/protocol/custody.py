@@ -80,7 +80,13 @@ def advance(
     base: VerifiedModel | None = current.model(store, rules) if current.params is not None else None
     for history in ledger.history(checkpoint.next_round, upto):
         r = int(history.state.round_id)
-        verdict, model = verify_round(history, store, rules, expected_base=current.digest, base=base)
+        if rules.manifest.private:
+            # masked rounds need the ledger's key and reveal events
+            from fedchain.protocol.masked import verify_masked_round
+
+            verdict, model = verify_masked_round(ledger, history, store, rules, expected_base=current.digest, base=base)
+        else:
+            verdict, model = verify_round(history, store, rules, expected_base=current.digest, base=base)
         verdicts.append(verdict)
         verdict.raise_for_failure()
         if history.state.status is RoundStatus.ABANDONED:

@@ -26,6 +26,7 @@ from fedchain.fl.codec import CODEC
 from fedchain.fl.robust import rule_from_config
 from fedchain.fl.schema import Schema
 from fedchain.hashing import sha256
+from fedchain.protocol.privacy import Privacy, parse_privacy
 from fedchain.types import Digest
 
 #: The manifest format written into every manifest.
@@ -218,6 +219,11 @@ class Manifest:
         return str(self.aggregation["rule"])
 
     @property
+    def privacy_settings(self) -> Privacy:
+        """The parsed ``privacy`` table (masked-round settings, DP budget)."""
+        return parse_privacy(self.privacy)
+
+    @property
     def private(self) -> bool:
         """Whether rounds are masked."""
         return bool(self.privacy.get("mode", "none") != "none")
@@ -368,6 +374,12 @@ def _validate(m: Manifest) -> None:
     mode = m.privacy.get("mode")
     if mode not in _PRIVACY_MODES:
         raise ConfigError("manifest.privacy.mode", f"must be one of {', '.join(_PRIVACY_MODES)}, got {mode!r}")
+    privacy = parse_privacy(m.privacy)
+    if privacy.masked is not None and m.min_updates > privacy.masked.min_survivors:
+        raise ConfigError(
+            "manifest.rounds.min_updates",
+            f"{m.min_updates} is above the masked rounds' minimum of survivors {privacy.masked.min_survivors}",
+        )
     if mode == "masked" and rule != "fedavg":
         raise ConfigError(
             "manifest.aggregation.rule",

@@ -1,0 +1,260 @@
+"""The masked path of the services: a participant's key, submission and reveals; the coordinator's reveal phases.
+
+The plain path (fedchain/orchestrator/participant.py and coordinator.py) is unchanged; these
+objects are attached to a :class:`Participant` (``participant.masking``) and a
+:class:`Coordinator` (``coordinator.masking``) only when the manifest's rounds are masked.
+Everything is read from the chain at each step (restartable).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedchain.chain import Ledger, Signer
+from fedchain.errors import AggregationError
+from fedchain.fl.dp import DpSpend
+from fedchain.fl.masking import MaskingKey
+from fedchain.hashing import sha256, short
+from fedchain.orchestrator._dp import spend_of
+from fedchain.orchestrator._events import log_event
+from fedchain.orchestrator._step import Step
+from fedchain.protocol import Checkpoint, Rules, load_model
+from fedchain.protocol.blobs import aggregate_blob
+from fedchain.protocol.masked import (
+    MaskedRoundData,
+    RevealState,
+    build_masked_update,
+    masked_config,
+    pair_seeds,
+    read_round,
+    replay_reveals,
+    self_seed,
+    unmask_aggregate,
+)
+from fedchain.records import RoundHistory, RoundStatus, TxResult
+from fedchain.storage import BlobStore
+
+if TYPE_CHECKING:
+    from fedchain.orchestrator.participant import Participant
+
+logger = logging.getLogger(__name__)
+
+
+def _round_data(
+    ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHistory, cache: dict[Any, MaskedRoundData]
+) -> MaskedRoundData:
+    key = (
+        int(history.state.round_id),
+        history.state.closed_block,
+        tuple(bytes(u.update_hash) for u in history.updates),
+    )
+    if key not in cache:
+        cache.clear()
+        cache[key] = read_round(ledger, store, rules, history)
+    return cache[key]
+
+
+def round_state(
+    ledger: Ledger, store: BlobStore, rules: Rules, round_id: int, cache: dict[Any, MaskedRoundData]
+) -> tuple[MaskedRoundData, RevealState]:
+    """The closed round's data and where its reveals stand now."""
+    history = ledger.round_history(round_id)
+    data = _round_data(ledger, store, rules, history, cache)
+    state = replay_reveals(
+        data, ledger.reveals(round_id, history.state), now=ledger.chain.now(), config=masked_config(rules)
+    )
+    return data, state
+
+
+#: The HKDF info of a participant's masking key derived from its Ethereum key.
+MASKING_KEY_INFO = b"fedchain/masking-key/v1"
+
+
+def masking_key_for(signer: Signer) -> MaskingKey:
+    """The participant's X25519 masking key, derived from its Ethereum key (HKDF-SHA256, info ``fedchain/masking-key/v1``).
+
+    As secret as the Ethereum key it comes from, the same after a restart, and nothing more to
+    keep: a participant process needs only its keystore.
+    """
+    account = getattr(signer, "_account")  # noqa: B009  # the key stays inside the Signer's account object
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MASKING_KEY_INFO)
+    return MaskingKey.from_private_bytes(hkdf.derive(bytes(account.key)))
+
+
+class MaskedMember:
+    """A participant's masked path. ``key`` is its X25519 masking key (kept with its Ethereum key)."""
+
+    def __init__(self, key: MaskingKey, *, withhold: frozenset[str] = frozenset()) -> None:
+        self.key = key
+        self.withhold = withhold  # tests only: reveal phases this member stays silent in ("pairs", "selves")
+        self._cache: dict[Any, MaskedRoundData] = {}
+        self._uploaded: dict[int, bytes] = {}
+        self._said_missed: set[int] = set()
+
+    def ensure_key(self, p: Participant) -> TxResult | None:
+        """Publish the masking key unless the chain already holds it."""
+        public = self.key.public_bytes()
+        if p.ledger.masking_key(p.address) == public:
+            return None
+        tx = p.ledger.register_masking_key(p.signer, public)
+        p.gas_used += tx.gas_used
+        log_event("masking_key_registered", participant=p.address, gas=tx.gas_used)
+        return tx
+
+    def in_roster(self, p: Participant, round_id: int) -> bool:
+        """Whether this participant had its key on chain when ``round_id`` opened (said once when not)."""
+        roster = p.ledger.roster(round_id, p.ledger.round_state(round_id).opened_block)
+        if p.address in roster:
+            return True
+        if round_id not in self._said_missed:
+            self._said_missed.add(round_id)
+            log_event("round_missed", round=round_id, reason="not in the roster (no masking key when it opened)")
+        return False
+
+    def submit(
+        self,
+        p: Participant,
+        round_id: int,
+        cp: Checkpoint,
+        delta: Mapping[str, np.ndarray],
+        num_samples: int,
+        metrics: Mapping[str, float],
+    ) -> TxResult | None:
+        """Mask and record the update; upload the blob only after the submission is mined."""
+        ledger = p.ledger
+        history = ledger.round_history(round_id)
+        roster = ledger.roster(round_id, history.state.opened_block)
+        if p.address not in roster:
+            return None
+        spend = spend_of(metrics)
+        dp = None
+        if spend is not None and spend[2] > 0:
+            dp = DpSpend(spend[0], spend[1], spend[2], float(metrics["dp_delta"]), float(metrics["dp_epsilon"]))
+        sub = build_masked_update(
+            delta,
+            num_samples=num_samples,
+            config=masked_config(p.rules),
+            key=self.key,
+            roster=roster,
+            me=p.address,
+            chain_id=ledger.chain.chain_id,
+            ledger=bytes.fromhex(ledger.address[2:]),
+            round_id=round_id,
+            base_hash=cp.digest,
+            dp=dp,
+        )
+        tx = ledger.submit_update(p.signer, round_id, sub.digest, sub.cid, num_samples)
+        p.gas_used += tx.gas_used
+        cid = p.store.put(sub.blob)  # only now: a submission that missed the close never published its words
+        p.store.pin(cid)
+        self._uploaded[round_id] = sub.digest
+        logger.info(
+            "%s: submitted masked round %d update %s (gas %d)", p.name, round_id, short(sub.digest), tx.gas_used
+        )
+        return tx
+
+    def reveal_step(self, p: Participant, round_id: int) -> Step:
+        """Reveal exactly what the replayed plan asks of this participant now (nothing else)."""
+        ledger = p.ledger
+        if ledger.update_hash(round_id, p.address) is None:
+            return Step.IDLE
+        data, state = round_state(ledger, p.store, p.rules, round_id, self._cache)
+        plan = state.plan
+        if p.address not in plan.survivors or p.address not in data.headers:
+            return Step.IDLE
+        chain_id, ledger_bytes = ledger.chain.chain_id, bytes.fromhex(ledger.address[2:])
+        if plan.phase == "pairs" and p.address in plan.pair_requests and "pairs" not in self.withhold:
+            owed = plan.pair_requests[p.address]
+            everyone = pair_seeds(
+                self.key, data.roster, me=p.address, chain_id=chain_id, ledger=ledger_bytes, round_id=round_id
+            )
+            tx = ledger.reveal_pair_seeds(p.signer, round_id, {j: everyone[j] for j in owed})
+            p.gas_used += tx.gas_used
+            log_event("pair_seeds_revealed", round=round_id, participant=p.address, others=len(owed), gas=tx.gas_used)
+            return Step.WORKED
+        if plan.phase == "selves" and p.address in plan.self_requests and "selves" not in self.withhold:
+            seed = self_seed(self.key, chain_id=chain_id, ledger=ledger_bytes, round_id=round_id, me=p.address)
+            tx = ledger.reveal_self_seed(p.signer, round_id, seed)
+            p.gas_used += tx.gas_used
+            log_event("self_seed_revealed", round=round_id, participant=p.address, gas=tx.gas_used)
+            return Step.WORKED
+        return Step.IDLE
+
+
+class MaskedRounds:
+    """The coordinator's masked path: close when every roster member submitted (or at the deadline), then drive the reveals."""
+
+    def __init__(self, ledger: Ledger, store: BlobStore, rules: Rules) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.rules = rules
+        self._cache: dict[Any, MaskedRoundData] = {}
+
+    def ready_to_open(self, members: list[str]) -> bool:
+        """Whether every listed participant has published its masking key (the next roster is complete)."""
+        return all(self.ledger.masking_key(a) is not None for a in members)
+
+    def ready_to_close(self, round_id: int) -> bool:
+        state = self.ledger.round_state(round_id)
+        if state.status is not RoundStatus.OPEN:
+            return False
+        if self.ledger.chain.now() > state.deadline:
+            return True
+        history = self.ledger.round_history(round_id, state)
+        roster = self.ledger.roster(round_id, state.opened_block)
+        return bool(roster) and {u.participant for u in history.updates} >= set(roster)
+
+    def state(self, round_id: int) -> tuple[MaskedRoundData, RevealState]:
+        return round_state(self.ledger, self.store, self.rules, round_id, self._cache)
+
+    def can_finish(self, round_id: int) -> bool:
+        """Whether the closed round's reveals are complete (``done``) or it must be abandoned."""
+        if self.ledger.round_state(round_id).status is not RoundStatus.CLOSED:
+            return False
+        _, state = self.state(round_id)
+        return state.plan.phase in ("done", "abandon")
+
+    def phase_deadline(self, round_id: int) -> int | None:
+        _, state = self.state(round_id)
+        return state.deadline
+
+    def aggregate(self, round_id: int, history: RoundHistory) -> tuple[bytes | None, tuple[str, ...], int, str | None]:
+        """``(aggregate blob, included, total samples, why abandoned)`` for a closed round whose reveals ended."""
+        data, state = self.state(round_id)
+        for who, what in state.wrong:
+            logger.warning("round %d: participant %s revealed a wrong %s", round_id, who, what)
+        if state.plan.phase != "done":
+            return (
+                None,
+                (),
+                0,
+                f"{len(state.plan.survivors)} survivors, below the minimum of {masked_config(self.rules).min_survivors} (or a revealed member dropped)",
+            )
+        base = load_model(
+            self.store,
+            self.rules,
+            history.opened.base_cid,
+            history.opened.base_hash,
+            round_id=round_id,
+            what="base model",
+        )
+        try:
+            params, total = unmask_aggregate(data, state, self.store, self.rules, base)
+        except AggregationError as err:
+            return None, (), 0, str(err)
+        blob = aggregate_blob(
+            params, self.rules, round_id=round_id, base_hash=history.opened.base_hash, num_samples=total
+        )
+        logger.info(
+            "round %d: unmasked %d survivors, aggregate %s", round_id, len(state.plan.survivors), short(sha256(blob))
+        )
+        return blob, state.plan.survivors, total, None
+
+
+__all__ = ["MASKING_KEY_INFO", "MaskedMember", "MaskedRounds", "masking_key_for", "round_state"]

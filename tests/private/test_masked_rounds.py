@@ -1,0 +1,150 @@
+"""Masked rounds end to end on the embedded chain: the small ICD federation, dropouts, silent revealers, the audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedchain.chain import EmbeddedChain
+from fedchain.fl import masking
+from fedchain.fl.masking import MaskingKey
+from fedchain.orchestrator._step import Step
+from fedchain.orchestrator.federation import Federation
+from fedchain.orchestrator.masked import MaskedMember
+from fedchain.protocol.masked import MASKED_RULE
+from fedchain.storage import LocalBlockStore
+from fedchain.types import Digest
+from tests.support.federation import audit, make, small_demo, small_manifest
+
+PRIVACY = {
+    "mode": "masked",
+    "frac_bits": 32,
+    "clip": 100.0,
+    "min_survivors": 2,
+    "max_samples": 100_000,
+    "max_participants": 16,
+    "phase_seconds": 60,
+}
+
+
+def masked_federation(tmp_path: Path, **privacy: object) -> Federation:
+    chain = EmbeddedChain()
+    store = LocalBlockStore(tmp_path / "store")
+    manifest = small_manifest(min_updates=2, privacy={**PRIVACY, **privacy}, round_seconds=600)
+    return make(chain, store, small_demo(), manifest)
+
+
+def test_a_masked_round_of_three_finalizes_and_the_audit_recomputes_it(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    summaries = fed.run(2)
+    assert [s.status for s in summaries] == ["finalized", "finalized"]
+    assert [s.included for s in summaries] == [3, 3]
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    rounds = report.to_json()["rounds"]
+    assert [r["private"] for r in rounds] == [True, True]
+    assert all(v.rule == MASKED_RULE for v in report.rounds)
+
+
+def test_one_of_three_dropping_before_the_close_is_unmasked_from_pair_reveals(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    for p in fed.participants:  # keys published by every member: all three are in the roster
+        assert p.masking is not None
+        p.masking.ensure_key(p)
+    summaries = fed.run(1, active=fed.participants[:2])
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
+    dropped = fed.participants[2].address
+    reveals = fed.ledger.reveals(0)
+    assert {r.participant for r in reveals} == {p.address for p in fed.participants[:2]}
+    assert all(r.self_seed is not None or set(r.pair_seeds) == {dropped} for r in reveals)
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    assert report.rounds[0].missing == (dropped,)
+
+
+def test_a_participant_silent_at_the_self_seed_phase_is_dropped_and_its_update_stays_masked(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    silent = fed.participants[1]
+    assert silent.masking is not None
+    silent.masking.withhold = frozenset({"selves"})
+    summaries = fed.run(1)
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
+    reveals = fed.ledger.reveals(0)
+    assert not any(r.participant == silent.address and r.self_seed is not None for r in reveals)
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    [excluded] = report.rounds[0].excluded
+    assert (excluded.participant, excluded.reason) == (silent.address, "dropped")
+
+
+def test_below_the_minimum_of_survivors_the_round_is_abandoned_and_no_self_seed_is_revealed(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path, min_survivors=3)
+    silent = fed.participants[0]
+    assert silent.masking is not None
+    silent.masking.withhold = frozenset({"selves"})
+    summaries = fed.run(1)
+    assert [s.status for s in summaries] == ["abandoned"]
+    report = audit(fed)
+    assert report.ok, report.all_failures
+
+
+def test_the_masked_words_in_the_store_are_not_the_update(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    fed.run(1)
+    history = fed.ledger.round_history(0)
+    blob = fed.store.get(history.updates[0].cid)
+    words = masking.decode_masked(blob, num_elements=fed.rules.schema.size).words
+    # uniform words: about half of the top bits set (a real update quantized has small magnitudes, top bits all 0 or 1)
+    top = (words >> 63).astype(float).mean()
+    assert 0.45 < top < 0.55
+
+
+class WrongBase(MaskedMember):
+    """Submits a masked blob whose header names another base: a tampered blob, digest and all."""
+
+    def submit(self, p, round_id, cp, delta, num_samples, metrics):  # type: ignore[no-untyped-def,override]
+        from dataclasses import replace
+
+        return super().submit(p, round_id, replace(cp, digest=Digest(bytes(32))), delta, num_samples, metrics)
+
+
+class WrongSelfSeed(MaskedMember):
+    """Reveals 32 zero bytes as its self seed."""
+
+    def reveal_step(self, p, round_id):  # type: ignore[no-untyped-def,override]
+        from fedchain.orchestrator.masked import round_state
+
+        _, state = round_state(p.ledger, p.store, p.rules, round_id, {})
+        if state.plan.phase == "selves" and p.address in state.plan.self_requests:
+            if self._lied:
+                return Step.IDLE  # never corrects it within the phase
+            self._lied = True
+            p.ledger.reveal_self_seed(p.signer, round_id, bytes(32))
+            return Step.WORKED
+        return super().reveal_step(p, round_id)
+
+    _lied = False
+
+
+def test_a_tampered_masked_blob_is_excluded_naming_its_sender_and_the_audit_agrees(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    bad = fed.participants[2]
+    bad.masking = WrongBase(MaskingKey.generate())
+    summaries = fed.run(1)
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    [excluded] = report.rounds[0].excluded
+    assert (report.rounds[0].round_id, excluded.participant, excluded.reason) == (0, bad.address, "base")
+
+
+def test_a_wrong_reveal_is_named_its_revealer_dropped_and_the_audit_agrees(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    liar = fed.participants[0]
+    liar.masking = WrongSelfSeed(MaskingKey.generate())
+    summaries = fed.run(1)
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    [excluded] = report.rounds[0].excluded
+    assert (excluded.participant, excluded.reason) == (liar.address, "wrong-reveal")
+    assert liar.address not in report.rounds[0].included
