@@ -134,10 +134,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--participants", f"must be at least 1, got {args.participants}")
     check_rpc(args.rpc)
     settings = parse_settings(args.settings)
+    task = load_task(args.task, settings, search=(Path.cwd(),))  # a wrong task leaves no working directory behind
     prepare_workdir(args.workdir, overwrite=args.overwrite)
     console = Console(stderr=True, soft_wrap=True, highlight=False)
     out = Console(soft_wrap=True, highlight=False)
-    task = load_task(args.task, settings, search=(Path.cwd(),))
     with console.status(f"loading the {task.name} task's data and splitting it across the participants..."):
         demo = task.demo(args.participants or _default_participants(task), args.seed)
     for m in demo.participants:
