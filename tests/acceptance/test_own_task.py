@@ -23,6 +23,8 @@ from acceptance.launch import WAIT, Deployment, environment, fedchain_cli
 
 from fedchain.chain.anvil import AnvilNode
 from fedchain.cli import main
+from fedchain.errors import ConfigError
+from fedchain.tasks import load_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
@@ -95,6 +97,29 @@ def test_a_task_package_outside_the_current_directory_is_not_found_and_the_error
     assert done.returncode == 2
     assert "task.app: no module named 'mytask.task' (is its directory on the path?)" in done.stderr
     assert not (tmp_path / "demo").exists()
+
+
+def test_load_task_appends_a_search_directory_only_when_the_module_is_not_importable_otherwise(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != project.resolve()])
+    _forget_mytask()
+    try:
+        with pytest.raises(ConfigError, match="no module named 'mytask.task'"):
+            load_task(APP)
+        before = list(sys.path)
+        task = load_task(APP, {"hidden": 8}, search=(project,))
+        assert (task.name, task.schema().shapes["fc1.weight"]) == ("mytask", (8, 64))
+        assert sys.path == [*before, str(project.resolve())]
+        load_task(APP, search=(project,))  # importable now: the path is not extended twice
+        assert sys.path == [*before, str(project.resolve())]
+    finally:
+        _forget_mytask()
+
+
+def _forget_mytask() -> None:
+    for name in [m for m in sys.modules if m == "mytask" or m.startswith("mytask.")]:
+        del sys.modules[name]
 
 
 def test_data_export_writes_the_new_tasks_shards(project: Path, tmp_path: Path) -> None:
