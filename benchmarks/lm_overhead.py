@@ -258,6 +258,7 @@ def measure(k: int, rounds: int, repeats: int, chain: str, settings: Mapping[str
     task.train(task.init(SEED), demo.participants[0].data, task.train_config(), seed=0)  # warm-up: base, threads
     plain, ledger = Arm(), Arm()
     same: list[bool] = []
+    diff = 0.0
     gas = 0
     for rep in range(repeats):
         print(f"lm overhead: K={k} ({chain}), repetition {rep + 1}/{repeats}", file=sys.stderr, flush=True)
@@ -268,6 +269,7 @@ def measure(k: int, rounds: int, repeats: int, chain: str, settings: Mapping[str
             sorted(plain_final) == sorted(ledger_final)
             and all(np.array_equal(plain_final[n], ledger_final[n]) for n in plain_final)
         )
+        diff = max(diff, max(float(np.max(np.abs(plain_final[n] - ledger_final[n]))) for n in plain_final))
     p, lg = plain.summary(), ledger.summary()
     return {
         "k": k,
@@ -281,6 +283,12 @@ def measure(k: int, rounds: int, repeats: int, chain: str, settings: Mapping[str
         "ratio": lg["critical_seconds"] / p["critical_seconds"],
         "gas_per_round": gas,
         "same_model": all(same),
+        "max_abs_difference": diff,
+        "ratio_at_plain_training": (p["critical_seconds"] + lg["critical_seconds"] - lg["train_seconds"])
+        / p["critical_seconds"],
+        "training_for_target": max(
+            0.0, (lg["critical_seconds"] - lg["train_seconds"] - TARGET * p["split"]["aggregation"]) / (TARGET - 1)
+        ),
     }
 
 
@@ -308,7 +316,10 @@ def table(cells: list[dict[str, Any]]) -> str:
         lines.append(
             f"- K={c['k']} ({c['chain']}): plain aggregation {c['plain']['split']['aggregation']:.4f} s; ledger "
             f"coordinator (open + close + finish) {s['coordinator']:.3f} s, slowest participant besides training "
-            f"{s['participant_besides_training']:.3f} s; gas {c['gas_per_round']:,}/round"
+            f"{s['participant_besides_training']:.3f} s; gas {c['gas_per_round']:,}/round; ratio with the plain "
+            f"arm's training and the ledger's path besides training {c['ratio_at_plain_training']:.3f}; training "
+            f"for {TARGET}: {c['training_for_target']:.1f} s/round; largest difference of the final models "
+            f"{c['max_abs_difference']:.2e}"
         )
     return "\n".join(lines)
 
