@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 #: Stopped by SIGTERM (``docker stop``): 128 + 15, as a shell reports it.
 EXIT_TERMINATED = 143
 
+TASK_SEARCH = (
+    "A [task] app package.module:attribute that is not importable otherwise is looked for in the current directory, "
+    "then in the config file's directory."
+)
+
 SERVICE_EXIT_CODES = (
     "Exit status: 0 the configured rounds have ended (and, for a participant, all of them verified); 1 a "
     "verification failed, the code at the ledger address is not a fedchain ledger, or the ledger refused this "
@@ -47,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "rules and the [task]'s schema, and writes its address there; killed during deployment and "
             "restarted, it finds its own ledger instead of deploying a second one. Everything is read back from "
             "the chain at every step, so it can be killed and restarted at any point. Key: [key] keystore, "
-            "password in $FEDCHAIN_KEY_PASSWORD or a prompt. " + SERVICE_EXIT_CODES
+            "password in $FEDCHAIN_KEY_PASSWORD or a prompt. " + TASK_SEARCH + " " + SERVICE_EXIT_CODES
         ),
     )
     p.add_argument(
@@ -95,6 +100,11 @@ def exit_on_sigterm() -> None:
         raise SystemExit(EXIT_TERMINATED)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def task_search(config: NodeConfig) -> tuple[Path, ...]:
+    """Where a ``[task] app`` module that is not importable otherwise is looked for: the current directory, the config's."""
+    return (Path.cwd(), config.path.resolve().parent)
 
 
 def pacing_of(config: NodeConfig) -> Pacing:
@@ -187,7 +197,7 @@ def manifest_of(config: NodeConfig) -> Any:
     from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM
     from fedchain.tasks import load_task
 
-    task = load_task(config.task.app, config.task.settings)
+    task = load_task(config.task.app, config.task.settings, search=task_search(config))
     r = config.federation.rules
     aggregation = {"rule": r.get("aggregation.rule", "fedavg"), "server_lr": float(r.get("aggregation.server_lr", 1.0))}
     train = dict(task.train_config())

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from fedchain.cli._common import EXIT_OK
-from fedchain.cli._demo import parse_settings
+from fedchain.cli._demo import TASK_HELP, parse_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     export.add_argument("--out", type=Path, required=True, help="directory to write into (created if missing)")
-    export.add_argument("--task", default="icd", help="the task (default: icd)")
+    export.add_argument("--task", default="icd", help=TASK_HELP)
     export.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="a task setting (repeatable)"
     )
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _export(args: argparse.Namespace) -> int:
     from fedchain.tasks import load_task
 
-    task = load_task(args.task, parse_settings(args.settings))
+    task = load_task(args.task, parse_settings(args.settings), search=(Path.cwd(),))
     demo = task.demo(args.participants or int(getattr(task, "demo_participants", 3)), args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = str(getattr(task, "data_suffix", ".data"))

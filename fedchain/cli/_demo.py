@@ -13,6 +13,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from fedchain.cli._common import EXIT_OK, print_audit
 from fedchain.errors import ConfigError
 
+#: ``--task``'s help, shared by the commands that load a task.
+TASK_HELP = (
+    "icd (default), digits, lm, or package.module:attribute of your own task (e.g. the output of `fedchain new`); "
+    "a package that is not importable otherwise is looked for in the current directory"
+)
+
 #: Aggregation rules ``--aggregation`` accepts (the manifest's names).
 RULES = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum")
 
@@ -31,9 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "2 the demo could not run."
         ),
     )
-    p.add_argument(
-        "--task", default="icd", help="icd (default), digits, lm, or package.module:attribute of your own task"
-    )
+    p.add_argument("--task", default="icd", help=TASK_HELP)
     p.add_argument(
         "--set",
         dest="settings",
@@ -135,10 +139,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--participants", f"must be at least 1, got {args.participants}")
     check_rpc(args.rpc)
     settings = parse_settings(args.settings)
+    task = load_task(args.task, settings, search=(Path.cwd(),))  # a wrong task leaves no working directory behind
     prepare_workdir(args.workdir, overwrite=args.overwrite)
     console = Console(stderr=True, soft_wrap=True, highlight=False)
     out = Console(soft_wrap=True, highlight=False)
-    task = load_task(args.task, settings)
     with console.status(f"loading the {task.name} task's data and splitting it across the participants..."):
         demo = task.demo(args.participants or _default_participants(task), args.seed)
     for m in demo.participants:
@@ -230,4 +234,4 @@ def _default_participants(task: Any) -> int:
     return int(getattr(task, "demo_participants", 3))
 
 
-__all__ = ["RULES", "aggregation_of", "check_rpc", "parse_settings"]
+__all__ = ["RULES", "TASK_HELP", "aggregation_of", "check_rpc", "parse_settings"]

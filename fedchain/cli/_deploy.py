@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fedchain.cli._common import EXIT_OK
-from fedchain.cli._demo import RULES, aggregation_of, check_rpc, parse_settings
+from fedchain.cli._demo import RULES, TASK_HELP, aggregation_of, check_rpc, parse_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--store", required=True, help="blob store: a directory (created if missing) or a kubo API address")
     p.add_argument("--keystore", type=Path, help="encrypted keystore of the coordinator (see `fedchain keys new`)")
-    p.add_argument("--task", default="icd", help="the task whose schema the federation exchanges (default: icd)")
+    p.add_argument("--task", default="icd", help="the task whose schema the federation exchanges: " + TASK_HELP)
     p.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="a task setting (repeatable)"
     )
@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     check_rpc(args.rpc)
     # no prompt without a terminal (as the services): getpass would warn and read nothing useful
     signer = load_signer(args.keystore, name="coordinator", prompt=sys.stdin.isatty())
-    task = load_task(args.task, parse_settings(args.settings))
+    task = load_task(args.task, parse_settings(args.settings), search=(Path.cwd(),))
     manifest = make_manifest(
         task,
         seed=args.seed,

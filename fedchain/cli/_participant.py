@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 from fedchain.cli._common import EXIT_OK
 from fedchain.cli._coordinator import (
     SERVICE_EXIT_CODES,
+    TASK_SEARCH,
     exit_on_sigterm,
     open_node,
     pacing_of,
     rules_for,
     setup_service_logging,
+    task_search,
     wait_for_ledger,
 )
 
@@ -33,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "each open round, verifies every round since the genesis up to the round's base (chain of custody), "
             "trains the [task] on the local data ([participant] data), uploads the update and submits its record "
             "from this node's own account. It never submits twice for a round, so it can be killed and restarted "
-            "at any point. Key: [key] keystore, password in $FEDCHAIN_KEY_PASSWORD or a prompt. " + SERVICE_EXIT_CODES
+            "at any point. Key: [key] keystore, password in $FEDCHAIN_KEY_PASSWORD or a prompt. "
+            + TASK_SEARCH
+            + " "
+            + SERVICE_EXIT_CODES
         ),
     )
     p.add_argument(
@@ -60,7 +65,7 @@ def _serve(config: NodeConfig) -> int:
     from fedchain.tasks import load_task
 
     assert config.participant is not None
-    task = load_task(config.task.app, config.task.settings)
+    task = load_task(config.task.app, config.task.settings, search=task_search(config))
     data = task.load_data(str(config.participant.data))
     pacing = pacing_of(config)
     signer = load_signer(config.keystore, name=config.participant.name, prompt=sys.stdin.isatty())

@@ -16,7 +16,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from fedchain.errors import ConfigError
@@ -33,7 +36,27 @@ SHIPPED: dict[str, str] = {
 }
 
 
-def _resolve(app: str) -> Any:
+def _missing(err: ModuleNotFoundError, module_name: str) -> bool:
+    """``err`` says that ``module_name`` itself (or a package above it) is missing, not one it imports."""
+    return err.name is not None and module_name.startswith(err.name) and module_name[len(err.name) :][:1] in ("", ".")
+
+
+def _import(module_name: str, search: Sequence[str | os.PathLike[str]]) -> Any:
+    """Import ``module_name``; if it is not importable, append the ``search`` directories to ``sys.path`` and retry."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        extra = [str(Path(d).resolve()) for d in search]
+        extra = [d for i, d in enumerate(extra) if d not in sys.path and d not in extra[:i]]
+        if not _missing(err, module_name) or not extra:
+            raise
+    sys.path.extend(extra)  # appended: never shadows an importable module
+    importlib.invalidate_caches()
+    logger.info("task module %s not importable; added %s to the Python path", module_name, ", ".join(extra))
+    return importlib.import_module(module_name)
+
+
+def _resolve(app: str, search: Sequence[str | os.PathLike[str]] = ()) -> Any:
     target = SHIPPED.get(app, app)
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
@@ -41,9 +64,9 @@ def _resolve(app: str) -> Any:
             "task.app", f"{app!r} is neither a shipped task ({', '.join(SHIPPED)}) nor 'package.module:attribute'"
         )
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name, search)
     except ModuleNotFoundError as err:
-        if err.name is not None and module_name.startswith(err.name) and module_name[len(err.name) :][:1] in ("", "."):
+        if _missing(err, module_name):
             raise ConfigError("task.app", f"no module named {module_name!r} (is its directory on the path?)") from err
         raise ConfigError("task.app", f"importing {module_name!r} failed: {err}") from err
     except ImportError as err:
@@ -80,7 +103,9 @@ def _check_keys(app: str, factory: Any, settings: Mapping[str, Any]) -> None:
             )
 
 
-def load_task(app: str, settings: Mapping[str, Any] | None = None) -> Task:
+def load_task(
+    app: str, settings: Mapping[str, Any] | None = None, *, search: Sequence[str | os.PathLike[str]] = ()
+) -> Task:
     """The task named ``app``, built with ``settings`` (a node TOML's ``[task.settings]``).
 
     Parameters
@@ -91,6 +116,9 @@ def load_task(app: str, settings: Mapping[str, Any] | None = None) -> Task:
         called with ``settings`` as keyword arguments.
     settings:
         The task's settings; none by default.
+    search:
+        Directories to append to ``sys.path`` if ``app``'s module is not importable as it is
+        (the command line passes the current directory, where ``fedchain new`` writes a package).
 
     Returns
     -------
@@ -108,7 +136,7 @@ def load_task(app: str, settings: Mapping[str, Any] | None = None) -> Task:
     for key in settings:
         if not isinstance(key, str) or not key.isidentifier():
             raise ConfigError(f"task.settings.{key}", "a setting's name must be a Python identifier")
-    factory = _resolve(app)
+    factory = _resolve(app, search)
     _check_keys(app, factory, settings)
     try:
         task = factory(**settings)

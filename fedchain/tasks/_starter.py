@@ -62,6 +62,9 @@ class Task(api.Task):
 
     name = "{name}"
     version = "1"
+    #: Participants of ``fedchain demo`` and ``fedchain data export``, and the extension of an exported shard.
+    demo_participants = 3
+    data_suffix = ".npz"
 
     def __init__(self, *, hidden: int = 32, epochs: int = 1, lr: float = 0.1, batch_size: int = 32) -> None:
         if hidden < 1 or epochs < 1 or batch_size < 1 or not lr > 0:
@@ -91,8 +94,13 @@ class Task(api.Task):
         return model
 
     def load_data(self, source: str) -> Data:
+        """A shard written by :meth:`export_data` (``fedchain data export``): an ``.npz`` of ``x`` and ``y``."""
         with np.load(source, allow_pickle=False) as npz:
             return Data(npz["x"].astype(np.float32), npz["y"].astype(np.int64))
+
+    def export_data(self, data: Data, path: str) -> None:
+        with open(path, "wb") as out:  # a file object: np.savez would append ".npz" to a path lacking it
+            np.savez(out, x=data.x, y=data.y)
 
     def train(self, arrays: Arrays, data: Any, config: api.Config, *, seed: int) -> api.TrainResult:
         cfg = {{**self.defaults, **config}}
@@ -136,6 +144,8 @@ _TEST = '''"""The {name} task trains one round and evaluates."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from {name}.task import Task
@@ -150,6 +160,14 @@ def test_one_round_of_training_changes_the_model_and_reports_its_samples() -> No
     assert result.num_samples == len(demo.participants[0].data)
     assert any(not np.array_equal(result.arrays[n], arrays[n]) for n in arrays)
     assert task.evaluate(result.arrays, demo.test)["accuracy"] > task.evaluate(arrays, demo.test)["accuracy"]
+
+
+def test_an_exported_shard_loads_back_as_the_same_data(tmp_path: Path) -> None:
+    task = Task()
+    shard = task.demo(3, seed=0).participants[1].data
+    task.export_data(shard, str(tmp_path / "shard.npz"))
+    loaded = task.load_data(str(tmp_path / "shard.npz"))
+    assert np.array_equal(loaded.x, shard.x) and np.array_equal(loaded.y, shard.y)
 '''
 
 _TOML = """# A node's task section: which task to load, and its settings (keyword arguments of {name}.task.Task).
@@ -172,7 +190,10 @@ scikit-learn's digits; replace the model, `load_data` and `demo` with your own.
 - Test it: `python -m pytest {name}/tests` (from the directory holding `{name}/`).
 - Name it in a node's TOML: see `fedchain.toml` (`[task] app = "{name}.task:Task"`); the
   directory holding `{name}/` must be on the Python path.
-- Try it in a demo federation: `fedchain demo --task {name}.task:Task`.
+- Try it in a demo federation: `fedchain demo --task {name}.task:Task` (from the directory
+  holding `{name}/`: the command line looks there for a task it cannot import otherwise).
+- Run it as separate processes: `fedchain data export --task {name}.task:Task --out shards`
+  writes each participant's shard (`.npz`), which a participant's `[participant] data` names.
 
 The protocol sees only the tensors of `Task.schema()` (float32, by name); training returns the
 trained arrays, the sample count and public metrics (they go into the update's header).
