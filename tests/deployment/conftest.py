@@ -2,8 +2,9 @@
 
 Each node is a separate ``python -m fedchain coordinator|participant --config FILE`` process
 with its own keystore and config; they share only the anvil node and an embedded store
-directory (standing in for IPFS). A small slice of ICD-10-CM and a small model keep a
-three-round federation to seconds.
+directory (standing in for IPFS). The shards are written by ``fedchain data export`` from every
+60th ICD-10-CM record (``demo_every = 60``), and a small model keeps a three-round federation
+to seconds. Every subprocess imports this checkout's ``fedchain`` (``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -21,31 +22,53 @@ import pytest
 
 from fedchain.chain import Ledger, Signer, connect
 from fedchain.chain.anvil import AnvilNode
-from fedchain.fl import HOSPITALS, Dataset, export_shard, load_icd10, split_non_iid
 from fedchain.records import RoundStatus
 
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
+HOSPITALS = ("st-mary", "northgate", "riverside")
 ROUNDS = 3
 #: Every wait in these tests is bounded by this (seconds), so nothing hangs.
 WAIT = 150.0
+#: The task every node of these tests runs: the icd task with a small model.
+TASK = """
+[task]
+app = "icd"
+
+[task.settings]
+num_buckets = 512
+dim = 8
+batch_size = 64
+"""
+
+
+def node_env(**extra: str) -> dict[str, str]:
+    """The environment of a fedchain subprocess: this checkout's package, one compute thread, no key variable."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    env.pop("FEDCHAIN_PRIVATE_KEY", None)
+    return env
+
+
+def fedchain(*args: str, timeout: float = WAIT, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m fedchain ARGS`` to completion in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "fedchain", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=node_env(**extra),
+    )
 
 
 @pytest.fixture(scope="session")
 def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three small hospital shards (JSONL) and labels.txt, written once per test worker."""
+    """The three hospitals' small shards (JSONL), written once per session by ``fedchain data export``."""
     out = tmp_path_factory.mktemp("shards")
-    full = load_icd10()
-    keep = range(0, len(full), 60)
-    small = Dataset(
-        name="small",
-        texts=tuple(full.texts[i] for i in keep),
-        labels=tuple(full.labels[i] for i in keep),
-        label_names=full.label_names,
-    )
-    split = split_non_iid(small, list(HOSPITALS.values()), names=list(HOSPITALS), seed=0)
-    for shard in split.shards:
-        export_shard(shard, out / f"{shard.name}.jsonl")
-    (out / "labels.txt").write_text("".join(n + "\n" for n in full.label_names), encoding="utf-8")
+    result = fedchain("data", "export", "--task", "icd", "--set", "demo_every=60", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    for name in (*HOSPITALS, "test"):
+        assert (out / f"{name}.jsonl").is_file()
     return out
 
 
@@ -75,7 +98,11 @@ class Node:
         return self
 
     def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+    def last_run(self) -> str:
+        """The log of the latest start only."""
+        return self.text().split(f"--- start {self.starts}\n")[-1]
 
     def kill(self) -> None:
         """SIGKILL: no cleanup of any kind, as a power cut."""
@@ -92,7 +119,7 @@ class Node:
                 raise AssertionError(
                     f"{self.name} exited with {self.proc.returncode} before logging {needle!r}:\n{self.text()[-3000:]}"
                 )
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise AssertionError(f"{self.name} did not log {needle!r} within {timeout:.0f}s:\n{self.text()[-3000:]}")
 
     def wait_exit(self, timeout: float = WAIT) -> int:
@@ -108,6 +135,45 @@ class Node:
             self.proc.wait(timeout=10)
 
 
+def federation_toml(
+    *,
+    rpc: str,
+    rounds: int = ROUNDS,
+    min_updates: int = 3,
+    round_seconds: int = 120,
+    poll: float = 0.2,
+    outage_seconds: float = 120,
+) -> str:
+    """The tables every node of a test deployment shares: chain, ledger, store, federation rules and task."""
+    return f"""
+[chain]
+rpc = "{rpc}"
+dev = true
+retries = 4
+backoff = 0.2
+outage_seconds = {outage_seconds}
+
+[ledger]
+address_file = "shared/ledger.address"
+
+[store]
+location = "shared/store"
+
+[federation]
+rounds = {rounds}
+poll_seconds = {poll}
+min_updates = {min_updates}
+round_seconds = {round_seconds}
+server_lr = 1.0
+seed = 3
+max_update_norm = 1000.0
+
+[federation.train]
+epochs = 1
+batch_size = 64
+{TASK}"""
+
+
 @dataclass
 class Deployment:
     """Configs, keystores and processes of one federation under ``root``."""
@@ -120,53 +186,35 @@ class Deployment:
     addresses: dict[str, str] = field(init=False, default_factory=dict)
 
     def configure(
-        self, *, rounds: int = ROUNDS, min_updates: int = 3, round_seconds: int = 120, poll: float = 0.2
+        self,
+        *,
+        rounds: int = ROUNDS,
+        min_updates: int = 3,
+        round_seconds: int = 120,
+        poll: float = 0.2,
+        outage_seconds: float = 120,
     ) -> Deployment:
-        env = dict(os.environ, FEDCHAIN_KEY_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
-        env.pop("FEDCHAIN_PRIVATE_KEY", None)
+        env = node_env(FEDCHAIN_KEY_PASSWORD=PASSWORD)
         keys = self.root / "keys"
         keys.mkdir()
         for name in ("coordinator", *HOSPITALS):
             signer = Signer.create(name)
             signer.to_keystore(keys / f"{name}.json", PASSWORD, kdf_iterations=2)  # cheap KDF: tests only
             self.addresses[name] = signer.address
-        federation = f"""
-[chain]
-rpc = "{self.anvil.url}"
-dev = true
-retries = 4
-backoff = 0.2
-outage_seconds = 120
-
-[ledger]
-address_file = "shared/ledger.address"
-
-[store]
-location = "shared/store"
-
-[federation]
-rounds = {rounds}
-min_updates = {min_updates}
-round_seconds = {round_seconds}
-server_lr = 1.0
-seed = 3
-poll_seconds = {poll}
-labels = "{self.shards / "labels.txt"}"
-
-[federation.model]
-num_buckets = 512
-dim = 8
-
-[federation.train]
-epochs = 1
-batch_size = 64
-"""
+        common = federation_toml(
+            rpc=self.anvil.url,
+            rounds=rounds,
+            min_updates=min_updates,
+            round_seconds=round_seconds,
+            poll=poll,
+            outage_seconds=outage_seconds,
+        )
         participants = "".join(
             f'\n[[participants]]\nname = "{n}"\naddress = "{self.addresses[n]}"\nmax_samples = 100000\n'
             for n in HOSPITALS
         )
         (self.root / "coordinator.toml").write_text(
-            f'[key]\nkeystore = "keys/coordinator.json"\n{federation}{participants}', encoding="utf-8"
+            f'[key]\nkeystore = "keys/coordinator.json"\n{common}{participants}', encoding="utf-8"
         )
         self.coordinator = Node(
             "coordinator",
@@ -177,7 +225,8 @@ batch_size = 64
         self.participants = []
         for n in HOSPITALS:
             (self.root / f"{n}.toml").write_text(
-                f'[key]\nkeystore = "keys/{n}.json"\n{federation}\n[participant]\nname = "{n}"\ndata = "{self.shards / (n + ".jsonl")}"\n',
+                f'[key]\nkeystore = "keys/{n}.json"\n{common}\n[participant]\nname = "{n}"\n'
+                f'data = "{self.shards / (n + ".jsonl")}"\n',
                 encoding="utf-8",
             )
             self.participants.append(
@@ -197,24 +246,8 @@ batch_size = 64
 
     def audit(self) -> subprocess.CompletedProcess[str]:
         """``fedchain audit`` in a fresh process, from the chain and the store only."""
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedchain",
-                "audit",
-                "--rpc",
-                self.anvil.url,
-                "--ledger",
-                self.ledger_address(),
-                "--store",
-                str(self.root / "shared" / "store"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-            stdin=subprocess.DEVNULL,
-        )
+        store = str(self.root / "shared" / "store")
+        return fedchain("audit", "--rpc", self.anvil.url, "--ledger", self.ledger_address(), "--store", store)
 
     def assert_complete(self, rounds: int = ROUNDS, included: int = 3) -> Ledger:
         """Exactly ``rounds`` rounds, all finalized, each with ``included`` updates, none twice."""
@@ -231,7 +264,7 @@ batch_size = 64
 
 @pytest.fixture
 def deployment(tmp_path: Path, shard_dir: Path) -> Iterator[Deployment]:
-    """A configured deployment on its own anvil (state persisted), all processes stopped at the end."""
+    """A deployment on its own anvil (state persisted), configured by the test; every process stopped at the end."""
     node = AnvilNode(state_file=tmp_path / "anvil-state.json").start()
     d = Deployment(tmp_path, node, shard_dir)
     try:
