@@ -7,8 +7,7 @@ from typing import Any
 
 def test_three_hospitals_in_separate_processes_finish_three_rounds_and_audit_clean(deployment: Any) -> None:
     d = deployment.configure()
-    for node in d.nodes:
-        node.start()
+    d.start()
     for node in d.nodes:
         assert node.wait_exit() == 0, node.text()[-3000:]
     d.assert_complete()
