@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -53,6 +54,7 @@ def fedchain(*args: str, timeout: float = WAIT, **extra: str) -> subprocess.Comp
     """Run ``python -m fedchain ARGS`` to completion in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "fedchain", *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -178,6 +180,7 @@ batch_size = 64
 class Deployment:
     """Configs, keystores and processes of one federation under ``root``."""
 
+    password: ClassVar[str] = PASSWORD
     root: Path
     anvil: AnvilNode
     shards: Path
