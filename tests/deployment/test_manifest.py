@@ -65,6 +65,10 @@ def test_a_participant_that_cannot_reach_its_node_says_how_long_it_will_try_and_
     result = fedchain("participant", "--config", str(config), FEDCHAIN_KEY_PASSWORD=PASSWORD)
     assert result.returncode == 3, result.stderr
     lines = result.stderr.splitlines()
+    # Before its first attempt it says where it connects and for how long it will keep trying.
+    connecting = next(i for i, line in enumerate(lines) if "event=connecting " in line)
+    assert "gives_up_after_seconds=4.000" in lines[connecting], lines[connecting]
+    assert not any(closed in line for line in lines[:connecting] if "event=starting" not in line), result.stderr
     unreachable = [i for i, line in enumerate(lines) if "event=unreachable " in line]
     assert unreachable, result.stderr
     first = lines[unreachable[0]]
