@@ -7,7 +7,8 @@ exact step is a race, so the first run here is the coordinator's own deploy path
 a wrapper around the store or the chain it is given (or the address-file writer it takes); the
 wrapped objects are the real store and the real anvil node, only the stop is injected. Then the
 real ``fedchain coordinator`` process runs to completion, and the coordinator's nonces are
-scanned for every ledger its key created. One SIGKILL test shows the same at the process level.
+scanned for every ledger its key created. One SIGKILL test shows the same at the process level, the
+kill landing while the deploy transaction is pending (anvil's automine off).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from fedchain.chain import Pacing, ResilientRpcChain, Signer
 from fedchain.chain.ledger import code_mismatch, create_address
@@ -130,23 +132,60 @@ def test_a_coordinator_stopped_after_each_deployment_step_and_restarted_deploys_
     chain.close()
 
 
+def _rpc(url: str, method: str, *params: Any) -> Any:
+    answer = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=10)
+    body = answer.json()
+    assert "error" not in body, body
+    return body["result"]
+
+
+def test_a_coordinator_restarted_while_its_deploy_transaction_is_still_pending_waits_for_it(deployment: Any) -> None:
+    # anvil's automine off: the deploy transaction sent by the first run stays pending, its
+    # ledger without code, until the second run's wait mines a block (a dev node's prepare).
+    d = _configure(deployment)
+    config = load_node_config(d.root / "coordinator.toml", role="coordinator")
+    signer = Signer.from_keystore(config.keystore, d.password, "coordinator")
+    pacing = Pacing(poll_seconds=0.2, backoff_max=1.0, outage_seconds=30)
+    chain = ResilientRpcChain(d.anvil.url, pacing=pacing, dev=True)
+    chain.fund(signer.address)
+    store = open_store(config.store)
+    _rpc(d.anvil.url, "evm_setAutomine", False)
+    with pytest.raises(Crash):
+        deploy_ledger(config, StopAfterChainCall(chain, "send_raw_transaction"), signer, store, pacing)
+    assert chain.w3.eth.get_transaction_count(signer.address, "pending") == 1
+    assert chain.w3.eth.get_transaction_count(signer.address, "latest") == 0
+    ledger = deploy_ledger(config, chain, signer, store, pacing)  # the restart
+    assert ledgers_created_by(chain, signer.address) == [ledger.address]
+    _rpc(d.anvil.url, "evm_setAutomine", True)
+    d.coordinator.start()
+    assert d.coordinator.wait_exit() == 0, d.coordinator.text()[-3000:]
+    assert ledgers_created_by(chain, signer.address) == [ledger.address]
+    chain.close()
+
+
 def test_a_coordinator_killed_right_after_sending_the_deploy_transaction_finds_its_ledger_on_restart(
     deployment: Any,
 ) -> None:
+    # With anvil's automine off the deploy transaction stays pending until a block is mined, so
+    # the kill lands between the send and the receipt for certain (anvil mines at once otherwise).
     d = _configure(deployment)
     address_file = d.root / "shared" / "ledger.address"
+    coordinator = d.addresses["coordinator"]
+    _rpc(d.anvil.url, "evm_setAutomine", False)
     d.coordinator.start()
     d.coordinator.wait_for("event=deploy_sent ")
     d.coordinator.kill()
-    published = address_file.exists()  # normally not: the kill lands before the receipt is read
+    assert not address_file.exists()
+    pending = int(_rpc(d.anvil.url, "eth_getTransactionCount", coordinator, "pending"), 16)
+    assert int(_rpc(d.anvil.url, "eth_getTransactionCount", coordinator, "latest"), 16) == pending - 1
+    _rpc(d.anvil.url, "evm_setAutomine", True)  # the restarted process meets the deploy still pending
     d.coordinator.start()
     assert d.coordinator.wait_exit() == 0, d.coordinator.text()[-3000:]
     chain = ResilientRpcChain(d.anvil.url, dev=True)
-    ledgers = ledgers_created_by(chain, d.addresses["coordinator"])
+    ledgers = ledgers_created_by(chain, coordinator)
     assert len(ledgers) == 1, ledgers
     assert address_file.read_text(encoding="utf-8").strip() == ledgers[0]
     second = d.coordinator.last_run()
-    if not published:
-        assert "event=ledger_found " in second and "event=ledger_deployed" not in second, second
+    assert "event=ledger_found " in second and "event=ledger_deployed" not in second, second
     assert "event=federation_finished rounds=1" in second
     chain.close()
