@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fedchain.cli._common import EXIT_ERROR, EXIT_OK
+from fedchain.cli._common import EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
