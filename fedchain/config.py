@@ -480,11 +480,9 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
                 name=t.text("name", default=addr[:10]) or addr[:10],
             )
         )
-    min_updates = int(federation.rules.get("rounds.min_updates", 1))
-    if role == "coordinator" and entries and min_updates > len(entries):
-        raise ConfigError(
-            "federation.min_updates", f"{min_updates} is more than the {len(entries)} participants listed"
-        )
+    quorum = rules.get("rounds.min_updates")
+    if role == "coordinator" and entries and quorum is not None and quorum > len(entries):
+        raise ConfigError("federation.min_updates", f"{quorum} is more than the {len(entries)} participants listed")
 
     log_t = top.table("log", ("format",))
     fmt = log_t.text("format", default="text")

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from fedchain.cli._common import EXIT_OK
 
 if TYPE_CHECKING:
-    from fedchain.chain import Ledger, Pacing, ResilientRpcChain
+    from collections.abc import Callable
+
+    from fedchain.chain import Chain, Ledger, Pacing, ResilientRpcChain, Signer
     from fedchain.config import NodeConfig
     from fedchain.storage import BlobStore
 
@@ -215,13 +217,64 @@ def manifest_of(config: NodeConfig) -> Any:
     return task, manifest
 
 
+class _AnnouncingChain:
+    """The node's chain, logging ``deploy_sent`` once a transaction has reached the node (before its receipt)."""
+
+    def __init__(self, chain: Any) -> None:
+        self._chain = chain
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chain, name)
+
+    def send_raw_transaction(self, raw: bytes) -> Any:
+        from fedchain.orchestrator._events import log_event
+
+        tx_hash = self._chain.send_raw_transaction(raw)
+        log_event("deploy_sent", tx=bytes(tx_hash))
+        return tx_hash
+
+
+def deploy_ledger(
+    config: NodeConfig,
+    chain: Chain,
+    signer: Signer,
+    store: BlobStore,
+    pacing: Pacing,
+    *,
+    publish: Callable[[Path, str], None] = write_address_file,
+) -> Ledger:
+    """Deploy the ledger of ``config`` (or find the one an earlier, interrupted run deployed) and publish its address.
+
+    The steps: put the manifest and the genesis model in the store, send the deploy transaction,
+    wait for its receipt, write ``ledger.address_file`` (with ``publish``). Each may be interrupted
+    (the process killed): run again, :func:`fedchain.orchestrator.federation.deploy` finds the
+    ledger this key already deployed with this manifest and genesis, so there is only ever one.
+    """
+    from fedchain.chain import Ledger
+    from fedchain.orchestrator._loop import retrying
+    from fedchain.orchestrator.federation import deploy, genesis_params
+
+    path = config.ledger.address_file
+    assert path is not None
+    task, manifest = manifest_of(config)
+    genesis = genesis_params(task, manifest.seed)
+    announcing: Any = _AnnouncingChain(chain)
+    deployment = retrying(
+        lambda: deploy(announcing, signer, store, manifest, genesis),
+        pacing,
+        endpoint=chain.endpoint,
+        what="deployment",
+    )
+    publish(path, deployment.ledger.address)
+    return Ledger(chain, deployment.ledger.address)
+
+
 def _serve(config: NodeConfig) -> int:
     from fedchain.config import load_signer
     from fedchain.errors import ConfigError
     from fedchain.orchestrator._events import log_event
-    from fedchain.orchestrator._loop import retrying, run_loop
+    from fedchain.orchestrator._loop import run_loop
     from fedchain.orchestrator.coordinator import Coordinator, CoordinatorService, Registration
-    from fedchain.orchestrator.federation import deploy, genesis_params
     from fedchain.types import Address
 
     pacing = pacing_of(config)
@@ -238,17 +291,7 @@ def _serve(config: NodeConfig) -> int:
     try:
         ledger = wait_for_ledger(config, chain, pacing)
         if ledger is None:
-            assert config.ledger.address_file is not None
-            task, manifest = manifest_of(config)
-            genesis = genesis_params(task, manifest.seed)
-            deployment = retrying(
-                lambda: deploy(chain, signer, store, manifest, genesis),
-                pacing,
-                endpoint=chain.endpoint,
-                what="deployment",
-            )
-            ledger = deployment.ledger
-            write_address_file(config.ledger.address_file, ledger.address)
+            ledger = deploy_ledger(config, chain, signer, store, pacing)
         rules = rules_for(config, ledger, store, pacing)
         if rules.coordinator != signer.address:
             raise ConfigError(

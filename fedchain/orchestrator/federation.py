@@ -22,7 +22,7 @@ import numpy as np
 
 from fedchain.chain import Chain, EmbeddedChain, Ledger, Signer, connect
 from fedchain.config import Workdir
-from fedchain.errors import ConfigError
+from fedchain.errors import ChainError, ConfigError
 from fedchain.hashing import derive_seed, sha256
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
@@ -106,6 +106,7 @@ def deploy(
     genesis_cid = store.put(blob)
     store.pin(genesis_cid)
     del blob
+    _wait_for_pending(chain, signer.address)
     existing = Ledger.find_deployment(chain, signer.address, genesis_hash=genesis_hash, manifest_hash=manifest.digest)
     if existing is not None:
         log_event("ledger_found", ledger=existing.address, coordinator=signer.address)
@@ -121,6 +122,28 @@ def deploy(
         tx=tx.tx_hash,
     )
     return Deployment(ledger, manifest_cid, genesis_hash, genesis_cid, tx.gas_used, False)
+
+
+def _wait_for_pending(chain: Chain, address: str, *, timeout: float = 120.0, poll: float = 0.5) -> None:
+    """Wait until none of ``address``'s transactions is pending.
+
+    A deploy transaction sent by a run killed before its receipt may still be pending: its
+    ledger has no code yet, so :meth:`Ledger.find_deployment` would miss it and a second ledger
+    would be deployed. (On a development node :meth:`Chain.prepare` mines the block.)
+
+    Raises
+    ------
+    ChainError
+        If a transaction is still pending after ``timeout`` seconds (the caller's retry loop waits on).
+    """
+    w3 = chain.w3
+    started = time.monotonic()
+    while int(w3.eth.get_transaction_count(address, "pending")) > int(w3.eth.get_transaction_count(address, "latest")):
+        if time.monotonic() - started > timeout:
+            raise ChainError(f"{address} still has a pending transaction after {timeout:.0f}s")
+        log_event("waiting_for_pending", account=address)
+        chain.prepare()
+        time.sleep(poll)
 
 
 def demo_signer(seed: int, name: str) -> Signer:

@@ -17,11 +17,14 @@ from pathlib import Path
 import pytest
 
 from fedchain.chain import Signer
+from fedchain.cli._coordinator import manifest_of
 from fedchain.config import load_node_config
+from fedchain.protocol import check_against
+from fedchain.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-ENV = dict(os.environ, FEDCHAIN_KEY_PASSWORD="compose-test")
+ENV = dict(os.environ, FEDCHAIN_KEY_PASSWORD="compose-test", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
 
 def _compose() -> str:
@@ -33,14 +36,24 @@ def _compose() -> str:
 
 def test_docker_compose_config_accepts_the_file() -> None:
     result = subprocess.run(
-        [_compose(), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=ENV, timeout=60
+        [_compose(), "-f", str(COMPOSE), "config", "-q"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
 
 
 def test_the_topology_has_a_chain_kubo_a_coordinator_and_three_hospitals() -> None:
     result = subprocess.run(
-        [_compose(), "-f", str(COMPOSE), "config", "--services"], capture_output=True, text=True, env=ENV, timeout=60
+        [_compose(), "-f", str(COMPOSE), "config", "--services"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert {"chain", "ipfs", "setup", "coordinator", "st-mary", "northgate", "riverside"} <= set(result.stdout.split())
@@ -49,7 +62,12 @@ def test_the_topology_has_a_chain_kubo_a_coordinator_and_three_hospitals() -> No
 def test_compose_refuses_to_start_without_the_keystore_passphrase() -> None:
     env = {k: v for k, v in ENV.items() if k != "FEDCHAIN_KEY_PASSWORD"}
     result = subprocess.run(
-        [_compose(), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env, timeout=60
+        [_compose(), "-f", str(COMPOSE), "config", "-q"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "FEDCHAIN_KEY_PASSWORD" in result.stderr
@@ -78,13 +96,26 @@ def test_the_setup_service_writes_keys_shards_and_configs_the_nodes_accept(tmp_p
         )
     (tmp_path / "shared").mkdir()
     result = subprocess.run(
-        ["/bin/sh", "-eu", "-c", script], capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL
+        ["/bin/sh", "-eu", "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     coordinator = load_node_config(tmp_path / "nodes" / "coordinator" / "node.toml", role="coordinator")
-    assert len(coordinator.participants) == 3
+    assert [p.name for p in coordinator.participants] == ["st-mary", "northgate", "riverside"]
     assert coordinator.store == "http://ipfs:5001"
-    for n in ("st-mary", "northgate", "riverside"):
-        config = load_node_config(tmp_path / "nodes" / n / "node.toml", role="participant")
-        assert config.participant is not None and config.participant.data.is_file()
+    assert coordinator.task.app == "icd"
+    task, manifest = manifest_of(coordinator)  # what the coordinator would deploy
+    assert (manifest.min_updates, manifest.round_seconds, manifest.seed) == (3, 600, 0)
+    for entry in coordinator.participants:
+        config = load_node_config(tmp_path / "nodes" / entry.name / "node.toml", role="participant")
+        assert config.participant is not None and config.participant.name == entry.name
         assert config.keystore.is_file()
+        assert Signer.from_keystore(config.keystore, ENV["FEDCHAIN_KEY_PASSWORD"], entry.name).address == entry.address
+        check_against(manifest, config.federation.rules, source=str(config.path))  # the participant would start
+        data = load_task(config.task.app, config.task.settings).load_data(str(config.participant.data))
+        assert 0 < task.num_samples(data) <= entry.max_samples

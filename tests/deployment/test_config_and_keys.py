@@ -30,8 +30,16 @@ keystore = "keys/node.json"
 rounds = 3
 min_updates = 2
 round_seconds = 60
+server_lr = 0.5
+max_update_norm = 50.0
 
-[federation.model]
+[federation.train]
+epochs = 2
+
+[task]
+app = "icd"
+
+[task.settings]
 num_buckets = 512
 dim = 8
 
@@ -50,7 +58,14 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_a_valid_participant_config_loads_with_paths_resolved_beside_the_file(tmp_path: Path) -> None:
     config = load_node_config(_write(tmp_path, GOOD), role="participant")
     assert config.federation.rounds == 3
-    assert config.federation.model == {"num_buckets": 512, "dim": 8}
+    assert config.federation.rules == {
+        "rounds.min_updates": 2,
+        "rounds.round_seconds": 60,
+        "aggregation.server_lr": 0.5,
+        "max_update_norm": 50.0,
+        "train.epochs": 2,
+    }
+    assert config.task.app == "icd" and config.task.settings == {"num_buckets": 512, "dim": 8}
     assert config.keystore == tmp_path / "keys" / "node.json"
     assert config.store == str(tmp_path / "shared" / "store")
     assert config.participant is not None and config.participant.data == tmp_path / "data" / "st-mary.jsonl"
@@ -65,7 +80,11 @@ def test_a_valid_participant_config_loads_with_paths_resolved_beside_the_file(tm
         (("round_seconds = 60", "round_secs = 60"), "federation.round_secs"),
         (('rpc = "http://127.0.0.1:8545"', 'rpc = "127.0.0.1:8545"'), "chain.rpc"),
         (('address_file = "shared/ledger.address"', 'address = "0x1234"'), "ledger.address"),
-        (("dim = 8", "dim = -8"), "federation.model.dim"),
+        (("server_lr = 0.5", "server_lr = -0.5"), "federation.server_lr"),
+        (("max_update_norm = 50.0", 'max_update_norm = "big"'), "federation.max_update_norm"),
+        (("epochs = 2", "epochs = true"), "federation.train.epochs"),
+        (('app = "icd"', "app = 3"), "task.app"),
+        (('app = "icd"', 'application = "icd"'), "task.application"),
         (('data = "data/st-mary.jsonl"', ""), "participant.data"),
     ],
 )
@@ -88,8 +107,24 @@ def test_a_coordinator_config_lists_participants_and_refuses_a_bad_address(tmp_p
     config = load_node_config(_write(tmp_path, ok), role="coordinator")
     assert [p.max_samples for p in config.participants] == [500, 500]
     with pytest.raises(ConfigError) as err:
+        load_node_config(_write(tmp_path, ok.replace("min_updates = 2", "min_updates = 3")), role="coordinator")
+    assert err.value.key == "federation.min_updates"  # a quorum above the participants listed
+    with pytest.raises(ConfigError) as err:
         load_node_config(_write(tmp_path, ok.replace("22" * 20, "zz" * 20)), role="coordinator")
     assert err.value.key == "participants[1].address"
+
+
+def test_the_coordinator_deploys_a_manifest_of_its_task_and_federation_rules(tmp_path: Path) -> None:
+    from fedchain.cli._coordinator import manifest_of
+
+    config = load_node_config(_write(tmp_path, GOOD.split("[participant]")[0]), role="coordinator")
+    task, manifest = manifest_of(config)
+    rules = manifest.flat()
+    assert rules["model"] == '{"dim":8,"ngram":2,"num_buckets":512,"num_classes":22}'
+    assert (rules["rounds.min_updates"], rules["rounds.round_seconds"]) == (2, 60)
+    assert (rules["aggregation.rule"], rules["aggregation.server_lr"]) == ("fedavg", 0.5)
+    assert (rules["max_update_norm"], rules["train.epochs"], rules["train.lr"]) == (50.0, 2, 8.0)
+    assert manifest.schema == task.schema()
 
 
 def test_a_config_error_exits_2_with_the_key_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

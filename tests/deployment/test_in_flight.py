@@ -8,9 +8,8 @@ from typing import Any
 
 from hexbytes import HexBytes
 
-from fedchain.chain import Signer
+from fedchain.chain import Pacing, ResilientRpcChain, Signer
 from fedchain.chain.anvil import AnvilNode
-from fedchain.orchestrator.service import Pacing, ResilientRpcChain
 
 PACING = Pacing(poll_seconds=0.2, backoff_max=1.0, outage_seconds=60)
 

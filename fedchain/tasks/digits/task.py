@@ -33,7 +33,14 @@ from fedchain.tasks._torch import (
     torch_threads,
 )
 from fedchain.tasks.api import Config, DemoData, DemoParticipant, Task, TrainResult
-from fedchain.tasks.digits.data import NUM_CLASSES, DigitsData, dirichlet_split, load_digits_data, load_shard
+from fedchain.tasks.digits.data import (
+    NUM_CLASSES,
+    DigitsData,
+    dirichlet_split,
+    export_shard,
+    load_digits_data,
+    load_shard,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +94,8 @@ class DigitsTask(Task):
 
     name = "digits"
     version = "1"
+    #: The file suffix of :meth:`export_data`'s shards.
+    data_suffix = ".npz"
 
     def __init__(
         self,
@@ -144,6 +153,10 @@ class DigitsTask(Task):
     def load_data(self, source: str) -> DigitsData:
         """The participant's records from an ``.npz`` shard (:func:`~fedchain.tasks.digits.data.load_shard`)."""
         return load_shard(source)
+
+    def export_data(self, data: Any, path: str) -> None:
+        """Write ``data`` (a :class:`DigitsData`) as an ``.npz`` shard that :meth:`load_data` reads back."""
+        export_shard(data, path)
 
     def _model(self, arrays: Arrays) -> DigitsCNN:
         check_arrays(self.schema(), arrays)

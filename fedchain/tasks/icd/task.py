@@ -24,11 +24,14 @@ from fedchain.tasks._settings import (
 from fedchain.tasks._torch import DpSettings, check_arrays, torch_threads
 from fedchain.tasks.api import Config, DemoData, DemoParticipant, Task, TrainResult
 from fedchain.tasks.icd.data import (
+    HOSPITALS,
     ICD10_NUM_CHAPTERS,
     Dataset,
-    demo_split,
+    export_shard,
     icd10_label_names,
+    load_icd10,
     load_shard,
+    split_non_iid,
 )
 from fedchain.tasks.icd.model import ModelSpec, init_params, param_shapes
 from fedchain.tasks.icd.train import COMPUTE_THREADS, TrainConfig, predict_scores, train_params
@@ -76,10 +79,16 @@ class IcdTask(Task):
     dp_noise_multiplier, dp_max_grad_norm, dp_delta:
         DP-SGD with Opacus when ``dp_noise_multiplier > 0`` (off by default); see
         :func:`fedchain.tasks._torch.make_private`.
+    demo_every:
+        :meth:`demo` keeps every ``demo_every``-th ICD-10-CM record before the split (default 1:
+        all of them); tests and quick trials use 60 for a federation of seconds.
     """
 
     name = "icd"
     version = "1"
+    #: The file suffix of :meth:`export_data`'s shards (JSON Lines).
+    data_suffix = ".jsonl"
+    demo_participants = 3
 
     def __init__(
         self,
@@ -95,8 +104,10 @@ class IcdTask(Task):
         dp_noise_multiplier: float = 0.0,
         dp_max_grad_norm: float = 1.0,
         dp_delta: float = 1e-5,
+        demo_every: int = 1,
     ) -> None:
         key = "task.settings."
+        self.demo_every = positive_int(key + "demo_every", demo_every)
         self._labels_path = optional_path(key + "labels", labels)
         self._label_names = _read_labels(self._labels_path) if self._labels_path is not None else None
         num_classes = len(self._label_names) if self._label_names is not None else ICD10_NUM_CHAPTERS
@@ -137,6 +148,10 @@ class IcdTask(Task):
     def load_data(self, source: str) -> Dataset:
         """The participant's records from a JSON Lines shard (:func:`~fedchain.tasks.icd.data.load_shard`)."""
         return load_shard(source, self.label_names)
+
+    def export_data(self, data: Any, path: str) -> None:
+        """Write ``data`` (a :class:`Dataset`) as a JSON Lines shard that :meth:`load_data` reads back."""
+        export_shard(data, path)
 
     def _round(self, config: Config) -> tuple[TrainConfig, DpSettings]:
         merged = round_config(self._defaults, config)
@@ -179,7 +194,16 @@ class IcdTask(Task):
             raise ConfigError("demo.participants", f"the icd demo has exactly 3 hospitals, not {num_participants}")
         if self._label_names is not None:
             raise ConfigError("task.settings.labels", "the icd demo uses the ICD-10-CM chapters; leave labels unset")
-        split = demo_split(seed=seed)
+        full = load_icd10()
+        if self.demo_every > 1:
+            keep = range(0, len(full), self.demo_every)
+            full = Dataset(
+                name=full.name,
+                texts=tuple(full.texts[i] for i in keep),
+                labels=tuple(full.labels[i] for i in keep),
+                label_names=full.label_names,
+            )
+        split = split_non_iid(full, list(HOSPITALS.values()), names=list(HOSPITALS), seed=seed)
         return DemoData(participants=[DemoParticipant(s.name, s) for s in split.shards], test=split.test)
 
     def pool(self, parts: Sequence[Dataset]) -> Dataset:
