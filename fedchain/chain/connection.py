@@ -156,6 +156,12 @@ class Chain(ABC):
     def fund(self, address: str, wei: int = DEV_FUNDING_WEI) -> None:
         """Give ``address`` ether on a development chain (refused on other chains)."""
 
+    def has_pending(self, address: str) -> bool:
+        """Whether ``address`` has a transaction the node holds but has not mined yet."""
+        account = self.w3.to_checksum_address(address)
+        pending = int(self.w3.eth.get_transaction_count(account, "pending"))
+        return pending > int(self.w3.eth.get_transaction_count(account, "latest"))
+
     @abstractmethod
     def advance_time(self, seconds: int) -> None:
         """Move the chain's clock forward by ``seconds`` (development chains only)."""

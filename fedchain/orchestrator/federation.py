@@ -136,9 +136,8 @@ def _wait_for_pending(chain: Chain, address: str, *, timeout: float = 120.0, pol
     ChainError
         If a transaction is still pending after ``timeout`` seconds (the caller's retry loop waits on).
     """
-    w3 = chain.w3
     started = time.monotonic()
-    while int(w3.eth.get_transaction_count(address, "pending")) > int(w3.eth.get_transaction_count(address, "latest")):
+    while chain.has_pending(address):
         if time.monotonic() - started > timeout:
             raise ChainError(f"{address} still has a pending transaction after {timeout:.0f}s")
         log_event("waiting_for_pending", account=address)
