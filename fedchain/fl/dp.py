@@ -16,8 +16,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import dp_accounting
-from dp_accounting.rdp import rdp_privacy_accountant
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,17 @@ def _check_delta(delta: float) -> None:
         raise ValueError(f"delta must be a float in (0, 1), got {delta!r}")
 
 
+def _accounting() -> Any:
+    """``dp_accounting``, imported when first needed: it brings scipy, which a plain audit does not need."""
+    import dp_accounting
+    import dp_accounting.rdp
+
+    return dp_accounting
+
+
 def _event(noise_multiplier: float, sample_rate: float, steps: int) -> dp_accounting.DpEvent:
     _check(noise_multiplier, sample_rate, steps)
+    dp_accounting = _accounting()
     step = dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
     return dp_accounting.SelfComposedDpEvent(step, steps)
 
@@ -50,7 +61,7 @@ def _event(noise_multiplier: float, sample_rate: float, steps: int) -> dp_accoun
 def compose(spends: Iterable[Spend], delta: float) -> float:
     """The epsilon at ``delta`` of all ``spends`` composed in one RDP accountant (default orders)."""
     _check_delta(delta)
-    accountant = rdp_privacy_accountant.RdpAccountant()
+    accountant = _accounting().rdp.RdpAccountant()
     for noise, rate, steps in spends:
         accountant.compose(_event(noise, rate, steps))
     return float(accountant.get_epsilon(delta))
