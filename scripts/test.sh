@@ -22,4 +22,4 @@ python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test]'
 python -m ruff format --check .
 python -m ruff check fedchain benchmarks
 python -m mypy --strict fedchain
-python -m pytest -n 2 "$@"
+python -m pytest -n 2 --durations=25 "$@"

@@ -196,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
 def manifest_of(config: NodeConfig) -> Any:
     """The manifest a coordinator deploys: the [task]'s schema and the [federation] rules (defaults for the rest)."""
     from fedchain.orchestrator.federation import make_manifest
-    from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM
+    from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM, DEFAULT_ROUND_SECONDS
     from fedchain.tasks import load_task
 
     task = load_task(config.task.app, config.task.settings, search=task_search(config))
@@ -208,7 +208,7 @@ def manifest_of(config: NodeConfig) -> Any:
         task,
         seed=int(r.get("seed", 0)),
         min_updates=int(r.get("rounds.min_updates", max(1, len(config.participants)))),
-        round_seconds=int(r.get("rounds.round_seconds", 600)),
+        round_seconds=int(r.get("rounds.round_seconds", DEFAULT_ROUND_SECONDS)),
         aggregation=aggregation,
         max_update_norm=float(r.get("max_update_norm", DEFAULT_MAX_UPDATE_NORM)),
         max_blob_size=int(r.get("max_blob_size", DEFAULT_MAX_BLOB_SIZE)),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fedchain.cli._common import EXIT_OK
 from fedchain.cli._demo import RULES, TASK_HELP, aggregation_of, check_rpc, parse_settings
+from fedchain.protocol.manifest import DEFAULT_ROUND_SECONDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--max-update-norm", type=float, default=None, help="update norm bound (default: 1000)")
     p.add_argument("--min-updates", type=int, default=1, help="quorum to finalize before the deadline (default: 1)")
     p.add_argument(
-        "--round-seconds", type=int, default=600, help="time from opening a round to its deadline (default: 600)"
+        "--round-seconds",
+        type=int,
+        default=DEFAULT_ROUND_SECONDS,
+        help=f"time from opening a round to its deadline (default: {DEFAULT_ROUND_SECONDS})",
     )
     p.add_argument(
         "--fund", action="store_true", help="on a development node (anvil, hardhat), give the coordinator ether first"

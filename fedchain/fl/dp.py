@@ -15,7 +15,6 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:

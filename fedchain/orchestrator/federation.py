@@ -29,7 +29,15 @@ from fedchain.orchestrator._step import Step
 from fedchain.orchestrator.coordinator import Coordinator, CoordinatorService, Registration, RoundReport
 from fedchain.orchestrator.masked import MaskedMember, masking_key_for
 from fedchain.orchestrator.participant import Participant, ParticipantService
-from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM, Manifest, Rules, load_model, load_rules
+from fedchain.protocol import (
+    DEFAULT_MAX_BLOB_SIZE,
+    DEFAULT_MAX_UPDATE_NORM,
+    DEFAULT_ROUND_SECONDS,
+    Manifest,
+    Rules,
+    load_model,
+    load_rules,
+)
 from fedchain.protocol.blobs import genesis_blob
 from fedchain.records import RoundStatus
 from fedchain.storage import BlobStore, open_store
@@ -47,7 +55,7 @@ def make_manifest(
     *,
     seed: int = 0,
     min_updates: int = 1,
-    round_seconds: int = 600,
+    round_seconds: int = DEFAULT_ROUND_SECONDS,
     aggregation: Mapping[str, Any] | None = None,
     max_update_norm: float = DEFAULT_MAX_UPDATE_NORM,
     max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,

@@ -6,7 +6,13 @@ the orchestrator and the audit; imports no torch.
 """
 
 from fedchain.protocol.custody import Checkpoint, advance, genesis
-from fedchain.protocol.manifest import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM, Manifest, check_against
+from fedchain.protocol.manifest import (
+    DEFAULT_MAX_BLOB_SIZE,
+    DEFAULT_MAX_UPDATE_NORM,
+    DEFAULT_ROUND_SECONDS,
+    Manifest,
+    check_against,
+)
 from fedchain.protocol.rules import Rules, load_manifest, load_rules, strategy_for
 from fedchain.protocol.verify import (
     Exclusion,
@@ -23,6 +29,7 @@ from fedchain.protocol.verify import (
 __all__ = [
     "DEFAULT_MAX_BLOB_SIZE",
     "DEFAULT_MAX_UPDATE_NORM",
+    "DEFAULT_ROUND_SECONDS",
     "Checkpoint",
     "Exclusion",
     "Manifest",

@@ -35,6 +35,8 @@ FORMAT = "fedchain/manifest-v1"
 #: tasks (the ICD demo's first-round updates have norms of 40 to 76, later rounds less), far
 #: below anything that could make an aggregate overflow float32.
 DEFAULT_MAX_UPDATE_NORM = 1000.0
+#: Time from opening a round to its deadline, when a deployment names none.
+DEFAULT_ROUND_SECONDS = 600
 #: Largest update or model blob anybody fetches, when a deployment names none.
 DEFAULT_MAX_BLOB_SIZE = 64 * 1024 * 1024
 #: Largest norm bound a manifest may hold: with it, no aggregate of finite updates on a base of
@@ -107,7 +109,7 @@ class Manifest:
     max_update_norm: float = DEFAULT_MAX_UPDATE_NORM
     max_blob_size: int = DEFAULT_MAX_BLOB_SIZE
     min_updates: int = 1
-    round_seconds: int = 600
+    round_seconds: int = DEFAULT_ROUND_SECONDS
     train: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     privacy: Mapping[str, Any] = field(default_factory=lambda: {"mode": "none"})
@@ -398,6 +400,7 @@ def _render(value: Mapping[str, Any]) -> bytes:
 __all__ = [
     "DEFAULT_MAX_BLOB_SIZE",
     "DEFAULT_MAX_UPDATE_NORM",
+    "DEFAULT_ROUND_SECONDS",
     "FORMAT",
     "MAX_NORM_BOUND",
     "Manifest",
