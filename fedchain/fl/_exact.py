@@ -19,10 +19,10 @@ from collections.abc import Iterable
 import numpy as np
 
 #: Elements per chunk, far below the 2**24 terms exactness allows. Each chunk makes about eight
-#: temporaries of 8 bytes per element: at 2**15 they take 2 MiB together (an L2's worth), where
-#: 2**20 took 50 MiB, more than a 1M-parameter model's blob twelve times over, on every decode with
-#: a norm bound; smaller chunks were also faster (14 against 26 ms per million elements on a Xeon).
-_CHUNK = 1 << 15
+#: temporaries of 8 bytes per element: at 2**14 they take 1 MiB together (within an L2), where
+#: 2**20 took 50 MiB, twelve times a 1M-parameter model's blob, on every decode with a norm
+#: bound; small chunks are also faster (14 against 26 ms per million elements on a Xeon).
+_CHUNK = 1 << 14
 _LOW_BITS = 26
 _LOW_MASK = np.uint64((1 << _LOW_BITS) - 1)
 _FRACTION_MASK = np.uint64((1 << 52) - 1)
