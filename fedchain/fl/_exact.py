@@ -20,11 +20,8 @@ instead of one Python float per element.
 
 from __future__ import annotations
 
-import contextvars
 import math
-import os
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -33,63 +30,44 @@ import numpy as np
 _CHUNK = 1 << 14
 #: ``L``: ``2**L`` is at least twice the chunk's length.
 _LEVEL = _CHUNK.bit_length() + 1
-#: Fewest elements worth a second thread (starting one costs about 0.1 ms; a million take 6 ms).
-_MIN_THREADED = 1 << 18
-
-
-def _chunk_sums(flats: Sequence[np.ndarray], chunks: Sequence[tuple[int, int]]) -> tuple[list[float], float | None]:
-    """The exact level sums of the squares of ``flats[i][lo:lo + _CHUNK]`` over ``chunks``, and inf or nan if met."""
-    sums: list[float] = []  # each exact: the sum of one level's extracted parts
-    special: float | None = None
-    v = q = np.empty(0, dtype=np.float64)
-    for index, lo in chunks:
-        chunk = flats[index][lo : lo + _CHUNK]
-        if v.size != chunk.size:
-            v, q = np.empty(chunk.size, dtype=np.float64), np.empty(chunk.size, dtype=np.float64)
-        np.multiply(chunk, chunk, out=v, dtype=np.float64)  # exact; zero or a normal float64
-        top = float(v.max())
-        if not math.isfinite(top):  # inf, or nan (max propagates it)
-            special = top if special is None or math.isnan(top) else special
-            continue
-        while top > 0.0:
-            sigma = math.ldexp(1.0, math.frexp(top)[1] + _LEVEL)  # top < sigma / 2**L
-            np.add(v, sigma, out=q)
-            np.subtract(q, sigma, out=q)  # exact (Sterbenz)
-            sums.append(float(q.sum()))  # exact in any order
-            np.subtract(v, q, out=v)  # exact remainders, |v| <= ulp(sigma) / 2
-            top = max(float(v.max()), -float(v.min()))
-    return sums, special
 
 
 def sum_of_squares(arrays: Iterable[np.ndarray]) -> float:
     """``sum(x * x)`` over every element of the float32 ``arrays``, rounded once to float64.
 
-    An infinite value gives ``inf``, a NaN gives ``nan`` (as ``math.fsum`` would). From
-    :data:`_MIN_THREADED` elements on, a second thread takes half of the chunks (numpy
-    releases the GIL): every level sum is exact, so which thread computes it changes nothing.
+    An infinite value gives ``inf``, a NaN gives ``nan`` (as ``math.fsum`` would).
 
     Raises
     ------
     ValueError
         If an array is not float32.
     """
-    flats = []
+    sums: list[float] = []  # each exact: the sum of one level's extracted parts
+    special: float | None = None
+    v = q = np.empty(0, dtype=np.float64)
     for arr in arrays:
         if arr.dtype != np.float32:
             raise ValueError(f"expected float32 values, got {arr.dtype}")
-        flats.append(arr.reshape(-1))
-    chunks = [(i, lo) for i, flat in enumerate(flats) for lo in range(0, flat.size, _CHUNK)]
-    if sum(f.size for f in flats) >= _MIN_THREADED and _threads() > 1:
-        half = len(chunks) // 2
-        with ThreadPoolExecutor(1, thread_name_prefix="fedchain-norm") as pool:
-            other = pool.submit(contextvars.copy_context().run, _chunk_sums, flats, chunks[half:])
-            results = [_chunk_sums(flats, chunks[:half]), other.result()]
-    else:
-        results = [_chunk_sums(flats, chunks)]
-    specials = [s for _, s in results if s is not None]
-    if specials:
-        return next((s for s in specials if math.isnan(s)), specials[0])
-    terms = [math.frexp(s) for sums, _ in results for s in sums if s != 0.0]
+        flat = arr.reshape(-1)
+        for lo in range(0, flat.size, _CHUNK):
+            chunk = flat[lo : lo + _CHUNK]
+            if v.size != chunk.size:
+                v, q = np.empty(chunk.size, dtype=np.float64), np.empty(chunk.size, dtype=np.float64)
+            np.multiply(chunk, chunk, out=v, dtype=np.float64)  # exact; zero or a normal float64
+            top = float(v.max())
+            if not math.isfinite(top):  # inf, or nan (max propagates it)
+                special = top if special is None or math.isnan(top) else special
+                continue
+            while top > 0.0:
+                sigma = math.ldexp(1.0, math.frexp(top)[1] + _LEVEL)  # top < sigma / 2**L
+                np.add(v, sigma, out=q)
+                np.subtract(q, sigma, out=q)  # exact (Sterbenz)
+                sums.append(float(q.sum()))  # exact in any order
+                np.subtract(v, q, out=v)  # exact remainders, |v| <= ulp(sigma) / 2
+                top = max(float(v.max()), -float(v.min()))
+    if special is not None:
+        return special
+    terms = [math.frexp(s) for s in sums if s != 0.0]
     if not terms:
         return 0.0
     ints = [(int(math.ldexp(m, 53)), e - 53) for m, e in terms]  # s == m * 2**e exactly
@@ -99,13 +77,6 @@ def sum_of_squares(arrays: Iterable[np.ndarray]) -> float:
         return 0.0
     # float(int) rounds once to nearest; scaling by a power of two is exact for normal results
     return math.ldexp(float(exact), lowest)
-
-
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 __all__ = ["sum_of_squares"]

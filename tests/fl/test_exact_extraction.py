@@ -42,20 +42,3 @@ def test_infinities_and_nans_give_what_fsum_gives() -> None:
     nan = np.array([np.nan, 1.0], dtype=np.float32)
     assert sum_of_squares([inf]) == math.inf
     assert math.isnan(sum_of_squares([inf, nan]))
-
-
-def test_two_threads_give_the_single_threads_float(monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(9)
-    a = (rng.standard_normal(_exact._MIN_THREADED + 12345) * 10.0 ** rng.integers(-30, 30, 1)).astype(np.float32)
-    b = rng.standard_normal(777).astype(np.float32)
-    threaded = sum_of_squares([a, b])
-    monkeypatch.setattr(_exact, "_MIN_THREADED", 1 << 62)
-    assert sum_of_squares([a, b]) == threaded == math.fsum(float(v) ** 2 for v in np.concatenate([a, b]))
-
-
-def test_a_nan_in_the_second_threads_half_is_found() -> None:
-    a = np.ones(_exact._MIN_THREADED * 2, dtype=np.float32)
-    a[-1] = np.inf
-    assert sum_of_squares([a]) == math.inf
-    a[-2] = np.nan
-    assert math.isnan(sum_of_squares([a]))
