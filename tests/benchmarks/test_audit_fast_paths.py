@@ -1,0 +1,52 @@
+"""The audit's cheaper paths give what the plain definitions give: details' gas from blocks, sketches in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.audit import History
+from fedchain.audit import _sketch, audit_ledger
+from fedchain.chain import EmbeddedChain
+from fedchain.storage import open_store
+
+
+def test_details_gas_and_times_equal_what_the_receipts_and_blocks_say(tmp_path: Path) -> None:
+    chain = EmbeddedChain()
+    try:
+        store = open_store(str(tmp_path / "store"), max_blob_size=1 << 20)
+        history = History(chain, store, 2, 1000)
+        history.grow(2)
+        r = history.ledger.next_round()
+        history.ledger.open_round(history.coordinator, r, *history.base, chain.now() + 3600, 2)
+        history.ledger.abandon_round(history.coordinator, r)
+        report = audit_ledger(history.ledger, store, details=True)
+        assert report.ok
+        w3 = chain.w3
+        assert sorted(report.details) == [0, 1, 2]
+        for d in report.details.values():
+            h = d.history
+            txs = [h.opened.tx_hash, *(u.tx_hash for u in h.updates)]
+            txs += [e.tx_hash for e in (h.closed, h.aggregate, h.abandoned) if e is not None]
+            assert d.gas == sum(int(w3.eth.get_transaction_receipt(t)["gasUsed"]) for t in txs)  # type: ignore[arg-type]
+            assert d.opened_time == int(w3.eth.get_block(h.state.opened_block)["timestamp"])
+            assert d.end_time == int(w3.eth.get_block(h.state.end_block)["timestamp"])
+    finally:
+        chain.close()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_sketch_is_every_stride_th_coordinate_of_the_tensors_laid_end_to_end(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shapes = [
+        tuple(int(x) for x in rng.integers(1, 200, int(rng.integers(1, 3)))) for _ in range(int(rng.integers(1, 5)))
+    ]
+    delta = {f"t{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+    size = int(rng.integers(1, 2000))
+    flat = np.concatenate([delta[k].reshape(-1) for k in sorted(delta)])
+    expected = flat[:: max(1, flat.size // size)][:size].astype(np.float64)
+    sketch = _sketch(delta, size)
+    assert sketch.dtype == np.float64
+    assert sketch.tobytes() == expected.tobytes()

@@ -1,0 +1,31 @@
+"""The aggregation's chunk size comes from the machine's L2, within fixed bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedchain.fl import _aggregate
+
+
+@pytest.mark.parametrize(
+    ("l2", "chunk"),
+    [
+        (2 << 20, 1 << 16),
+        (1 << 20, 1 << 15),
+        (1280 << 10, 1 << 15),
+        (512 << 10, 1 << 14),
+        (0, 1 << 12),
+        (1 << 30, 1 << 18),
+    ],
+)
+def test_the_chunk_is_the_largest_power_of_two_whose_float64_pair_fits_in_half_the_l2(l2: int, chunk: int) -> None:
+    assert _aggregate._chunk_for(l2) == chunk
+
+
+@pytest.mark.parametrize(("text", "count"), [("0", 1), ("0-1", 2), ("0-3,8", 5), ("0,2,4-5", 4)])
+def test_a_sysfs_cpu_list_is_counted(text: str, count: int) -> None:
+    assert _aggregate._count_cpus(text) == count
+
+
+def test_this_machines_chunk_is_derived_from_its_l2() -> None:
+    assert _aggregate._CHUNK == _aggregate._STREAM_CHUNK == _aggregate._chunk_for(_aggregate._l2_per_core())
