@@ -136,6 +136,7 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
+    outputs: list[Any] = []  # the processes' log files, closed once the processes are gone
     anvil = AnvilNode(state_file=workdir / "anvil.json").start()
     base_env = dict(os.environ, FLWR_HOME=str(home), FEDCHAIN_RPC=anvil.url, FEDCHAIN_STORE=str(store))
     # the apps run in this environment (fedchain, torch): no per-run environment installed from a registry
@@ -147,7 +148,8 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
         return to_hex(bytes(demo_signer(seed, name)._account.key))
 
     def spawn(args: list[str], env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
-        out = open(logs / log, "wb")  # noqa: SIM115 - closed with the process
+        out = open(logs / log, "wb")  # noqa: SIM115 - closed in the finally below, after its process
+        outputs.append(out)
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         procs.append(proc)
         return proc
@@ -208,6 +210,8 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        for out in outputs:
+            out.close()
         anvil.stop()
 
 

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedchain.tasks._torch import torch_threads
+
 if TYPE_CHECKING:
     from transformers import GPT2Config
 
@@ -103,9 +105,14 @@ class ModelConfig:
 
 @contextlib.contextmanager
 def deterministic(seed: int) -> Iterator[None]:
-    """Seed torch's global generator and force deterministic kernels, restoring both after."""
+    """Seed torch's global generator, force deterministic kernels and one thread, restoring all three after.
+
+    One thread: the CPU kernels' reduction order depends on the thread count, so a base
+    pre-trained (or a round trained) under another count would differ in its last bits and the
+    base's digest, which the manifest fixes, would not be reproducible.
+    """
     was = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch_threads(1):
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
         try:
