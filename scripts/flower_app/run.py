@@ -189,6 +189,7 @@ def deploy_run(*, nodes: int, rounds: int, workdir: Path, seed: int = 0, timeout
         run = subprocess.run(
             ["flwr", "run", str(HERE), "local-deployment", "--run-config", overrides],
             env=flwr_env,
+            check=False,  # its exit status is checked below, with its output
             capture_output=True,
             text=True,
             timeout=120,
