@@ -6,9 +6,11 @@ reaches into a fedchain module to replace a name.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -303,3 +305,29 @@ class Verdict:
 
 def fmt_met(met: bool | None) -> str:
     return "not measured" if met is None else ("met" if met else "**not met**")
+
+
+def part_main(
+    doc: str | None,
+    run: Callable[[bool], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    argv: list[str] | None = None,
+    *,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    special: Callable[[argparse.Namespace], int | None] | None = None,
+) -> int:
+    """``python -m benchmarks.<part> [--quick] [--json]``: run one part and print its table or JSON.
+
+    ``extra`` adds a part's own arguments; ``special`` handles them first (its int return ends the run).
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    if special is not None and (code := special(args)) is not None:
+        return code
+    result = run(args.quick)
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0

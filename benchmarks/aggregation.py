@@ -13,16 +13,14 @@ faster).
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Verdict, interleaved
+from benchmarks._common import Verdict, interleaved, part_main
 from fedchain.fl import UpdateItem, default_threads, fedavg_stream
 
 #: The issue's targets.
@@ -147,13 +145,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+    return part_main(__doc__, run, table, argv)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ Linear: the audit's seconds per round at the longest history over the shortest.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -29,7 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import CHAINS, MB, TimedStore, Verdict, anvil_missing, chain_label, median, open_chain, signer
+from benchmarks._common import (
+    CHAINS,
+    MB,
+    TimedStore,
+    Verdict,
+    anvil_missing,
+    chain_label,
+    median,
+    open_chain,
+    part_main,
+    signer,
+)
 from benchmarks._task import SyntheticTask
 from fedchain.audit import audit_ledger
 from fedchain.chain import Chain, Ledger
@@ -243,13 +252,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+    return part_main(__doc__, run, table, argv)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ Tasks: the shipped ``icd`` task (its demo split) and :class:`benchmarks._task.Sy
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import TimedStore, Verdict, anvil_missing, chain_label, median, open_chain
+from benchmarks._common import TimedStore, Verdict, anvil_missing, chain_label, median, open_chain, part_main
 from benchmarks._task import SyntheticTask, TimedTask
 from fedchain.fl import participant_order
 from fedchain.orchestrator._step import Step
@@ -278,13 +276,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+    return part_main(__doc__, run, table, argv)
 
 
 if __name__ == "__main__":

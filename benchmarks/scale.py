@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Verdict, peak_rss_bytes, reset_peak_rss, rss_bytes, signer
+from benchmarks._common import Verdict, part_main, peak_rss_bytes, reset_peak_rss, rss_bytes, signer
 from benchmarks._task import SyntheticTask
 
 TARGET = 4.0
@@ -221,17 +221,16 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--child", nargs=2, metavar=("DIR", "ROLE"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--child", nargs=2, metavar=("DIR", "ROLE"), help=argparse.SUPPRESS)
+
+    def special(args: argparse.Namespace) -> int | None:
+        if not args.child:
+            return None
         print(json.dumps(child(Path(args.child[0]), args.child[1])))
         return 0
-    result = run(args.quick)
-    print(json.dumps(result, indent=2) if args.json else table(result))
-    return 0
+
+    return part_main(__doc__, run, table, argv, extra=extra, special=special)
 
 
 if __name__ == "__main__":
