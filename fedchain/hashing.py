@@ -75,4 +75,23 @@ def derive_seed(seed: int, *parts: str | int) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
-__all__ = ["DIGEST_SIZE", "derive_seed", "parse_digest", "sha256", "sha256_chunks", "sha256_file", "short", "to_hex"]
+def participant_seed(seed: int, round_id: int, participant: str) -> int:
+    """The seed of ``participant``'s local training in ``round_id``: ``derive_seed(seed, "train", round_id, participant)``.
+
+    The participant service passes it to the task's ``train``, and so does the tasks' plain FedAvg
+    baseline, so a federation without a ledger trains identically.
+    """
+    return derive_seed(seed, "train", round_id, participant)
+
+
+__all__ = [
+    "DIGEST_SIZE",
+    "derive_seed",
+    "parse_digest",
+    "participant_seed",
+    "sha256",
+    "sha256_chunks",
+    "sha256_file",
+    "short",
+    "to_hex",
+]

@@ -29,7 +29,7 @@ from fedchain.errors import (
     VerificationError,
 )
 from fedchain.fl.dp import Spend
-from fedchain.hashing import derive_seed, sha256, short, to_hex
+from fedchain.hashing import participant_seed, sha256, short, to_hex
 from fedchain.orchestrator._dp import check_budget, record_dp, spend_of
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
@@ -46,11 +46,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _METRIC = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def participant_seed(seed: int, round_id: int, participant: str) -> int:
-    """The seed of ``participant``'s local training in ``round_id``: ``derive_seed(seed, "train", round_id, participant)``."""
-    return derive_seed(seed, "train", round_id, participant)
 
 
 def _public_metrics(metrics: Mapping[str, Any], name: str) -> dict[str, float]:
