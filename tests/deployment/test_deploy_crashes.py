@@ -13,6 +13,7 @@ kill landing while the deploy transaction is pending (anvil's automine off).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,15 @@ class StopAfterChainCall:
 
 
 def ledgers_created_by(chain: Any, address: str) -> list[str]:
-    """Every fedchain ledger ``address`` created (the CREATE address of each of its nonces, by its code)."""
+    """Every fedchain ledger ``address`` created (the CREATE address of each of its nonces, by its code).
+
+    A transaction the node accepted but has not mined yet (a send stopped before its receipt) is
+    waited for first, boundedly, as the restarted coordinator itself waits for it.
+    """
+    deadline = time.monotonic() + 30
+    while chain.has_pending(address) and time.monotonic() < deadline:
+        chain.prepare()
+        time.sleep(0.2)
     nonce = int(chain.w3.eth.get_transaction_count(address))
     found = []
     for n in range(nonce):
