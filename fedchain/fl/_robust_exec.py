@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextvars
 import math
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from functools import partial
@@ -46,10 +45,9 @@ from typing import TypeVar
 import numpy as np
 
 from fedchain.errors import AggregationError
+from fedchain.fl._aggregate import _plan as _aggregate_plan
+from fedchain.fl._aggregate import default_threads
 
-#: Fewest elements worth a thread of their own.
-_MIN_PER_THREAD = 1 << 16
-_MAX_THREADS = 4
 #: Bits per slice and elements per Gram chunk: 2 * 20 + 12 = 52 < 53, so every partial sum is exact.
 _SLICE_BITS = 20
 _GRAM_CHUNK = 1 << 12
@@ -63,30 +61,8 @@ Plan = list[list[tuple[int, int, int]]]
 Spans = Sequence[tuple[int, int, int]]
 
 
-def default_threads() -> int:
-    """The usable CPUs, at most 4 (the work is mostly bound by memory bandwidth)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(_MAX_THREADS, cpus))
-
-
-def make_plan(sizes: Sequence[int], threads: int) -> Plan:
-    """Split the concatenated elements of tensors of ``sizes`` into contiguous, nearly equal parts."""
-    total = sum(sizes)
-    parts = max(1, min(threads, total // _MIN_PER_THREAD))
-    # cut at multiples of 16 elements (64 bytes of float32): no two threads write one cache line
-    bounds = [0, *(total * j // parts // 16 * 16 for j in range(1, parts)), total]
-    plan: Plan = [[] for _ in range(parts)]
-    offset = 0
-    for index, size in enumerate(sizes):
-        for j in range(parts):
-            start, stop = max(bounds[j], offset), min(bounds[j + 1], offset + size)
-            if start < stop:
-                plan[j].append((index, start - offset, stop - offset))
-        offset += size
-    return plan
+#: FedAvg's split of the elements among threads (and its thread default, imported above): one plan.
+make_plan = _aggregate_plan
 
 
 def run_plan(plan: Plan, task: Callable[[Spans], T]) -> list[T]:
