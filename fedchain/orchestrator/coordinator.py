@@ -39,9 +39,9 @@ from fedchain.protocol import (
 from fedchain.protocol.blobs import aggregate_blob
 from fedchain.protocol.masked import MASKED_RULE, outcomes_of
 from fedchain.protocol.verify import mark_selection
-from fedchain.records import RoundHistory, RoundStatus, TxResult, UpdateRecord
+from fedchain.records import RoundHistory, RoundState, RoundStatus, TxResult, UpdateRecord
 from fedchain.storage import BlobStore
-from fedchain.types import Address, Cid, Digest
+from fedchain.types import Address, Cid, Digest, RoundId
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class Coordinator:
         self.gas_used = 0
         self._checkpoint: Checkpoint | None = None
         self._prepared_cache: _Prepared | None = None
+        self._closed_cache: RoundHistory | None = None
+        self.opened: OpenedRound | None = None  # the round this process opened last
         self.masking = MaskedRounds(ledger, store, rules) if rules.manifest.private else None
 
     # -- registry
@@ -125,21 +127,25 @@ class Coordinator:
         self._checkpoint, _ = advance(self.ledger, self.store, self.rules, self._checkpoint, upto, keep=False)
         return self._checkpoint
 
-    def open_round(self) -> int:
-        """Open the next round on the last verified aggregate (verifying every round before it first)."""
-        r = self.ledger.next_round()
+    def open_round(self, round_id: int | None = None) -> int:
+        """Open the next round on the last verified aggregate (verifying every round before it first).
+
+        ``round_id`` is the chain's ``nextRound()`` if the caller has just read it; the ledger
+        refuses any other. What was opened is in :attr:`opened`.
+        """
+        r = self.ledger.next_round() if round_id is None else round_id
         cp = self.checkpoint(r)
-        if self.ledger.last_aggregate() != cp.digest:
-            raise VerificationError(
-                r, "lineage", expected=to_hex(cp.digest), actual=to_hex(self.ledger.last_aggregate())
-            )
+        last = self.ledger.last_aggregate()
+        if last != cp.digest:
+            raise VerificationError(r, "lineage", expected=to_hex(cp.digest), actual=to_hex(last))
         deadline = self.ledger.chain.now() + self.rules.round_seconds
         tx = self.ledger.open_round(self.signer, r, cp.digest, cp.cid, deadline, self.rules.min_updates)
         self.gas_used += tx.gas_used
+        self.opened = OpenedRound(RoundId(r), cp.digest, deadline, self.rules.min_updates, tx)
         logger.info("round %d opened on %s, deadline %d", r, short(cp.digest), deadline)
         return r
 
-    def ready_to_close(self, round_id: int) -> bool:
+    def ready_to_close(self, round_id: int, state: RoundState | None = None) -> bool:
         """Whether the open round may be closed: its deadline passed, or enough valid updates are recorded.
 
         Once enough updates are recorded they are screened and, optimistically in the same pass,
@@ -147,7 +153,7 @@ class Coordinator:
         """
         if self.masking is not None:
             return self.masking.ready_to_close(round_id)
-        state = self.ledger.round_state(round_id)
+        state = state or self.ledger.round_state(round_id)
         if state.status is not RoundStatus.OPEN:
             return False
         if self.ledger.chain.now() > state.deadline:
@@ -164,26 +170,43 @@ class Coordinator:
         logger.info("round %d closed", round_id)
         return tx
 
-    def can_finalize(self, round_id: int) -> bool:
+    def can_finalize(self, round_id: int, state: RoundState | None = None) -> bool:
         """Whether a closed round can end now (the quorum of valid updates, or the deadline passed)."""
         if self.masking is not None:
             return self.masking.can_finish(round_id)
-        state = self.ledger.round_state(round_id)
+        state = state or self.ledger.round_state(round_id)
         if state.status is not RoundStatus.CLOSED:
             return False
         if self.ledger.chain.now() > state.deadline:
             return True
-        prepared = self._prepared(self.ledger.round_history(round_id, state))
+        prepared = self._prepared(self.closed_history(round_id, state))
         return prepared.error is not None or len(prepared.valid) >= state.min_updates
 
-    def finish(self, round_id: int) -> RoundReport:
+    def closed_history(self, round_id: int, state: RoundState | None = None) -> RoundHistory:
+        """The history of ``round_id`` while it is closed, read from the chain once.
+
+        Between its close and its end a plain round's events cannot change (the close fixed the
+        recorded updates; only ``finalizeRound`` or ``abandonRound`` come next), so the history
+        read right after the close serves every step until the end, as long as the round's
+        state (``state``, just read, or read here) is still the one it was read with.
+        """
+        state = state or self.ledger.round_state(round_id)
+        cached = self._closed_cache
+        if cached is not None and self.masking is None and state.status is RoundStatus.CLOSED and cached.state == state:
+            return cached
+        history = self.ledger.round_history(round_id, state)
+        self._closed_cache = history if history.state.status is RoundStatus.CLOSED else None
+        return history
+
+    def finish(self, round_id: int, state: RoundState | None = None) -> RoundReport:
         """End a closed round: finalize it with the aggregate of its valid updates, or abandon it.
 
         A round is abandoned when no recorded update is valid, or when the aggregate of the valid
         ones would not be finite (no honest party can be made to fail by such a round: the next
         round builds on the same base).
         """
-        history = self.ledger.round_history(round_id)
+        history = self.closed_history(round_id, state)
+        self._closed_cache = None  # the round ends here
         if history.state.status is not RoundStatus.CLOSED:
             raise VerificationError(round_id, "state", expected="closed", actual=history.state.status.name.lower())
         if self.masking is not None:
@@ -346,6 +369,17 @@ class Coordinator:
 
 
 @dataclass(frozen=True)
+class OpenedRound:
+    """A round as :meth:`Coordinator.open_round` opened it (what the ledger accepted)."""
+
+    round_id: RoundId
+    base: Digest
+    deadline: int
+    min_updates: int
+    tx: TxResult
+
+
+@dataclass(frozen=True)
 class Registration:
     """A participant the coordinator registers."""
 
@@ -401,19 +435,18 @@ class CoordinatorService:
         if r > 0:
             state = ledger.round_state(r - 1)
             if state.status is RoundStatus.OPEN:
-                if not c.ready_to_close(r - 1):
+                if not c.ready_to_close(r - 1, state):
                     self._waiting(r - 1, "waiting_for_updates", min_updates=state.min_updates, deadline=state.deadline)
                     return Step.IDLE
                 tx = c.close(r - 1)
-                log_event(
-                    "round_closed", round=r - 1, updates=len(ledger.round_history(r - 1).updates), gas=tx.gas_used
-                )
+                recorded = ledger.round_history(r - 1) if c.masking is not None else c.closed_history(r - 1)
+                log_event("round_closed", round=r - 1, updates=len(recorded.updates), gas=tx.gas_used)
                 return Step.WORKED
             if state.status is RoundStatus.CLOSED:
-                if not c.can_finalize(r - 1):
+                if not c.can_finalize(r - 1, state):
                     self._waiting(r - 1, "waiting_for_deadline", deadline=state.deadline)
                     return Step.IDLE
-                report = c.finish(r - 1)
+                report = c.finish(r - 1, state)
                 self.reports.append(report)
                 if report.abandoned:
                     log_event("round_abandoned", round=r - 1, updates=len(report.verdict.outcomes), gas=report.gas_used)
@@ -436,18 +469,17 @@ class CoordinatorService:
         if c.masking is not None and not c.masking.ready_to_open([p.address for p in self.participants]):
             self._waiting(r, "waiting_for_masking_keys", participants=len(self.participants))
             return Step.IDLE
-        gas_before = c.gas_used
-        opened = c.open_round()
-        state = ledger.round_state(opened)
+        c.open_round(r)
+        assert c.opened is not None
         log_event(
             "round_opened",
-            round=opened,
-            deadline=state.deadline,
-            min_updates=state.min_updates,
-            base=ledger.last_aggregate(),
-            gas=c.gas_used - gas_before,
+            round=c.opened.round_id,
+            deadline=c.opened.deadline,
+            min_updates=c.opened.min_updates,
+            base=c.opened.base,
+            gas=c.opened.tx.gas_used,
         )
         return Step.WORKED
 
 
-__all__ = ["Coordinator", "CoordinatorService", "Registration", "RoundReport"]
+__all__ = ["Coordinator", "CoordinatorService", "OpenedRound", "Registration", "RoundReport"]

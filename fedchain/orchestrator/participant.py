@@ -35,10 +35,10 @@ from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
 from fedchain.protocol import Checkpoint, Rules, advance, genesis
 from fedchain.protocol.blobs import update_blob
-from fedchain.records import RoundStatus, TxResult
+from fedchain.records import RoundState, RoundStatus, TxResult
 from fedchain.storage import BlobStore
 from fedchain.tasks.api import Task
-from fedchain.types import Address
+from fedchain.types import Address, Digest
 
 if TYPE_CHECKING:
     from fedchain.orchestrator.masked import MaskedMember
@@ -106,6 +106,7 @@ class Participant:
         self.checkpoint: Checkpoint | None = None
         self.dp_spends: dict[int, Spend] = {}  # this participant's recorded DP-SGD spending, by round
         self.masking: MaskedMember | None = None  # set by the factory in a masked federation
+        self.submitted: dict[int, Digest] = {}  # the digests this process recorded, by round
 
     @property
     def address(self) -> Address:
@@ -153,10 +154,17 @@ class Participant:
         if self.has_submitted(round_id):
             logger.info("%s: already submitted for round %d", self.name, round_id)
             return None
+        return self._participate(round_id, None)
+
+    def _participate(self, round_id: int, state: RoundState | None) -> TxResult | None:
+        """:meth:`participate` once the chain is known to hold no update of this participant's for ``round_id``.
+
+        ``state`` is the round's state if the caller has just read it (it saves reading it again).
+        """
         if self.masking is not None and not self.masking.in_roster(self, round_id):
             return None
         cp = self.catch_up(round_id)
-        opened = self.ledger.round_history(round_id).opened
+        opened = self.ledger.round_history(round_id, state).opened
         if opened.base_hash != cp.digest or opened.base_cid != cp.cid:
             raise VerificationError(
                 round_id,
@@ -208,6 +216,7 @@ class Participant:
             tx = self.ledger.submit_update(self.signer, round_id, digest, cid, result.num_samples)
         except AlreadySubmittedError:
             return None
+        self.submitted[round_id] = digest
         self.gas_used += tx.gas_used
         logger.info(
             "%s: submitted round %d update %s (%d samples, gas %d)",
@@ -282,7 +291,7 @@ class ParticipantService:
             return Step.IDLE
         self._once("round_seen", current, deadline=state.deadline)
         try:
-            tx = p.participate(current)
+            tx = p._participate(current, state)  # has_submitted was just asked
         except DeadlinePassedError:
             self._once("round_missed", current, deadline=state.deadline)
             return Step.IDLE
@@ -297,7 +306,7 @@ class ParticipantService:
                 round=current,
                 participant=p.address,
                 name=p.name,
-                update=ledger.update_hash(current, p.address),
+                update=p.submitted.get(current) or ledger.update_hash(current, p.address),
                 samples=p.num_samples,
                 gas=tx.gas_used,
                 tx=tx.tx_hash,
