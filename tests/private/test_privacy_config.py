@@ -159,3 +159,52 @@ def test_the_starters_commented_privacy_table_uncommented_is_a_valid_one(tmp_pat
         "phase_seconds": 60,
         "dp": {"epsilon_budget": 8.0, "delta": 1e-5},
     }
+
+
+def test_the_readmes_privacy_table_is_a_valid_one(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [block] = [b.split("```")[0] for b in readme.split("```toml\n") if b.startswith("[federation.privacy]")]
+    text = COMMON.split("[federation.privacy]")[0] + block + "\n[task]" + COMMON.split("[task]")[1]
+    _, manifest = manifest_of(_load(tmp_path, text + PARTICIPANTS))
+    assert manifest.privacy == {
+        "mode": "masked",
+        "frac_bits": 32,
+        "clip": 100.0,
+        "min_survivors": 2,
+        "max_samples": 100_000,
+        "max_participants": 16,
+        "phase_seconds": 60,
+    }
+
+
+def test_fedchain_deploy_private_deploys_a_masked_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from fedchain.chain import Signer
+    from fedchain.cli import main
+    from fedchain.protocol import Manifest
+    from fedchain.protocol.privacy import default_masked
+    from fedchain.storage import LocalBlockStore
+
+    monkeypatch.setenv("FEDCHAIN_PRIVATE_KEY", "0x" + Signer.create()._account.key.hex())
+    argv = [
+        "deploy",
+        "--rpc",
+        "embedded",
+        "--store",
+        str(tmp_path / "store"),
+        "--json",
+        "--fund",
+        "--set",
+        "num_buckets=512",
+    ]
+    assert main([*argv, "--private"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    manifest = Manifest.from_bytes(LocalBlockStore(tmp_path / "store").get(out["manifest_cid"]))
+    assert manifest.privacy == default_masked(0) and manifest.private
+    assert main([*argv, "--private", "--min-updates", "3"]) == 2  # a quorum above the minimum of 2 survivors
+    assert capsys.readouterr().err == (
+        "fedchain deploy: error: manifest.rounds.min_updates: 3 is above the masked rounds' minimum of survivors 2\n"
+    )
