@@ -340,8 +340,19 @@ def check_address(value: str, key: str) -> str:
 _address = check_address
 
 #: The keys of ``[federation.privacy]``: the manifest's ``privacy`` fields (fedchain/protocol/privacy.py).
-_PRIVACY_KEYS = ("mode", "frac_bits", "clip", "min_survivors", "max_samples", "max_participants", "phase_seconds", "dp")
-#: Of those, what only masked rounds take, with each integer's minimum (``clip`` is a number).
+#: ``share_threshold`` is optional; :func:`fedchain.protocol.privacy.parse_privacy` says whether it is known.
+_PRIVACY_KEYS = (
+    "mode",
+    "frac_bits",
+    "clip",
+    "min_survivors",
+    "max_samples",
+    "max_participants",
+    "phase_seconds",
+    "share_threshold",
+    "dp",
+)
+#: Of those, the integers a masked manifest requires, with each one's minimum (``clip`` is a number).
 _MASKED_INTEGERS = (
     ("frac_bits", 0),
     ("min_survivors", 2),
@@ -360,7 +371,7 @@ def _privacy_rules(fed_t: _Table) -> dict[str, Any]:
     if mode not in ("none", "masked"):
         raise ConfigError(t.key("mode"), f"must be 'none' or 'masked', got {mode!r}")
     rules: dict[str, Any] = {"privacy.mode": mode}
-    for name, minimum in _MASKED_INTEGERS:
+    for name, minimum in (*_MASKED_INTEGERS, ("share_threshold", 2)):
         if name in t.data:
             rules[f"privacy.{name}"] = t.integer(name, minimum=minimum)
     if "clip" in t.data:

@@ -14,8 +14,9 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,6 +87,20 @@ def _wait_until(what: str, check: Callable[[], bool], timeout: float = WAIT) -> 
     raise AssertionError(f"not {what} within {timeout:.0f}s")
 
 
+def _self_seeds_disclosed(reveals: Sequence[Any]) -> set[Address]:
+    """Whose self seeds the reveals disclose to the unmasking.
+
+    A self-seed reveal discloses its revealer's (as built on main); a share reveal discloses a share
+    of each owner's (with Shamir shares of self seeds, built in parallel); the test holds under both.
+    """
+    out: set[Address] = set()
+    for r in reveals:
+        if getattr(r, "self_seed", None) is not None:
+            out.add(r.participant)
+        out.update(getattr(r, "shares", {}))
+    return out
+
+
 @pytest.mark.slow  # 2.5 to 6 minutes: four processes start torch, round 1 waits out its deadline for A
 def test_a_private_federation_of_processes_survives_a_member_killed_before_the_close_and_one_killed_in_the_reveals(
     private_deployment: Deployment,
@@ -98,8 +113,12 @@ def test_a_private_federation_of_processes_survives_a_member_killed_before_the_c
     addr = {n.name: Address(d.addresses[n.name]) for n in d.participants}
 
     # A: a running process whose masking key is on chain (so it is in round 1's roster), killed
-    # right after its last act of round 0 (its self-seed reveal): it never submits for round 1.
-    a.wait_for("event=self_seed_revealed round=0 ")
+    # right after its last act of round 0 (its self-seed reveal, or its shares with Shamir shares
+    # of self seeds): it never submits for round 1.
+    _wait_until(
+        "A revealed its part of round 0",
+        lambda: "event=self_seed_revealed round=0 " in a.text() or "event=shares_revealed round=0 " in a.text(),
+    )
     a.kill()
     # B submits its masked update for round 1 (uploaded once mined), then is killed once the round
     # is closed, before it reveals anything. SIGSTOP right after its submission pins that moment
@@ -148,14 +167,14 @@ def test_a_private_federation_of_processes_survives_a_member_killed_before_the_c
         [(s, frozenset({addr["st-mary"]})) for s in survivors]
         + [(s, frozenset({addr["northgate"]})) for s in survivors]
     )
-    assert {r.participant for r in reveals if r.self_seed is not None} == survivors
+    assert _self_seeds_disclosed(reveals) == survivors
     keystore = d.root / "keys" / "northgate.json"
     b_key = masking_key_for(Signer.from_keystore(keystore, d.password, "northgate"))
     chain_id, ledger_bytes = ledger.chain.chain_id, bytes.fromhex(ledger.address[2:])
     b_self = self_seed(b_key, chain_id=chain_id, ledger=ledger_bytes, round_id=1, me=addr["northgate"])
     roster = ledger.roster(1, second.state.opened_block)
     b_pairs = pair_seeds(b_key, roster, me=addr["northgate"], chain_id=chain_id, ledger=ledger_bytes, round_id=1)
-    revealed = {r.self_seed for r in reveals} | {s for r in reveals for s in r.pair_seeds.values()}
+    revealed = {getattr(r, "self_seed", None) for r in reveals} | {s for r in reveals for s in r.pair_seeds.values()}
     assert b_self not in revealed
     assert b_pairs[addr["st-mary"]] not in revealed
 

@@ -126,6 +126,7 @@ def test_without_a_privacy_table_the_rounds_are_plain(tmp_path: Path) -> None:
         (("max_samples = 5000", "max_samples = 400"), "participants[0].max_samples"),
         (("max_participants = 8", "max_participants = 2"), "federation.privacy.max_participants"),  # 3 listed
         (("phase_seconds = 5", "phase_seconds = 0"), "federation.privacy.phase_seconds"),
+        (("phase_seconds = 5", "phase_seconds = 5\nshare_threshold = 1"), "federation.privacy.share_threshold"),
         (("delta = 1e-5", "delta = 1.5"), "federation.privacy.dp.delta"),
         (("delta = 1e-5", "delta = 1e-5\nepsilon = 3.0"), "federation.privacy.dp.epsilon"),
         (("epsilon_budget = 8\n", ""), "federation.privacy.dp.epsilon_budget"),
