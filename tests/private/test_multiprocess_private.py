@@ -113,11 +113,20 @@ def test_a_private_federation_of_processes_survives_a_member_killed_before_the_c
     addr = {n.name: Address(d.addresses[n.name]) for n in d.participants}
 
     # A: a running process whose masking key is on chain (so it is in round 1's roster), killed
-    # right after its last act of round 0 (its self-seed reveal, or its shares with Shamir shares
-    # of self seeds): it never submits for round 1.
+    # after its last act of round 0 and before it submits for round 1. As built, its last act is
+    # its self-seed reveal (every survivor reveals one), seconds before it could submit for
+    # round 1 (round 0 must be finalized and round 1 opened first). With Shamir shares of self seeds only t survivors' shares are needed and A
+    # may reveal none: then A is killed once round 0 is finalized on chain, about a second before
+    # it could submit (round 1 must open, and A verify round 0 and train first).
+    d.coordinator.wait_for("event=round_opened round=0 ")
+    ledger = d.ledger()
     _wait_until(
-        "A revealed its part of round 0",
-        lambda: "event=self_seed_revealed round=0 " in a.text() or "event=shares_revealed round=0 " in a.text(),
+        "A done with round 0",
+        lambda: (
+            "event=self_seed_revealed round=0 " in a.text()
+            or "event=shares_revealed round=0 " in a.text()
+            or ledger.round_state(0).status is RoundStatus.FINALIZED
+        ),
     )
     a.kill()
     # B submits its masked update for round 1 (uploaded once mined), then is killed once the round
@@ -131,7 +140,6 @@ def test_a_private_federation_of_processes_survives_a_member_killed_before_the_c
     b.wait_for("event=update_submitted round=1 ")
     assert b.proc is not None
     os.kill(b.proc.pid, signal.SIGSTOP)
-    ledger = d.ledger()
     _wait_until("round 1 closed", lambda: ledger.round_state(1).status is not RoundStatus.OPEN)
     closed = ledger.round_state(1)
     assert closed.status is RoundStatus.CLOSED
