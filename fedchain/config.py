@@ -201,6 +201,17 @@ class FederationConfig:
     poll_seconds: float = 2.0
     rules: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def privacy(self) -> dict[str, Any] | None:
+        """The ``[federation.privacy]`` settings the file gives, as the manifest's ``privacy`` table (``None``: none)."""
+        out: dict[str, Any] = {}
+        for name, value in self.rules.items():
+            if name.startswith("privacy.dp."):
+                out.setdefault("dp", {})[name.removeprefix("privacy.dp.")] = value
+            elif name.startswith("privacy."):
+                out[name.removeprefix("privacy.")] = value
+        return out or None
+
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -328,6 +339,101 @@ def check_address(value: str, key: str) -> str:
 
 _address = check_address
 
+#: The keys of ``[federation.privacy]``: the manifest's ``privacy`` fields (fedchain/protocol/privacy.py).
+#: ``share_threshold`` is optional; :func:`fedchain.protocol.privacy.parse_privacy` says whether it is known.
+_PRIVACY_KEYS = (
+    "mode",
+    "frac_bits",
+    "clip",
+    "min_survivors",
+    "max_samples",
+    "max_participants",
+    "phase_seconds",
+    "share_threshold",
+    "dp",
+)
+#: Of those, the integers a masked manifest requires, with each one's minimum (``clip`` is a number).
+_MASKED_INTEGERS = (
+    ("frac_bits", 0),
+    ("min_survivors", 2),
+    ("max_samples", 1),
+    ("max_participants", 2),
+    ("phase_seconds", 1),
+)
+
+
+def _privacy_rules(fed_t: _Table) -> dict[str, Any]:
+    """``[federation.privacy]`` as manifest rules (``privacy.mode``, ``privacy.clip``, ``privacy.dp.delta``...)."""
+    if "privacy" not in fed_t.data:
+        return {}
+    t = fed_t.table("privacy", _PRIVACY_KEYS)
+    mode = t.text("mode", required=True)
+    if mode not in ("none", "masked"):
+        raise ConfigError(t.key("mode"), f"must be 'none' or 'masked', got {mode!r}")
+    rules: dict[str, Any] = {"privacy.mode": mode}
+    for name, minimum in (*_MASKED_INTEGERS, ("share_threshold", 2)):
+        if name in t.data:
+            rules[f"privacy.{name}"] = t.integer(name, minimum=minimum)
+    if "clip" in t.data:
+        rules["privacy.clip"] = t.number("clip")
+    if mode == "none":
+        masked_only = sorted(k for k in t.data if k not in ("mode", "dp"))
+        if masked_only:
+            raise ConfigError(t.key(masked_only[0]), 'only masked rounds take it (mode = "masked")')
+    if "dp" in t.data:
+        dp_t = t.table("dp", ("epsilon_budget", "delta"))
+        rules["privacy.dp.epsilon_budget"] = dp_t.number("epsilon_budget", required=True)
+        delta = dp_t.number("delta", required=True)
+        assert delta is not None
+        if not delta < 1.0:
+            raise ConfigError(dp_t.key("delta"), f"must be a number in (0, 1), got {delta!r}")
+        rules["privacy.dp.delta"] = delta
+    return rules
+
+
+def _check_masked(federation: FederationConfig, entries: list[ParticipantEntry], *, complete: bool) -> None:
+    """Refuse masked settings the manifest would refuse, naming the config's own keys.
+
+    A coordinator's settings are completed with :func:`~fedchain.protocol.privacy.default_masked`
+    (what it deploys) and checked whole; a participant's, only as far as the file sets them.
+    """
+    from fedchain.protocol.privacy import default_masked, parse_privacy
+
+    given = federation.privacy
+    assert given is not None
+    rules = federation.rules
+    rule = rules.get("aggregation.rule", "fedavg")
+    if rule != "fedavg":
+        raise ConfigError("federation.rule", f"masked rounds aggregate with fedavg only, got {rule!r}")
+    if complete:
+        privacy = {**default_masked(len(entries)), **given}
+    elif all(k in given for k, _ in _MASKED_INTEGERS) and "clip" in given:
+        privacy = dict(given)
+    else:
+        return
+    try:
+        parse_privacy(privacy)
+    except ConfigError as err:
+        raise ConfigError(err.key.replace("manifest.privacy", "federation.privacy", 1), err.problem) from None
+    quorum = rules.get("rounds.min_updates")
+    if quorum is not None and quorum > privacy["min_survivors"]:
+        raise ConfigError(
+            "federation.min_updates",
+            f"{quorum} is above federation.privacy.min_survivors = {privacy['min_survivors']} (a masked round "
+            "finalizes with as few survivors as that)",
+        )
+    if len(entries) > privacy["max_participants"]:
+        raise ConfigError(
+            "federation.privacy.max_participants",
+            f"{privacy['max_participants']} is fewer than the {len(entries)} participants listed",
+        )
+    for i, entry in enumerate(entries):
+        if entry.max_samples > privacy["max_samples"]:
+            raise ConfigError(
+                f"participants[{i}].max_samples",
+                f"{entry.max_samples} is above federation.privacy.max_samples = {privacy['max_samples']}",
+            )
+
 
 def load_node_config(path: Path, *, role: str) -> NodeConfig:
     """Read and validate a node's TOML config.
@@ -408,6 +514,7 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
             "max_blob_size",
             "max_update_norm",
             "train",
+            "privacy",
         ),
         required=True,
     )
@@ -435,6 +542,7 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(train_t.key(key), f"must be a number or a string, got {value!r}")
         rules[f"train.{key}"] = value
+    rules.update(_privacy_rules(fed_t))
     federation = FederationConfig(
         rounds=fed_t.integer("rounds", required=True),  # type: ignore[arg-type]
         poll_seconds=fed_t.number("poll_seconds", default=2.0),  # type: ignore[arg-type]
@@ -483,6 +591,8 @@ def load_node_config(path: Path, *, role: str) -> NodeConfig:
     quorum = rules.get("rounds.min_updates")
     if role == "coordinator" and entries and quorum is not None and quorum > len(entries):
         raise ConfigError("federation.min_updates", f"{quorum} is more than the {len(entries)} participants listed")
+    if federation.privacy is not None and federation.privacy["mode"] == "masked":
+        _check_masked(federation, entries, complete=role == "coordinator")
 
     log_t = top.table("log", ("format",))
     fmt = log_t.text("format", default="text")

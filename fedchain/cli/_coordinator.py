@@ -194,9 +194,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def manifest_of(config: NodeConfig) -> Any:
-    """The manifest a coordinator deploys: the [task]'s schema and the [federation] rules (defaults for the rest)."""
+    """The manifest a coordinator deploys: the [task]'s schema and the [federation] rules (defaults for the rest).
+
+    ``[federation.privacy]`` becomes the manifest's ``privacy`` table; with ``mode = "masked"`` the
+    fields it leaves out are those of ``fedchain demo --private``
+    (:func:`fedchain.protocol.privacy.default_masked`), and the default quorum is at most
+    ``min_survivors``.
+    """
     from fedchain.orchestrator.federation import make_manifest
     from fedchain.protocol import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_UPDATE_NORM, DEFAULT_ROUND_SECONDS
+    from fedchain.protocol.privacy import default_masked
     from fedchain.tasks import load_task
 
     task = load_task(config.task.app, config.task.settings, search=task_search(config))
@@ -204,14 +211,21 @@ def manifest_of(config: NodeConfig) -> Any:
     aggregation = {"rule": r.get("aggregation.rule", "fedavg"), "server_lr": float(r.get("aggregation.server_lr", 1.0))}
     train = dict(task.train_config())
     train.update({k.removeprefix("train."): v for k, v in r.items() if k.startswith("train.")})
+    privacy = config.federation.privacy
+    quorum = max(1, len(config.participants))
+    if privacy is not None and privacy["mode"] == "masked":
+        # what the file leaves out is `fedchain demo --private`'s; the quorum is at most the minimum of survivors
+        privacy = {**default_masked(len(config.participants)), **privacy}
+        quorum = min(quorum, int(privacy["min_survivors"]))
     manifest = make_manifest(
         task,
         seed=int(r.get("seed", 0)),
-        min_updates=int(r.get("rounds.min_updates", max(1, len(config.participants)))),
+        min_updates=int(r.get("rounds.min_updates", quorum)),
         round_seconds=int(r.get("rounds.round_seconds", DEFAULT_ROUND_SECONDS)),
         aggregation=aggregation,
         max_update_norm=float(r.get("max_update_norm", DEFAULT_MAX_UPDATE_NORM)),
         max_blob_size=int(r.get("max_blob_size", DEFAULT_MAX_BLOB_SIZE)),
+        privacy=privacy,
         train=train,
     )
     return task, manifest

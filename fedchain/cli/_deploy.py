@@ -50,6 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help=f"time from opening a round to its deadline (default: {DEFAULT_ROUND_SECONDS})",
     )
     p.add_argument(
+        "--private",
+        action="store_true",
+        help=(
+            "masked rounds with `fedchain demo --private`'s settings (a coordinator's config sets its own in "
+            "[federation.privacy]); the quorum must not exceed their minimum of 2 survivors"
+        ),
+    )
+    p.add_argument(
         "--fund", action="store_true", help="on a development node (anvil, hardhat), give the coordinator ether first"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -62,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     from fedchain.hashing import to_hex
     from fedchain.orchestrator.federation import deploy, genesis_params, make_manifest
     from fedchain.protocol import DEFAULT_MAX_UPDATE_NORM
+    from fedchain.protocol.privacy import default_masked
     from fedchain.storage import open_store
     from fedchain.tasks import load_task
 
@@ -76,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         round_seconds=args.round_seconds,
         aggregation=aggregation_of(args),
         max_update_norm=args.max_update_norm if args.max_update_norm is not None else DEFAULT_MAX_UPDATE_NORM,
+        privacy=default_masked(0) if args.private else None,
     )
     store = open_store(args.store)
     chain = connect(args.rpc)

@@ -179,6 +179,21 @@ hidden = 32
 epochs = 1
 lr = 0.1
 batch_size = 32
+
+# Private (masked) rounds, in a node's full config (README, "Multi-process deployment" and
+# "Private rounds"): no single update is readable in the store, the audit still recomputes every
+# aggregate. Keys left out take `fedchain demo --private`'s values.
+# [federation.privacy]
+# mode = "masked"            # or "none": plain rounds (the default)
+# frac_bits = 32             # fixed point: a word counts units of 2**-32
+# clip = 100.0               # the L2 bound every update is clipped to
+# min_survivors = 2          # fewer survivors and the round is abandoned
+# max_samples = 1000000      # per participant; the overflow bound is checked before deploying
+# max_participants = 16
+# phase_seconds = 60         # how long survivors have to reveal, per reveal phase
+# [federation.privacy.dp]    # optional: the differential-privacy budget
+# epsilon_budget = 8.0
+# delta = 1e-5
 """
 
 _README = """# {name}

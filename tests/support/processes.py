@@ -182,25 +182,34 @@ class Deployment:
         round_seconds: int = 300,
         poll: float = 0.2,
         outage_seconds: float = 120,
+        hospitals: tuple[str, ...] = HOSPITALS,
+        extra: str = "",
     ) -> Deployment:
+        """Write every node's keystore and config (``extra``: more TOML every node shares, e.g. ``[federation.privacy]``).
+
+        Each hospital's data is ``shards/<name>.jsonl``.
+        """
         env = node_env(FEDCHAIN_KEY_PASSWORD=PASSWORD)
         keys = self.root / "keys"
         keys.mkdir()
-        for name in ("coordinator", *HOSPITALS):
+        for name in ("coordinator", *hospitals):
             signer = Signer.create(name)
             signer.to_keystore(keys / f"{name}.json", PASSWORD, kdf_iterations=2)  # cheap KDF: tests only
             self.addresses[name] = signer.address
-        common = federation_toml(
-            rpc=self.anvil.url,
-            rounds=rounds,
-            min_updates=min_updates,
-            round_seconds=round_seconds,
-            poll=poll,
-            outage_seconds=outage_seconds,
+        common = (
+            federation_toml(
+                rpc=self.anvil.url,
+                rounds=rounds,
+                min_updates=min_updates,
+                round_seconds=round_seconds,
+                poll=poll,
+                outage_seconds=outage_seconds,
+            )
+            + extra
         )
         participants = "".join(
             f'\n[[participants]]\nname = "{n}"\naddress = "{self.addresses[n]}"\nmax_samples = 100000\n'
-            for n in HOSPITALS
+            for n in hospitals
         )
         (self.root / "coordinator.toml").write_text(
             f'[key]\nkeystore = "keys/coordinator.json"\n{common}{participants}', encoding="utf-8"
@@ -212,7 +221,7 @@ class Deployment:
             env,
         )
         self.participants = []
-        for n in HOSPITALS:
+        for n in hospitals:
             (self.root / f"{n}.toml").write_text(
                 f'[key]\nkeystore = "keys/{n}.json"\n{common}\n[participant]\nname = "{n}"\n'
                 f'data = "{self.shards / (n + ".jsonl")}"\n',
