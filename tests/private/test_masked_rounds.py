@@ -65,6 +65,30 @@ def test_one_of_three_dropping_before_the_close_is_unmasked_from_pair_reveals(tm
     assert report.rounds[0].missing == (dropped,)
 
 
+def test_a_participant_silent_at_the_pair_phase_is_dropped_below_the_minimum_and_no_share_is_ever_revealed(
+    tmp_path: Path,
+) -> None:
+    fed = masked_federation(tmp_path)
+    for p in fed.participants:
+        assert p.masking is not None
+        p.masking.ensure_key(p)
+    honest, silent, absent = fed.participants
+    assert silent.masking is not None
+    silent.masking.withhold = frozenset({"pairs"})
+    summaries = fed.run(1, active=[honest, silent])
+    assert [s.status for s in summaries] == ["abandoned"]
+    # the honest survivor revealed its pair seed with the absent member; then the silent one left S,
+    # one survivor is below the minimum, and nothing more was revealed: no share of anybody's seed
+    reveals = fed.ledger.reveals(0)
+    assert [(r.participant, set(r.pair_seeds), dict(r.shares)) for r in reveals] == [
+        (honest.address, {absent.address}, {})
+    ]
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    [excluded] = report.rounds[0].excluded
+    assert (excluded.participant, excluded.reason) == (silent.address, "dropped")
+
+
 def test_a_participant_silent_at_the_share_phase_is_reconstructed_and_included(tmp_path: Path) -> None:
     fed = masked_federation(tmp_path)
     silent = fed.participants[1]
