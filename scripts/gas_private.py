@@ -47,7 +47,9 @@ with AnvilNode() as node:
             g += sum(subs)
             g += ledger.close_round(coord, r).gas_used
             reveals = [
-                ledger.reveal_shares(m, r, {o.address: sha256(f"s{r}{m.address}{o.address}".encode()) for o in ms}).gas_used
+                ledger.reveal_shares(
+                    m, r, {o.address: sha256(f"s{r}{m.address}{o.address}".encode()) for o in ms}
+                ).gas_used
                 for m in ms
             ]
             g += sum(reveals)

@@ -419,7 +419,7 @@ class Ledger:
         return self._transact(participant, f"reveal {len(others)} pair seeds for round {round_id}", fn)
 
     def reveal_shares(self, participant: Signer, round_id: int, shares: Mapping[Address, bytes]) -> TxResult:
-        """Reveal ``participant``'s 32-byte shares of the self seeds of the owners ``shares`` names, for the closed ``round_id``."""
+        """Reveal ``participant``'s 32-byte shares of the self seeds of the owners ``shares`` names (closed ``round_id``)."""
         owners = sorted((_checksum(self, a) for a in shares), key=lambda a: int(a, 16))
         by_key = {int(a, 16): bytes(v) for a, v in shares.items()}
         fn = self._contract.functions.revealShares(int(round_id), owners, [by_key[int(a, 16)] for a in owners])

@@ -566,7 +566,7 @@ def share_nonce(round_id: int, sender: Address, recipient: Address) -> bytes:
 
 
 def share_aad(chain_id: int, ledger: bytes, round_id: int, sender: Address, recipient: Address) -> bytes:
-    """The associated data of a sealed share: ``chain (32 BE) || ledger (20) || round (32 BE) || sender || recipient``."""
+    """A sealed share's associated data: ``chain (32 BE) || ledger (20) || round (32 BE) || sender || recipient``."""
     return _share_context(chain_id, ledger, round_id) + _address_bytes(sender) + _address_bytes(recipient)
 
 

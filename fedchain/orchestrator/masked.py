@@ -108,13 +108,22 @@ class MaskedMember:
         return tx
 
     def in_roster(self, p: Participant, round_id: int) -> bool:
-        """Whether this participant had its key on chain when ``round_id`` opened (said once when not)."""
+        """Whether this participant had its key on chain when ``round_id`` opened (said once when not).
+
+        A roster smaller than the share threshold counts as not: no round with it can be unmasked.
+        """
         roster = p.ledger.roster(round_id, p.ledger.round_state(round_id).opened_block)
-        if p.address in roster:
+        threshold = masked_config(p.rules).share_threshold
+        if p.address in roster and len(roster) >= threshold:
             return True
         if round_id not in self._said_missed:
             self._said_missed.add(round_id)
-            log_event("round_missed", round=round_id, reason="not in the roster (no masking key when it opened)")
+            reason = (
+                "not in the roster (no masking key when it opened)"
+                if p.address not in roster
+                else f"a roster of {len(roster)}, below the share threshold {threshold}: it cannot be unmasked"
+            )
+            log_event("round_missed", round=round_id, reason=reason)
         return False
 
     def submit(
@@ -132,14 +141,8 @@ class MaskedMember:
         roster = ledger.roster(round_id, history.state.opened_block)
         if p.address not in roster:
             return None
-        threshold = masked_config(p.rules).share_threshold
-        if len(roster) < threshold:
-            log_event(
-                "round_missed",
-                round=round_id,
-                reason=f"a roster of {len(roster)}, below the share threshold {threshold}",
-            )
-            return None
+        if len(roster) < masked_config(p.rules).share_threshold:
+            return None  # in_roster said so before training
         spend = spend_of(metrics)
         dp = None
         if spend is not None and spend[2] > 0:
