@@ -335,3 +335,31 @@ def test_masked_words_are_uniform_and_uncorrelated_with_the_update() -> None:
         as_float = words[a].view(np.int64).astype(np.float64)
         r = np.corrcoef(as_float, delta["w"].astype(np.float64))[0, 1]
         assert abs(r) < 4 / np.sqrt(P)
+
+
+def test_a_member_whose_shares_do_not_combine_into_its_committed_seed_gets_the_round_abandoned_naming_it() -> None:
+    ms, data, _ = round_of(4, 4)
+    cheat, cheat_key = ms[2][0], ms[2][1]
+    header = data.headers[cheat]
+    other = masking.split_seed(bytes(32), threshold=CONFIG.share_threshold, holders=4)  # a sharing of another seed
+    forged = {
+        holder: masking.SealedShare(
+            masking.seal_share(
+                cheat_key,
+                data.roster[holder],
+                share,
+                chain_id=CHAIN,
+                ledger=LEDGER,
+                round_id=ROUND,
+                sender=cheat,
+                recipient=holder,
+            ),
+            masking.commit(share, masking.share_salt(ROUND, cheat, holder)),
+        )
+        for holder, share in zip(masking.ordered(data.roster), other, strict=True)
+    }
+    data = replace(data, headers={**data.headers, cheat: replace(header, shares=forged)})
+    state, reveals, _ = run(ms, data, [])
+    assert state.plan.phase == "abandon" and state.wrong == ()  # every share matches its commitment
+    assert state.why == f"round {ROUND}: participant {cheat}: self seed not reconstructible from its shares"
+    assert paired_with(reveals) == set()
