@@ -241,9 +241,10 @@ contract FederatedLedger is IFederatedLedger {
     }
 
     /// @inheritdoc IFederatedLedger
-    function revealSelfSeed(uint256 roundId, bytes32 seed) external {
+    function revealShares(uint256 roundId, address[] calldata owners, bytes32[] calldata shares) external {
         _checkReveal(roundId);
-        emit SelfSeedRevealed(roundId, msg.sender, seed);
+        if (owners.length != shares.length) revert FederatedLedgerRevealLengthMismatch(owners.length, shares.length);
+        emit SharesRevealed(roundId, msg.sender, owners, shares);
     }
 
     /// @inheritdoc IFederatedLedger

@@ -81,8 +81,9 @@ interface IFederatedLedger {
     /// @notice `participant` revealed, for the closed private round `roundId`, its pair seed with each of `others`.
     event PairSeedsRevealed(uint256 indexed roundId, address indexed participant, address[] others, bytes32[] seeds);
 
-    /// @notice `participant` revealed its self-mask seed for the closed private round `roundId`.
-    event SelfSeedRevealed(uint256 indexed roundId, address indexed participant, bytes32 seed);
+    /// @notice `participant` revealed, for the closed private round `roundId`, its Shamir share of each of
+    /// `owners`' self-mask seeds (one word per owner: the two 16-byte shares of the seed's halves).
+    event SharesRevealed(uint256 indexed roundId, address indexed participant, address[] owners, bytes32[] shares);
 
     // ------------------------------------------------------------------ errors
 
@@ -126,7 +127,7 @@ interface IFederatedLedger {
     error FederatedLedgerPreviousRoundNotEnded(uint256 roundId, RoundStatus previousStatus);
     /// @notice A digest of zero.
     error FederatedLedgerEmptyHash();
-    /// @notice A pair-seed reveal with `others` addresses and `seeds` seeds (they must be as many).
+    /// @notice A reveal with `others` addresses and `seeds` words (they must be as many).
     error FederatedLedgerRevealLengthMismatch(uint256 others, uint256 seeds);
 
     // ------------------------------------------------------------------ coordinator
@@ -182,8 +183,8 @@ interface IFederatedLedger {
     /// @notice Reveal the caller's pair seeds with `others` for the closed round `roundId` (event only).
     function revealPairSeeds(uint256 roundId, address[] calldata others, bytes32[] calldata seeds) external;
 
-    /// @notice Reveal the caller's self-mask seed for the closed round `roundId` (event only).
-    function revealSelfSeed(uint256 roundId, bytes32 seed) external;
+    /// @notice Reveal the caller's shares of `owners`' self-mask seeds for the closed round `roundId` (event only).
+    function revealShares(uint256 roundId, address[] calldata owners, bytes32[] calldata shares) external;
 
     /// @notice `participant`'s current masking public key, or 0 if it published none.
     function getMaskingKey(address participant) external view returns (bytes32);

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Gas of private rounds on anvil: registerMaskingKey, submitUpdate, revealSelfSeed, a round of 3 and of 10 (no dropouts).
+"""Gas of private rounds on anvil: registerMaskingKey, submitUpdate, revealShares, a round of 3 and of 10 (no dropouts).
+
+Every member reveals, in one revealShares, its share of every member's self seed (K words).
 
 Usage: PYTHONPATH=. python scripts/gas_private.py
 """
@@ -44,7 +46,12 @@ with AnvilNode() as node:
             ]
             g += sum(subs)
             g += ledger.close_round(coord, r).gas_used
-            reveals = [ledger.reveal_self_seed(m, r, sha256(f"b{r}{m.address}".encode())).gas_used for m in ms]
+            reveals = [
+                ledger.reveal_shares(
+                    m, r, {o.address: sha256(f"s{r}{m.address}{o.address}".encode()) for o in ms}
+                ).gas_used
+                for m in ms
+            ]
             g += sum(reveals)
             agg = sha256(f"agg{r}".encode())
             g += ledger.finalize_round(
@@ -54,5 +61,5 @@ with AnvilNode() as node:
             totals.append(g)
         per = statistics.median(subs) + statistics.median(reveals) + statistics.median(keys) / 10
         print(
-            f"K={K}: submit {statistics.median(subs)}, self reveal {statistics.median(reveals)}, key {statistics.median(keys)}, per participant per round (keys/10) {per:.0f}, round total {statistics.median(totals)}, with keys/10 {statistics.median(totals) + sum(keys) / 10:.0f}"
+            f"K={K}: submit {statistics.median(subs)}, shares reveal {statistics.median(reveals)}, key {statistics.median(keys)}, per participant per round (keys/10) {per:.0f}, round total {statistics.median(totals)}, with keys/10 {statistics.median(totals) + sum(keys) / 10:.0f}"
         )

@@ -83,21 +83,23 @@ _PRIORITY_FEE = 10**9
 
 #: The private-round events, read apart from the round events (plain rounds never query them).
 _ROSTER_EVENTS = ("ParticipantRegistered", "ParticipantRemoved", "MaskingKeyRegistered")
-_REVEAL_EVENTS = ("PairSeedsRevealed", "SelfSeedRevealed")
+_REVEAL_EVENTS = ("PairSeedsRevealed", "SharesRevealed")
 
 
 @dataclass(frozen=True)
 class RevealRecord:
-    """A ``PairSeedsRevealed`` or ``SelfSeedRevealed`` event of a closed private round.
+    """A ``PairSeedsRevealed`` or ``SharesRevealed`` event of a closed private round.
 
     ``pair_seeds`` maps each other member to the revealed seed (``PairSeedsRevealed``);
-    ``self_seed`` is set for ``SelfSeedRevealed``. ``timestamp`` is its block's.
+    ``shares`` maps each owner to the revealer's 32-byte share of the owner's self seed
+    (``SharesRevealed``). An event's addresses are unique in its map (a repeated one keeps its
+    first word). ``timestamp`` is its block's.
     """
 
     round_id: RoundId
     participant: Address
     pair_seeds: Mapping[Address, bytes]
-    self_seed: bytes | None
+    shares: Mapping[Address, bytes]
     block_number: int
     log_index: int
     timestamp: int
@@ -416,10 +418,12 @@ class Ledger:
         fn = self._contract.functions.revealPairSeeds(int(round_id), others, [by_key[int(a, 16)] for a in others])
         return self._transact(participant, f"reveal {len(others)} pair seeds for round {round_id}", fn)
 
-    def reveal_self_seed(self, participant: Signer, round_id: int, seed: bytes) -> TxResult:
-        """Reveal ``participant``'s self-mask seed for the closed ``round_id``."""
-        fn = self._contract.functions.revealSelfSeed(int(round_id), bytes(seed))
-        return self._transact(participant, f"reveal self seed for round {round_id}", fn)
+    def reveal_shares(self, participant: Signer, round_id: int, shares: Mapping[Address, bytes]) -> TxResult:
+        """Reveal ``participant``'s 32-byte shares of the self seeds of the owners ``shares`` names (closed ``round_id``)."""
+        owners = sorted((_checksum(self, a) for a in shares), key=lambda a: int(a, 16))
+        by_key = {int(a, 16): bytes(v) for a, v in shares.items()}
+        fn = self._contract.functions.revealShares(int(round_id), owners, [by_key[int(a, 16)] for a in owners])
+        return self._transact(participant, f"reveal {len(owners)} shares for round {round_id}", fn)
 
     def masking_key(self, participant: str) -> bytes | None:
         """``participant``'s current masking public key, or ``None``."""
@@ -479,17 +483,19 @@ class Ledger:
             page_end = min(end, page_start + LOG_PAGE_BLOCKS - 1)
             for log in self._logs(page_start, page_end, topics, int(round_id).to_bytes(32, "big")):
                 pairs: dict[Address, bytes] = {}
-                seed: bytes | None = None
+                shares: dict[Address, bytes] = {}
                 if log.name == "PairSeedsRevealed":
-                    pairs = {Address(a): bytes(v) for a, v in zip(log.args["others"], log.args["seeds"], strict=True)}
+                    for a, v in zip(log.args["others"], log.args["seeds"], strict=True):
+                        pairs.setdefault(Address(a), bytes(v))
                 else:
-                    seed = bytes(log.args["seed"])
+                    for a, v in zip(log.args["owners"], log.args["shares"], strict=True):
+                        shares.setdefault(Address(a), bytes(v))
                 out.append(
                     RevealRecord(
                         round_id=RoundId(int(round_id)),
                         participant=Address(log.args["participant"]),
                         pair_seeds=pairs,
-                        self_seed=seed,
+                        shares=shares,
                         block_number=log.block_number,
                         log_index=log.log_index,
                         timestamp=self.block_timestamp(log.block_number),

@@ -16,10 +16,17 @@ and for the survivors ``S`` and the dropped ``D = R - S``::
     sum_{i in S} y_i - sum_{i in S} PRG(b_i)
         - sum_{i in S, j in D, j > i} PRG(s_ij) + sum_{i in S, j in D, j < i} PRG(s_ij)
       = sum_{i in S} q_i                                   (mod 2**64)
+
+``b_i`` is never revealed by ``i``: at submission ``i`` splits it into ``t``-of-``|R|`` Shamir
+shares (pycryptodome, two sharings of its 16-byte halves), one per roster member (``i`` itself
+included), each sealed to its holder with ChaCha20-Poly1305 under a key HKDF'd from the pair's
+X25519 secret and committed to in ``i``'s header; the survivors reveal their shares of the
+survivors' ``b`` and anyone reconstructs them (:func:`reconstruct_seed`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -31,9 +38,12 @@ from fractions import Fraction
 from typing import Literal, NoReturn
 
 import numpy as np
+from Crypto.Protocol.SecretSharing import Shamir
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_utils.address import is_checksum_address
 
@@ -49,16 +59,24 @@ logger = logging.getLogger(__name__)
 MASKED_CODEC = "fedchain/masked-u64-v1"
 #: The HKDF info prefix of a pair seed.
 MASK_INFO = b"fedchain/mask/v1"
+#: The HKDF info prefix of the key a self-seed share is sealed with.
+SHARE_INFO = b"fedchain/share/v1"
+#: The domain prefix of a share's nonce.
+SHARE_NONCE_DOMAIN = b"fedchain/share-nonce/v1"
 #: The domain prefix of a seed commitment.
 COMMIT_DOMAIN = b"fedchain/commit/v1"
 #: Bytes in a seed (a ChaCha20 key) and in a commitment.
 SEED_SIZE = 32
+#: Bytes in a share of a self seed: the two 16-byte Shamir shares of its halves (one ``bytes32`` on chain).
+SHARE_SIZE = 32
+#: Bytes in a sealed share: ChaCha20-Poly1305 ciphertext of a share and its 16-byte tag.
+SEALED_SIZE = SHARE_SIZE + 16
 #: The only modulus built: words are uint64.
 MODULUS_BITS = 64
 #: The masked tensor's name in the blob.
 MASKED_TENSOR = "masked"
-#: The largest header a masked blob may have (a roster of ~600 members fits).
-MAX_MASKED_HEADER = 128 * 1024
+#: The largest header a masked blob may have (a pair commitment and a sealed share per member: ~780 members fit).
+MAX_MASKED_HEADER = 256 * 1024
 
 _U64 = np.dtype("<u8")
 _ZERO_NONCE = bytes(16)  # cryptography's ChaCha20 nonce: 4-byte little-endian counter (0) || 12-byte nonce (0)
@@ -69,7 +87,9 @@ _ZEROS.flags.writeable = False
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,30}")
 _HEX32 = re.compile(r"0x[0-9a-f]{64}")
+_HEX_SHARE = re.compile(r"0x[0-9a-f]{160}")  # a sealed share (48 bytes) and its commitment (32)
 _PAIR_PREFIX = "pair:"
+_SHARE_PREFIX = "share:"
 # A relative margin for the three float64 roundings between |delta_e| <= clip and the rounded word.
 _ROUNDING_MARGIN = Fraction(1) + Fraction(1, 1 << 50)
 
@@ -462,6 +482,160 @@ def sum_words(vectors: Iterable[np.ndarray]) -> np.ndarray:
     return total
 
 
+# --------------------------------------------------------------------------- self-seed shares
+
+
+class ShareError(MaskingError, ValueError):
+    """A sealed share that does not open (a wrong key, another round's or another pair's share, or tampering)."""
+
+
+def _shamir_halves(seed: bytes) -> tuple[bytes, bytes]:
+    if len(seed) != SEED_SIZE:
+        raise ValueError(f"a seed is {SEED_SIZE} bytes, got {len(seed)}")
+    return seed[:16], seed[16:]
+
+
+def split_seed(seed: bytes, *, threshold: int, holders: int) -> list[bytes]:
+    """``threshold``-of-``holders`` Shamir shares of a 32-byte seed: one 32-byte share per holder, index 1 first.
+
+    pycryptodome's ``Shamir.split`` shares 16 bytes over GF(2**128) with fresh random
+    coefficients, so the seed is two independent sharings of its halves; holder ``k``
+    (1-based) gets ``share_k(low half) || share_k(high half)``. Any ``threshold`` shares give
+    the seed back (:func:`combine_seed`); fewer give no information about it.
+    """
+    if not isinstance(threshold, int) or not 2 <= threshold <= holders:
+        raise ValueError(f"the threshold must be an int in [2, {holders}] (the holders), got {threshold!r}")
+    low, high = _shamir_halves(seed)
+    first, second = Shamir.split(threshold, holders, low, False), Shamir.split(threshold, holders, high, False)
+    return [a + b for (_, a), (_, b) in zip(first, second, strict=True)]
+
+
+def combine_seed(shares: Mapping[int, bytes]) -> bytes:
+    """The seed from exactly ``threshold`` shares by holder index (1-based), :func:`split_seed`'s inverse."""
+    if len(shares) < 2:
+        raise ValueError(f"at least 2 shares combine, got {len(shares)}")
+    for index, share in shares.items():
+        if len(share) != SHARE_SIZE or not 1 <= index:
+            raise ValueError(f"a share is {SHARE_SIZE} bytes with an index >= 1, got {len(share)} at {index}")
+    return _combine(tuple((k, bytes(shares[k])) for k in sorted(shares)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _combine(shares: tuple[tuple[int, bytes], ...]) -> bytes:
+    # remembered: every party replays a round's reveals many times, and a combination of t shares
+    # costs ~t modular inversions in GF(2**128) in pure Python (~40 ms at t = 5)
+    low = Shamir.combine([(k, v[:16]) for k, v in shares], False)
+    high = Shamir.combine([(k, v[16:]) for k, v in shares], False)
+    return bytes(low) + bytes(high)
+
+
+def share_index(roster: Collection[Address], holder: Address) -> int:
+    """A holder's share index: its 1-based position in the roster's numeric order."""
+    keys = [address_key(a) for a in ordered(roster)]
+    try:
+        return keys.index(address_key(holder)) + 1
+    except ValueError:
+        raise ValueError(f"{holder} is not in the roster") from None
+
+
+def _share_context(chain_id: int, ledger: bytes, round_id: int) -> bytes:
+    if len(ledger) != 20:
+        raise ValueError(f"ledger must be a 20-byte address, got {len(ledger)} bytes")
+    return chain_id.to_bytes(32, "big") + ledger + round_id.to_bytes(32, "big")
+
+
+def _share_aead(
+    my_private: MaskingKey, their_public: bytes, *, chain_id: int, ledger: bytes, round_id: int, a: Address, b: Address
+) -> ChaCha20Poly1305:
+    low, high = sorted((_address_bytes(a), _address_bytes(b)))
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=_share_context(chain_id, ledger, round_id),
+        info=SHARE_INFO + low + high,
+    )
+    return ChaCha20Poly1305(hkdf.derive(my_private.exchange(their_public)))
+
+
+def share_nonce(round_id: int, sender: Address, recipient: Address) -> bytes:
+    """``sha256("fedchain/share-nonce/v1" || round (32 BE) || sender (20) || recipient (20))[:12]``."""
+    digest = hashlib.sha256(
+        SHARE_NONCE_DOMAIN + round_id.to_bytes(32, "big") + _address_bytes(sender) + _address_bytes(recipient)
+    )
+    return digest.digest()[:12]
+
+
+def share_aad(chain_id: int, ledger: bytes, round_id: int, sender: Address, recipient: Address) -> bytes:
+    """A sealed share's associated data: ``chain (32 BE) || ledger (20) || round (32 BE) || sender || recipient``."""
+    return _share_context(chain_id, ledger, round_id) + _address_bytes(sender) + _address_bytes(recipient)
+
+
+def seal_share(
+    my_private: MaskingKey,
+    recipient_public: bytes,
+    share: bytes,
+    *,
+    chain_id: int,
+    ledger: bytes,
+    round_id: int,
+    sender: Address,
+    recipient: Address,
+) -> bytes:
+    """``share`` sealed from ``sender`` to ``recipient`` (ChaCha20-Poly1305: 32 bytes of ciphertext and a 16-byte tag).
+
+    The key is ``HKDF-SHA256(X25519(sk, pk), salt = chain || ledger || round, info =
+    "fedchain/share/v1" || low || high)``: the pair's own X25519 secret, as the pair seed is, but
+    another info string, so the two keys are independent and revealing a pair seed reveals no
+    share key (and the other way round). The nonce is :func:`share_nonce` of (round, sender,
+    recipient): the key is the pair's for this round only, and under it exactly two messages are
+    sealed, ``i -> j`` and ``j -> i``, with different nonces (sender and recipient swap); a
+    member's own share is sealed under ``X25519(sk_i, pk_i)``. A member seals one share per
+    recipient per round because the ledger records one submission per member and round and the
+    blob is put in the store only after that submission is mined, so no (key, nonce) pair ever
+    protects two published ciphertexts. The associated data (:func:`share_aad`) binds the chain,
+    the ledger, the round and both ends.
+    """
+    if len(share) != SHARE_SIZE:
+        raise ValueError(f"a share is {SHARE_SIZE} bytes, got {len(share)}")
+    aead = _share_aead(
+        my_private, recipient_public, chain_id=chain_id, ledger=ledger, round_id=round_id, a=sender, b=recipient
+    )
+    return aead.encrypt(
+        share_nonce(round_id, sender, recipient), share, share_aad(chain_id, ledger, round_id, sender, recipient)
+    )
+
+
+def open_share(
+    my_private: MaskingKey,
+    sender_public: bytes,
+    sealed: bytes,
+    *,
+    chain_id: int,
+    ledger: bytes,
+    round_id: int,
+    sender: Address,
+    recipient: Address,
+) -> bytes:
+    """The share ``sender`` sealed to ``recipient`` (who holds ``my_private``), :func:`seal_share`'s inverse.
+
+    Raises
+    ------
+    ShareError
+        The sealed share does not open.
+    """
+    if len(sealed) != SEALED_SIZE:
+        raise ShareError(f"a sealed share is {SEALED_SIZE} bytes, got {len(sealed)}")
+    aead = _share_aead(
+        my_private, sender_public, chain_id=chain_id, ledger=ledger, round_id=round_id, a=sender, b=recipient
+    )
+    try:
+        return aead.decrypt(
+            share_nonce(round_id, sender, recipient), sealed, share_aad(chain_id, ledger, round_id, sender, recipient)
+        )
+    except InvalidTag:
+        raise ShareError(f"the share {sender} sealed to {recipient} does not open") from None
+
+
 # --------------------------------------------------------------------------- commitments
 
 
@@ -486,7 +660,39 @@ def pair_salt(round_id: int, a: Address, b: Address) -> bytes:
     return b"pair" + round_id.to_bytes(32, "big") + low + high
 
 
+def share_salt(round_id: int, owner: Address, holder: Address) -> bytes:
+    """The salt of a share's commitment: ``b"share" || round (32 BE) || owner (20) || holder (20)``.
+
+    A share is 32 bytes that, to anyone holding fewer than the threshold of the owner's shares,
+    are uniformly distributed (each half is one free point of a random polynomial over
+    GF(2**128)), so its salted hash reveals nothing practical about it (a 2**256 search).
+    """
+    return b"share" + round_id.to_bytes(32, "big") + _address_bytes(owner) + _address_bytes(holder)
+
+
 # --------------------------------------------------------------------------- the masked blob
+
+
+@dataclass(frozen=True)
+class SealedShare:
+    """One holder's share of the owner's self seed, as the owner's header holds it.
+
+    Attributes
+    ----------
+    sealed:
+        :func:`seal_share` of the share to the holder (48 bytes).
+    commitment:
+        ``commit(share, share_salt(round, owner, holder))``: a revealed share is checked against it,
+        so a wrong one is attributed to its revealer.
+    """
+
+    sealed: bytes
+    commitment: bytes
+
+    def to_hex(self) -> str:
+        if len(self.sealed) != SEALED_SIZE or len(self.commitment) != SEED_SIZE:
+            raise CodecError("metadata", f"a sealed share is {SEALED_SIZE} + {SEED_SIZE} bytes")
+        return "0x" + self.sealed.hex() + self.commitment.hex()
 
 
 @dataclass(frozen=True)
@@ -505,6 +711,9 @@ class MaskedHeader:
         ``commit(s_ij, pair_salt(round, i, j))`` for every other roster member ``j``, by address.
     dp:
         The differential-privacy spend of the training that produced the update, if any.
+    shares:
+        The sender's self seed shared among the roster: a :class:`SealedShare` for every member
+        (the sender included), by address. Empty only outside the protocol (the codec's tests).
     """
 
     round_id: RoundId
@@ -515,6 +724,7 @@ class MaskedHeader:
     self_commitment: bytes
     pair_commitments: Mapping[Address, bytes]
     dp: DpSpend | None = None
+    shares: Mapping[Address, SealedShare] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
         """The header's ``__metadata__`` strings."""
@@ -544,6 +754,10 @@ class MaskedHeader:
             if len(commitment) != 32:
                 raise CodecError("metadata", f"pair commitment with {other} is not 32 bytes")
             meta[_PAIR_PREFIX + other] = "0x" + commitment.hex()
+        for holder in ordered(self.shares):
+            if not is_checksum_address(holder):
+                raise CodecError("metadata", f"share key {holder!r} is not a checksummed address")
+            meta[_SHARE_PREFIX + holder] = self.shares[holder].to_hex()
         if self.dp is not None:
             meta.update(self.dp.to_metadata())
         return meta
@@ -559,6 +773,8 @@ class MaskedExpect:
     samples: int | None = None
     params: MaskingParams | None = None
     roster: Collection[Address] | None = None
+    shared: bool = False
+    """Whether the header must hold a sealed share for every roster member (the protocol's blobs do)."""
 
 
 @dataclass(frozen=True)
@@ -622,7 +838,7 @@ def _parse_header(meta: Mapping[str, str]) -> MaskedHeader:
             _fail("metadata", f"metadata field {key!r} is missing")
     dp_keys = {k for k in meta if k.startswith("dp_")}
     for key in sorted(meta):
-        if key not in required and key not in dp_keys and not key.startswith(_PAIR_PREFIX):
+        if key not in required and key not in dp_keys and not key.startswith((_PAIR_PREFIX, _SHARE_PREFIX)):
             _fail("metadata", f"unknown metadata field {key[:80]!r}")
     for key in ("round", "samples"):
         if not _DECIMAL.fullmatch(meta[key]):
@@ -637,6 +853,16 @@ def _parse_header(meta: Mapping[str, str]) -> MaskedHeader:
             if not _ADDRESS.fullmatch(other) or not is_checksum_address(other) or other.lower() == sender.lower():
                 _fail("metadata", f"pair commitment key {key[:80]!r} is not another checksummed address")
             pairs[Address(other)] = _parse_hex32(meta, key)
+    shares: dict[Address, SealedShare] = {}
+    for key in sorted(meta):
+        if key.startswith(_SHARE_PREFIX):
+            holder = key[len(_SHARE_PREFIX) :]
+            if not _ADDRESS.fullmatch(holder) or not is_checksum_address(holder):
+                _fail("metadata", f"share key {key[:80]!r} is not a checksummed address")
+            if not _HEX_SHARE.fullmatch(meta[key]):
+                _fail("metadata", f"metadata field {key[:60]!r} is not 0x + {2 * (SEALED_SIZE + SEED_SIZE)} hex digits")
+            raw = bytes.fromhex(meta[key][2:])
+            shares[Address(holder)] = SealedShare(raw[:SEALED_SIZE], raw[SEALED_SIZE:])
     dp: DpSpend | None = None
     if dp_keys:
         try:
@@ -655,6 +881,7 @@ def _parse_header(meta: Mapping[str, str]) -> MaskedHeader:
         self_commitment=_parse_hex32(meta, "self_commitment"),
         pair_commitments=pairs,
         dp=dp,
+        shares=shares,
     )
 
 
@@ -676,6 +903,11 @@ def _check_expect(header: MaskedHeader, expect: MaskedExpect) -> None:
             _fail("sender", f"sender {header.sender} is not in the round's roster")
         if want_keys != have_keys:
             _fail("roster", f"pair commitments cover {len(have_keys)} members, the roster has {len(want_keys)} others")
+        if expect.shared:
+            roster_keys = {address_key(a) for a in expect.roster}
+            share_keys = {address_key(a) for a in header.shares}
+            if share_keys != roster_keys:
+                _fail("roster", f"sealed shares cover {len(share_keys)} members, the roster has {len(roster_keys)}")
 
 
 def decode_masked(
@@ -825,10 +1057,54 @@ def unmask(
     return total
 
 
+# --------------------------------------------------------------------------- reconstructing self seeds
+
+
+def check_share(header: MaskedHeader, holder: Address, share: bytes) -> bool:
+    """Whether ``share`` is the one ``header``'s sender committed to for ``holder``."""
+    sealed = {address_key(a): v for a, v in header.shares.items()}.get(address_key(holder))
+    return (
+        sealed is not None
+        and len(share) == SHARE_SIZE
+        and sealed.commitment == commit(share, share_salt(header.round_id, header.sender, holder))
+    )
+
+
+def reconstruct_seed(
+    roster: Collection[Address], header: MaskedHeader, shares: Mapping[Address, bytes], *, threshold: int
+) -> bytes:
+    """The owner's self seed from its holders' checked shares: the ``threshold`` of lowest share index, combined.
+
+    Parameters
+    ----------
+    roster:
+        The round's roster (the share indices).
+    header:
+        The owner's decoded header (its self commitment).
+    shares:
+        Revealed shares by holder, each already checked with :func:`check_share`.
+
+    Raises
+    ------
+    RevealError
+        Fewer than ``threshold`` shares (``missing``), or shares that, though each matches its
+        commitment, do not combine into the committed seed: the owner shared a seed it did not
+        commit to (``not reconstructible from its shares``), naming the owner.
+    """
+    by_index = {share_index(roster, holder): share for holder, share in shares.items()}
+    if len(by_index) < threshold:
+        raise RevealError(header.sender, "self seed", f"missing: {len(by_index)} shares, {threshold} needed")
+    chosen = {k: by_index[k] for k in sorted(by_index)[:threshold]}
+    seed = combine_seed(chosen)
+    if commit(seed, self_salt(header.round_id, header.sender)) != header.self_commitment:
+        raise RevealError(header.sender, "self seed", "not reconstructible from its shares")
+    return seed
+
+
 # --------------------------------------------------------------------------- the reveal planner
 
 
-Phase = Literal["pairs", "selves", "done", "abandon"]
+Phase = Literal["pairs", "shares", "done", "abandon"]
 
 
 @dataclass(frozen=True)
@@ -838,30 +1114,32 @@ class RevealPlan:
     Attributes
     ----------
     phase:
-        ``pairs`` (survivors reveal pair seeds with dropped members), ``selves`` (survivors
-        reveal their self seeds), ``done`` (everything needed to unmask is revealed) or
-        ``abandon`` (fewer survivors than the minimum, or a member whose self seed is public
-        would have to be dropped: nothing more may be revealed).
+        ``pairs`` (survivors reveal pair seeds with dropped members), ``shares`` (survivors reveal
+        their shares of the survivors' self seeds), ``done`` (every survivor's self seed has
+        ``threshold`` shares revealed) or ``abandon`` (fewer survivors than the minimum or the
+        threshold: nothing more may be revealed).
     survivors:
         ``S``, numeric order.
     pair_requests:
         For each survivor that still owes pair seeds, the dropped members they are with.
-    self_requests:
-        The survivors that still owe their self seed (empty unless ``phase == "selves"``).
+    share_requests:
+        For each survivor that still owes shares (``phase == "shares"``), the owners whose shares it owes.
     """
 
     phase: Phase
     survivors: tuple[Address, ...]
     pair_requests: Mapping[Address, tuple[Address, ...]]
-    self_requests: tuple[Address, ...]
+    share_requests: Mapping[Address, tuple[Address, ...]] = field(default_factory=dict)
 
     @property
     def laggards(self) -> tuple[Address, ...]:
-        """Who is moved out of ``S`` if the phase's deadline passes with these requests still open."""
+        """Who is moved out of ``S`` if the phase's deadline passes with these requests still open.
+
+        Only the pair phase has laggards: once shares are asked for, ``S`` is final (moving a member
+        out then would reveal pair seeds of a member whose self seed shares may be public).
+        """
         if self.phase == "pairs":
             return ordered(self.pair_requests)
-        if self.phase == "selves":
-            return self.self_requests
         return ()
 
 
@@ -870,46 +1148,65 @@ def plan_reveals(
     survivors: Collection[Address],
     *,
     pairs_revealed: Collection[tuple[Address, Address]],
-    selves_revealed: Collection[Address],
+    shares_revealed: Collection[tuple[Address, Address]],
+    threshold: int,
     minimum: int,
 ) -> RevealPlan:
     """The next reveal phase of a round (stateless: everything comes from the chain).
 
-    The rules (each participant checks them on chain before it reveals anything):
+    ``pairs_revealed`` holds ``(survivor, dropped)`` pairs whose seed is counted,
+    ``shares_revealed`` ``(owner, holder)`` pairs whose share is counted. The rules (each
+    participant checks them on chain before it reveals anything), which keep every member's
+    pair seeds and its self seed from being public together:
 
-    - a survivor ``i`` reveals ``s_ij`` for every dropped ``j``, and its self seed only once no
-      pair seed is owed by anyone (so pair seeds come first, and every self seed last);
-    - a member whose self seed is public is never moved out of ``S`` (revealing its pair seeds
-      would expose its update), so if it would have to be the round is abandoned;
-    - below ``minimum`` survivors (at least 2) nothing more is revealed: the round is abandoned.
+    - a survivor ``i`` reveals ``s_ij`` for every dropped ``j`` (phase 1, repeated while laggards leave);
+    - only once no pair seed is owed, every survivor reveals its shares of every survivor's self
+      seed (phase 2); ``S`` is then final: a pair seed with a member of ``S`` is never asked for,
+      and a share of a dropped member's self seed never;
+    - below ``max(minimum, threshold)`` survivors nothing more is revealed: the round is abandoned
+      (and so it is if a share was counted while a pair seed is owed, which the replay never does).
 
-    The protocol layer calls this after each phase's deadline with ``survivors`` minus
-    :attr:`RevealPlan.laggards` of the previous plan, until the phase is ``done`` or ``abandon``.
+    A survivor silent in phase 2 stays in ``S``: its self seed is reconstructed from the others'
+    shares. If the phase's deadline passes with an owner short of ``threshold`` shares the round is
+    abandoned (the protocol layer's replay decides that; this function has no clock).
     """
     if minimum < 2:
         raise ValueError(f"the minimum of survivors is at least 2, got {minimum}")
+    if threshold < 2:
+        raise ValueError(f"the share threshold is at least 2, got {threshold}")
     roster_t = ordered(roster)
     members = {address_key(a) for a in roster_t}
     survivors_t = ordered(survivors)
     survivor_keys = {address_key(a) for a in survivors_t}
     if not survivor_keys <= members:
         raise ValueError("survivors must be roster members")
-    revealed_selves = {address_key(a) for a in selves_revealed}
     revealed_pairs = {(address_key(i), address_key(j)) for i, j in pairs_revealed}
+    revealed_shares = {(address_key(o), address_key(h)) for o, h in shares_revealed}
     dropped = [a for a in roster_t if address_key(a) not in survivor_keys]
-    if len(survivors_t) < minimum or any(address_key(a) in revealed_selves for a in dropped):
-        return RevealPlan("abandon", survivors_t, {}, ())
+    shared_outside = any(o not in survivor_keys for o, _ in revealed_shares)
+    if len(survivors_t) < max(minimum, threshold) or shared_outside:
+        return RevealPlan("abandon", survivors_t, {})
     pair_requests: dict[Address, tuple[Address, ...]] = {}
     for i in survivors_t:
         owed = tuple(j for j in dropped if (address_key(i), address_key(j)) not in revealed_pairs)
         if owed:
             pair_requests[i] = owed
     if pair_requests:
-        return RevealPlan("pairs", survivors_t, pair_requests, ())
-    self_requests = tuple(i for i in survivors_t if address_key(i) not in revealed_selves)
-    if self_requests:
-        return RevealPlan("selves", survivors_t, {}, self_requests)
-    return RevealPlan("done", survivors_t, {}, ())
+        return RevealPlan(
+            "abandon" if revealed_shares else "pairs", survivors_t, {} if revealed_shares else pair_requests
+        )
+    counts = {address_key(o): 0 for o in survivors_t}
+    for owner_key, holder_key in revealed_shares:
+        if holder_key in survivor_keys:
+            counts[owner_key] += 1
+    if all(c >= threshold for c in counts.values()):
+        return RevealPlan("done", survivors_t, {})
+    share_requests: dict[Address, tuple[Address, ...]] = {}
+    for holder in survivors_t:
+        owed = tuple(o for o in survivors_t if (address_key(o), address_key(holder)) not in revealed_shares)
+        if owed:
+            share_requests[holder] = owed
+    return RevealPlan("shares", survivors_t, {}, share_requests)
 
 
 def next_survivors(plan: RevealPlan) -> tuple[Address, ...]:
@@ -922,6 +1219,10 @@ __all__ = [
     "COMMIT_DOMAIN",
     "MASKED_CODEC",
     "MASK_INFO",
+    "SEALED_SIZE",
+    "SHARE_INFO",
+    "SHARE_NONCE_DOMAIN",
+    "SHARE_SIZE",
     "MaskedExpect",
     "MaskedHeader",
     "MaskedUpdate",
@@ -931,10 +1232,14 @@ __all__ = [
     "PairCommitmentError",
     "RevealError",
     "RevealPlan",
+    "SealedShare",
+    "ShareError",
     "address_key",
     "aggregate_norm_bound",
     "apply_masked_aggregate",
     "check_pair_commitments",
+    "check_share",
+    "combine_seed",
     "commit",
     "decode_masked",
     "dequantize",
@@ -942,13 +1247,21 @@ __all__ = [
     "flatten",
     "mask_update",
     "next_survivors",
+    "open_share",
     "ordered",
     "pair_salt",
     "pair_seed",
     "plan_reveals",
     "prg",
     "quantize",
+    "reconstruct_seed",
+    "seal_share",
     "self_salt",
+    "share_aad",
+    "share_index",
+    "share_nonce",
+    "share_salt",
+    "split_seed",
     "sum_words",
     "unflatten",
     "unmask",

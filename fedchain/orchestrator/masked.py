@@ -31,10 +31,10 @@ from fedchain.protocol.masked import (
     RevealState,
     build_masked_update,
     masked_config,
+    open_my_shares,
     pair_seeds,
     read_round,
     replay_reveals,
-    self_seed,
     unmask_aggregate,
 )
 from fedchain.records import RoundHistory, RoundStatus, TxResult
@@ -92,7 +92,7 @@ class MaskedMember:
 
     def __init__(self, key: MaskingKey, *, withhold: frozenset[str] = frozenset()) -> None:
         self.key = key
-        self.withhold = withhold  # tests only: reveal phases this member stays silent in ("pairs", "selves")
+        self.withhold = withhold  # tests only: reveal phases this member stays silent in ("pairs", "shares")
         self._cache: dict[Any, MaskedRoundData] = {}
         self._uploaded: dict[int, bytes] = {}
         self._said_missed: set[int] = set()
@@ -108,13 +108,22 @@ class MaskedMember:
         return tx
 
     def in_roster(self, p: Participant, round_id: int) -> bool:
-        """Whether this participant had its key on chain when ``round_id`` opened (said once when not)."""
+        """Whether this participant had its key on chain when ``round_id`` opened (said once when not).
+
+        A roster smaller than the share threshold counts as not: no round with it can be unmasked.
+        """
         roster = p.ledger.roster(round_id, p.ledger.round_state(round_id).opened_block)
-        if p.address in roster:
+        threshold = masked_config(p.rules).share_threshold
+        if p.address in roster and len(roster) >= threshold:
             return True
         if round_id not in self._said_missed:
             self._said_missed.add(round_id)
-            log_event("round_missed", round=round_id, reason="not in the roster (no masking key when it opened)")
+            reason = (
+                "not in the roster (no masking key when it opened)"
+                if p.address not in roster
+                else f"a roster of {len(roster)}, below the share threshold {threshold}: it cannot be unmasked"
+            )
+            log_event("round_missed", round=round_id, reason=reason)
         return False
 
     def submit(
@@ -132,6 +141,8 @@ class MaskedMember:
         roster = ledger.roster(round_id, history.state.opened_block)
         if p.address not in roster:
             return None
+        if len(roster) < masked_config(p.rules).share_threshold:
+            return None  # in_roster said so before training
         spend = spend_of(metrics)
         dp = None
         if spend is not None and spend[2] > 0:
@@ -178,11 +189,16 @@ class MaskedMember:
             p.gas_used += tx.gas_used
             log_event("pair_seeds_revealed", round=round_id, participant=p.address, others=len(owed), gas=tx.gas_used)
             return Step.WORKED
-        if plan.phase == "selves" and p.address in plan.self_requests and "selves" not in self.withhold:
-            seed = self_seed(self.key, chain_id=chain_id, ledger=ledger_bytes, round_id=round_id, me=p.address)
-            tx = ledger.reveal_self_seed(p.signer, round_id, seed)
+        if plan.phase == "shares" and p.address in plan.share_requests and "shares" not in self.withhold:
+            # only survivors' seeds, only once S is final: this member never revealed a pair seed with any of them
+            shares = open_my_shares(
+                self.key, data, plan.share_requests[p.address], me=p.address, chain_id=chain_id, ledger=ledger_bytes
+            )
+            if not shares:
+                return Step.IDLE  # what is still asked of it cannot be opened: the others' shares must do
+            tx = ledger.reveal_shares(p.signer, round_id, shares)
             p.gas_used += tx.gas_used
-            log_event("self_seed_revealed", round=round_id, participant=p.address, gas=tx.gas_used)
+            log_event("shares_revealed", round=round_id, participant=p.address, owners=len(shares), gas=tx.gas_used)
             return Step.WORKED
         return Step.IDLE
 
@@ -230,12 +246,7 @@ class MaskedRounds:
         for who, what in state.wrong:
             logger.warning("round %d: participant %s revealed a wrong %s", round_id, who, what)
         if state.plan.phase != "done":
-            return (
-                None,
-                (),
-                0,
-                f"{len(state.plan.survivors)} survivors, below the minimum of {masked_config(self.rules).min_survivors} (or a revealed member dropped)",
-            )
+            return None, (), 0, state.why or f"the reveals ended in phase {state.plan.phase}"
         base = load_model(
             self.store,
             self.rules,

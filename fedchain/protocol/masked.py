@@ -7,20 +7,25 @@ from chain state, so everybody derives the same round from the same events:
   (:meth:`Ledger.roster`);
 - **S_0**: the recorded submissions (the close fixes them). Each one's blob is fetched against
   its recorded digest and decoded against the round, base, sender, sample count, the manifest's
-  fixed-point parameters and the roster; one that fails has a *problem*: none of its reveals can
-  be checked, so it leaves S at the first phase that asks it for anything;
+  fixed-point parameters and the roster (a pair commitment and a sealed share of its self seed
+  for every member); one that fails has a *problem*: none of its reveals can be checked and its
+  self seed has no shares, so it is not in S_0 (the others reveal their pair seeds with it);
 - **reveals** (:func:`replay_reveals`): phases of ``plan_reveals``, in chain order. A phase
   starts at the close (or where the previous phase ended), and ends when every request of it
   is met or at ``start + phase_seconds`` (block timestamps); a reveal counts only if the current
-  plan asks for it, it is mined by the phase's deadline and it matches the revealer's own header
-  commitment (a *wrong reveal* is ignored and named); at the deadline the laggards leave S;
+  plan asks for it, it is mined by the phase's deadline and it matches its header commitment (the
+  revealer's own for a pair seed, the owner's for a share; a *wrong reveal* is ignored and named).
+  At a pair phase's deadline the laggards leave S; the share phase moves nobody out of S (a
+  silent member's self seed is reconstructed from the others' shares), and if its deadline
+  passes with a survivor's self seed short of ``share_threshold`` shares the round is abandoned;
 - **aggregate** (:func:`unmask_aggregate`): the survivors' words summed, unmasked with the
   counted reveals, decoded with frozen arithmetic (``apply_masked_aggregate``), and screened
   by ``aggregate_norm_bound``.
 
 Every self seed is derived from the participant's masking private key (HKDF, info
-``fedchain/self/v1``, salted by chain, ledger and round), so a restarted participant reveals
-the same seed; it is as unpredictable to others as a random one.
+``fedchain/self/v1``, salted by chain, ledger and round), as unpredictable to others as a random
+one. Nobody ever reveals its own self seed: the survivors' seeds are reconstructed from the
+shares in their headers (:func:`open_my_shares` is what a holder reveals).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from fedchain.errors import (
 )
 from fedchain.fl import masking
 from fedchain.fl.dp import DpSpend
-from fedchain.fl.masking import MaskedHeader, MaskingKey, RevealPlan
+from fedchain.fl.masking import MaskedHeader, MaskingKey, RevealPlan, SealedShare
 from fedchain.hashing import sha256, to_hex
 from fedchain.protocol.blobs import aggregate_matches
 from fedchain.protocol.privacy import MaskedConfig
@@ -122,11 +127,33 @@ def build_masked_update(
     base_hash: Digest,
     dp: DpSpend | None = None,
 ) -> MaskedSubmission:
-    """Quantize, mask with every roster member, commit to the seeds, encode."""
+    """Quantize, mask with every roster member, commit to the seeds, share the self seed, encode.
+
+    The self seed is split into ``config.share_threshold``-of-``|roster|`` shares, holder ``k`` the
+    ``k``-th member in numeric order (this member included), each sealed to its holder and committed.
+
+    Raises
+    ------
+    ValueError
+        A roster smaller than the share threshold (no round with it can be unmasked), or ``me`` not in it.
+    """
+    members = masking.ordered(roster)
+    if len(members) < config.share_threshold:
+        raise ValueError(f"a roster of {len(members)} cannot hold {config.share_threshold}-of-n shares")
     q = masking.quantize(delta, num_samples, config.params)
     b = self_seed(key, chain_id=chain_id, ledger=ledger, round_id=round_id, me=me)
     seeds = pair_seeds(key, roster, me=me, chain_id=chain_id, ledger=ledger, round_id=round_id)
     y = masking.mask_update(q, self_seed=b, pair_seeds=seeds, me=me)
+    split = masking.split_seed(b, threshold=config.share_threshold, holders=len(members))
+    by_key = {masking.address_key(a): a for a in roster}
+    if masking.address_key(me) not in by_key:
+        raise ValueError(f"{me} is not in the round's roster")
+    shares: dict[Address, SealedShare] = {}
+    for holder, share in zip(members, split, strict=True):
+        sealed = masking.seal_share(
+            key, roster[holder], share, chain_id=chain_id, ledger=ledger, round_id=round_id, sender=me, recipient=holder
+        )
+        shares[holder] = SealedShare(sealed, masking.commit(share, masking.share_salt(round_id, me, holder)))
     header = MaskedHeader(
         round_id=round_id,  # type: ignore[arg-type]
         base=base_hash,
@@ -136,6 +163,7 @@ def build_masked_update(
         self_commitment=masking.commit(b, masking.self_salt(round_id, me)),
         pair_commitments={o: masking.commit(s, masking.pair_salt(round_id, me, o)) for o, s in seeds.items()},
         dp=dp,
+        shares=shares,
     )
     blob = masking.encode_masked(y, header)
     return MaskedSubmission(blob, sha256(blob), cid_of(blob))
@@ -186,7 +214,7 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
         try:
             blob = _fetch(store, rules, record)
             expect = masking.MaskedExpect(
-                r, bytes(history.opened.base_hash), who, record.num_samples, cfg.params, tuple(roster)
+                r, bytes(history.opened.base_hash), who, record.num_samples, cfg.params, tuple(roster), shared=True
             )
             headers[who] = masking.decode_masked(blob, num_elements=size, expect=expect).header
             del blob
@@ -214,13 +242,18 @@ class RevealState:
 
     plan: RevealPlan
     self_seeds: Mapping[Address, bytes]
+    """The survivors' self seeds reconstructed from their shares (only once ``done``)."""
     pair_seeds: Mapping[tuple[Address, Address], bytes]
     deadline: int | None
     """The current phase's deadline (``None`` once ``done`` or ``abandon``)."""
     wrong: tuple[tuple[Address, str], ...]
-    """Reveals that do not match the revealer's commitment (or cannot be checked): who and what."""
+    """Reveals that do not match their commitment (or cannot be checked): who and what."""
     dropped: Mapping[Address, str]
     """Members of S_0 moved out of S, and at which phase."""
+    shares: Mapping[tuple[Address, Address], bytes] = field(default_factory=dict)
+    """Counted shares, keyed ``(owner, holder)``."""
+    why: str | None = None
+    """Why the round is abandoned (``plan.phase == "abandon"``)."""
 
 
 def _check_pair(data: MaskedRoundData, who: Address, other: Address, seed: bytes) -> bool:
@@ -231,13 +264,48 @@ def _check_pair(data: MaskedRoundData, who: Address, other: Address, seed: bytes
     return want == masking.commit(seed, masking.pair_salt(data.round_id, who, other))
 
 
-def _check_self(data: MaskedRoundData, who: Address, seed: bytes) -> bool:
-    header = data.headers.get(who)
-    return (
-        header is not None
-        and len(seed) == masking.SEED_SIZE
-        and header.self_commitment == masking.commit(seed, masking.self_salt(data.round_id, who))
-    )
+def open_my_shares(
+    key: MaskingKey,
+    data: MaskedRoundData,
+    owners: Sequence[Address],
+    *,
+    me: Address,
+    chain_id: int,
+    ledger: bytes,
+) -> dict[Address, bytes]:
+    """The shares of ``owners``' self seeds sealed to ``me``, opened and checked against their commitments.
+
+    An owner whose share for ``me`` does not open or does not match its commitment is left out
+    (it sealed something else; it cannot be attributed publicly, and if too few shares of its
+    seed are revealed the round is abandoned).
+    """
+    out: dict[Address, bytes] = {}
+    for owner in owners:
+        header = data.headers.get(owner)
+        sealed = None if header is None else header.shares.get(me)
+        if header is None or sealed is None:
+            continue
+        try:
+            share = masking.open_share(
+                key,
+                data.roster[owner],
+                sealed.sealed,
+                chain_id=chain_id,
+                ledger=ledger,
+                round_id=data.round_id,
+                sender=owner,
+                recipient=me,
+            )
+        except masking.ShareError:
+            logger.warning("round %d: the share %s sealed to %s does not open", data.round_id, owner, me)
+            continue
+        if not masking.check_share(header, me, share):
+            logger.warning(
+                "round %d: the share %s sealed to %s is not the one it committed to", data.round_id, owner, me
+            )
+            continue
+        out[owner] = share
+    return out
 
 
 def replay_reveals(
@@ -245,37 +313,39 @@ def replay_reveals(
 ) -> RevealState:
     """The round's reveal phases replayed from its events (see the module docstring)."""
     roster = tuple(data.roster)
-    survivors = tuple(u.participant for u in data.submitted if u.participant in data.roster)
-    selves: dict[Address, bytes] = {}
+    survivors = tuple(u.participant for u in data.submitted if u.participant in data.headers)
     pairs: dict[tuple[Address, Address], bytes] = {}
+    shares: dict[tuple[Address, Address], bytes] = {}
     wrong: list[tuple[Address, str]] = []
     dropped: dict[Address, str] = {}
+    threshold = config.share_threshold
 
     def plan_now() -> RevealPlan:
         return masking.plan_reveals(
-            roster, survivors, pairs_revealed=tuple(pairs), selves_revealed=tuple(selves), minimum=config.min_survivors
+            roster,
+            survivors,
+            pairs_revealed=tuple(pairs),
+            shares_revealed=tuple(shares),
+            threshold=threshold,
+            minimum=config.min_survivors,
         )
+
+    def ended(plan: RevealPlan, why: str | None, selves: Mapping[Address, bytes] | None = None) -> RevealState:
+        return RevealState(plan, selves or {}, pairs, None, tuple(wrong), dropped, shares, why)
 
     plan = plan_now()
     start = data.close_time
     pending = sorted(reveals, key=lambda x: (x.block_number, x.log_index))
     i = 0
-    while plan.phase in ("pairs", "selves"):
+    while plan.phase in ("pairs", "shares"):
         deadline = start + config.phase_seconds
         advanced = False
         while i < len(pending) and pending[i].timestamp <= deadline:
             rv = pending[i]
             i += 1
             who = rv.participant
-            if rv.self_seed is not None:
-                if plan.phase != "selves" or who not in plan.self_requests:
-                    continue
-                if _check_self(data, who, rv.self_seed):
-                    selves[who] = rv.self_seed
-                else:
-                    wrong.append((who, "self seed"))
-            else:
-                asked = set(plan.pair_requests.get(who, ())) if plan.phase == "pairs" else set()
+            if plan.phase == "pairs":
+                asked = set(plan.pair_requests.get(who, ()))
                 for other, seed in rv.pair_seeds.items():
                     if other not in asked:
                         continue
@@ -283,6 +353,15 @@ def replay_reveals(
                         pairs[(who, other)] = seed
                     else:
                         wrong.append((who, f"pair seed with {other}"))
+            else:
+                asked = set(plan.share_requests.get(who, ()))
+                for owner, share in rv.shares.items():
+                    if owner not in asked:
+                        continue
+                    if masking.check_share(data.headers[owner], who, share):
+                        shares[(owner, who)] = share
+                    else:
+                        wrong.append((who, f"share of {owner}'s self seed"))
             new = plan_now()
             if new.phase != plan.phase:
                 plan, start, advanced = new, rv.timestamp, True
@@ -291,13 +370,27 @@ def replay_reveals(
         if advanced:
             continue
         if now <= deadline:
-            return RevealState(plan, selves, pairs, deadline, tuple(wrong), dropped)
+            return RevealState(plan, {}, pairs, deadline, tuple(wrong), dropped, shares)
+        if plan.phase == "shares":
+            short = [o for o in plan.survivors if sum(1 for (w, _) in shares if w == o) < threshold]
+            why = f"the share phase ended with {len(short)} self seeds short of {threshold} shares: " + ", ".join(short)
+            return ended(masking.RevealPlan("abandon", plan.survivors, {}), why)
         for who in plan.laggards:
             dropped[who] = plan.phase
         survivors = masking.next_survivors(plan)
         # reveals of the phase that ended are not re-read: a survivor's later reveal of the new phase counts
         plan, start = plan_now(), deadline
-    return RevealState(plan, selves, pairs, None, tuple(wrong), dropped)
+    if plan.phase == "abandon":
+        need = max(config.min_survivors, threshold)
+        return ended(plan, f"{len(plan.survivors)} survivors, below the {need} needed (min_survivors, share_threshold)")
+    selves: dict[Address, bytes] = {}
+    for owner in plan.survivors:
+        held = {h: v for (o, h), v in shares.items() if o == owner}
+        try:
+            selves[owner] = masking.reconstruct_seed(roster, data.headers[owner], held, threshold=threshold)
+        except masking.RevealError as err:
+            return ended(masking.RevealPlan("abandon", plan.survivors, {}), f"round {data.round_id}: {err}")
+    return ended(plan, None, selves)
 
 
 # --------------------------------------------------------------------------- the aggregate
@@ -370,16 +463,19 @@ def outcomes_of(
         if header is not None and header.dp is not None:
             metrics = {k: float(v) for k, v in header.dp.to_metadata().items()}
         reason: tuple[str, str] | None = data.problems.get(u.participant)
-        if reason is None and u.participant in wrong:
-            reason = ("wrong-reveal", f"{wrong[u.participant]} does not match its commitment")
+        lied = wrong.get(u.participant)
+        if reason is None and lied is not None and lied.startswith("pair seed"):
+            reason = ("wrong-reveal", f"{lied} does not match its commitment")
         if reason is None and state is not None and u.participant in state.dropped:
             reason = ("dropped", f"did not reveal in the {state.dropped[u.participant]} phase")
         if reason is not None:
             excluded.append(Exclusion(u.participant, *reason))
             outcomes.append(UpdateOutcome(u, UpdateStatus.EXCLUDED, reason[0], reason[1], metrics=metrics))
         else:
+            # a wrong share is named, and ignored: its revealer stays in S (its own update is unmasked as any other's)
+            note = ("wrong-share", f"revealed a {lied} that does not match its commitment") if lied else (None, None)
             status = UpdateStatus.INCLUDED if u.participant in included else UpdateStatus.VALID
-            outcomes.append(UpdateOutcome(u, status, metrics=metrics))
+            outcomes.append(UpdateOutcome(u, status, note[0], note[1], metrics=metrics))
     return outcomes, excluded
 
 
@@ -478,6 +574,7 @@ __all__ = [
     "RevealState",
     "build_masked_update",
     "masked_config",
+    "open_my_shares",
     "outcomes_of",
     "pair_seeds",
     "read_round",

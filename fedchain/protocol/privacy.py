@@ -2,7 +2,11 @@
 
 ``{"mode": "none"}`` (plain rounds), optionally with ``"dp": {"epsilon_budget": E, "delta": D}``;
 or ``{"mode": "masked", "frac_bits": f, "clip": c, "min_survivors": m, "max_samples": s,
-"max_participants": k, "phase_seconds": t}`` (and optionally ``dp``). The masked fields are
+"max_participants": k, "phase_seconds": t}`` (and optionally ``"share_threshold": t`` and ``dp``).
+``share_threshold`` (default ``min_survivors``, at least 2, at most ``max_participants``) is how
+many Shamir shares of a member's self seed reconstruct it: the collusion threshold (fewer than
+``t`` colluding members, with the coordinator, learn nothing about an honest member's self seed),
+and a round whose survivors are fewer than ``t`` is abandoned. The masked fields are
 checked here, at manifest construction, including the overflow bound of the fixed-point sums
 (:meth:`fedchain.fl.masking.MaskingParams.check_overflow` with ``s * k`` samples and ``k``
 participants): a manifest whose sums could wrap is refused before anything is deployed.
@@ -23,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 _MODES = ("none", "masked")
 _MASKED_FIELDS = ("clip", "frac_bits", "max_participants", "max_samples", "min_survivors", "mode", "phase_seconds")
+_OPTIONAL_MASKED_FIELDS = ("share_threshold",)
 _DP_FIELDS = ("delta", "epsilon_budget")
 
 
@@ -43,6 +48,8 @@ class MaskedConfig:
     max_samples: int
     max_participants: int
     phase_seconds: int
+    share_threshold: int
+    """How many shares of a member's self seed reconstruct it (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ def parse_privacy(raw: Mapping[str, Any]) -> Privacy:
     if mode not in _MODES:
         raise ConfigError("manifest.privacy.mode", f"must be one of {', '.join(_MODES)}, got {mode!r}")
     dp = _dp(raw["dp"]) if "dp" in raw else None
-    allowed = ("dp", "mode") if mode == "none" else ("dp", *_MASKED_FIELDS)
+    allowed = ("dp", "mode") if mode == "none" else ("dp", *_MASKED_FIELDS, *_OPTIONAL_MASKED_FIELDS)
     for key in sorted(raw):
         if key not in allowed:
             raise ConfigError(f"manifest.privacy.{str(key)[:40]}", f"unknown field for mode {mode!r}")
@@ -119,17 +126,25 @@ def parse_privacy(raw: Mapping[str, Any]) -> Privacy:
         params = MaskingParams(_int("frac_bits", raw["frac_bits"], 0), clip)
     except ValueError as err:
         raise ConfigError("manifest.privacy", str(err)) from None
+    min_survivors = _int("min_survivors", raw["min_survivors"], 2)
     masked = MaskedConfig(
         params=params,
-        min_survivors=_int("min_survivors", raw["min_survivors"], 2),
+        min_survivors=min_survivors,
         max_samples=_int("max_samples", raw["max_samples"], 1),
         max_participants=_int("max_participants", raw["max_participants"], 2),
         phase_seconds=_int("phase_seconds", raw["phase_seconds"], 1),
+        share_threshold=_int("share_threshold", raw.get("share_threshold", min_survivors), 2),
     )
     if masked.min_survivors > masked.max_participants:
         raise ConfigError(
             "manifest.privacy.min_survivors",
             f"{masked.min_survivors} is more than the {masked.max_participants} participants allowed",
+        )
+    if masked.share_threshold > masked.max_participants:
+        raise ConfigError(
+            "manifest.privacy.share_threshold",
+            f"{masked.share_threshold} shares needed, more than the {masked.max_participants} participants allowed"
+            " (a round's roster holds at most that many)",
         )
     try:
         params.check_overflow(masked.max_samples * masked.max_participants, masked.max_participants)

@@ -449,49 +449,50 @@ ROSTER = [_address(i) for i in range(5)]
 A, B, C, D, E = masking.ordered(ROSTER)
 
 
+def plan(survivors, pairs=(), shares=(), threshold=2, minimum=2):  # type: ignore[no-untyped-def]
+    return masking.plan_reveals(
+        ROSTER, survivors, pairs_revealed=pairs, shares_revealed=shares, threshold=threshold, minimum=minimum
+    )
+
+
 def test_the_planner_asks_survivors_for_pair_seeds_with_the_dropped_first():
-    plan = masking.plan_reveals(ROSTER, [A, B, D], pairs_revealed=[], selves_revealed=[], minimum=2)
-    assert plan.phase == "pairs"
-    assert dict(plan.pair_requests) == {A: (C, E), B: (C, E), D: (C, E)}
-    assert plan.self_requests == ()
+    first = plan([A, B, D])
+    assert first.phase == "pairs"
+    assert dict(first.pair_requests) == {A: (C, E), B: (C, E), D: (C, E)}
+    assert dict(first.share_requests) == {}
 
 
-def test_the_planner_asks_for_self_seeds_once_every_pair_seed_is_revealed():
+def test_the_planner_asks_for_shares_of_survivors_seeds_once_every_pair_seed_is_revealed():
     pairs = [(i, j) for i in (A, B, D) for j in (C, E)]
-    plan = masking.plan_reveals(ROSTER, [A, B, D], pairs_revealed=pairs, selves_revealed=[A], minimum=2)
-    assert (plan.phase, plan.self_requests) == ("selves", (B, D))
-    done = masking.plan_reveals(ROSTER, [A, B, D], pairs_revealed=pairs, selves_revealed=[A, B, D], minimum=2)
-    assert done.phase == "done"
+    asked = plan([A, B, D], pairs, shares=[(A, A), (B, A), (D, A)])
+    assert (asked.phase, dict(asked.share_requests)) == ("shares", {B: (A, B, D), D: (A, B, D)})
+    done = plan([A, B, D], pairs, shares=[(o, h) for o in (A, B, D) for h in (A, B)])
+    assert done.phase == "done"  # two shares of each seed, the threshold: D's silence does not matter
 
 
 def test_a_laggard_in_the_pair_phase_is_dropped_and_the_others_reveal_their_seeds_with_it():
-    plan = masking.plan_reveals(
-        ROSTER, [A, B, D], pairs_revealed=[(A, C), (A, E), (B, C), (B, E)], selves_revealed=[], minimum=2
-    )
-    assert plan.laggards == (D,)
-    survivors = masking.next_survivors(plan)
-    again = masking.plan_reveals(
-        ROSTER, survivors, pairs_revealed=[(A, C), (A, E), (B, C), (B, E)], selves_revealed=[], minimum=2
-    )
+    first = plan([A, B, D], [(A, C), (A, E), (B, C), (B, E)])
+    assert first.laggards == (D,)
+    survivors = masking.next_survivors(first)
+    again = plan(survivors, [(A, C), (A, E), (B, C), (B, E)])
     assert (again.phase, dict(again.pair_requests)) == ("pairs", {A: (D,), B: (D,)})
 
 
-def test_a_laggard_in_the_self_phase_sends_the_round_back_to_pair_reveals():
+def test_nobody_lags_in_the_share_phase():
     pairs = [(i, j) for i in (A, B, D) for j in (C, E)]
-    plan = masking.plan_reveals(ROSTER, [A, B, D], pairs_revealed=pairs, selves_revealed=[A, B], minimum=2)
-    survivors = masking.next_survivors(plan)
-    assert survivors == (A, B)
-    again = masking.plan_reveals(ROSTER, survivors, pairs_revealed=pairs, selves_revealed=[A, B], minimum=2)
-    assert (again.phase, dict(again.pair_requests)) == ("pairs", {A: (D,), B: (D,)})
+    asked = plan([A, B, D], pairs, shares=[(A, A), (B, A), (D, A)])
+    assert asked.laggards == () and masking.next_survivors(asked) == (A, B, D)
 
 
-def test_the_round_is_abandoned_below_the_minimum():
-    plan = masking.plan_reveals(ROSTER, [A, B], pairs_revealed=[], selves_revealed=[], minimum=3)
-    assert (plan.phase, plan.pair_requests, plan.laggards) == ("abandon", {}, ())
+def test_the_round_is_abandoned_below_the_minimum_or_the_share_threshold():
+    assert plan([A, B], minimum=3).phase == "abandon"
+    below = plan([A, B, D], threshold=4)
+    assert (below.phase, below.pair_requests, below.laggards) == ("abandon", {}, ())
 
 
-def test_a_member_whose_self_seed_is_public_is_never_unmasked_by_dropping_it():
-    # A revealed its self seed, then missed a later pair phase: revealing pair seeds with A would expose y_A
+def test_a_member_with_a_share_of_its_seed_public_is_never_unmasked_by_dropping_it():
+    # a share of A's seed is public and A is not a survivor any more: revealing pair seeds with A would help expose y_A
     pairs = [(i, j) for i in (A, B, D) for j in (C, E)]
-    plan = masking.plan_reveals(ROSTER, [B, D], pairs_revealed=pairs, selves_revealed=[A, B], minimum=2)
-    assert plan.phase == "abandon"
+    assert plan([B, D], pairs, shares=[(A, B)]).phase == "abandon"
+    # a pair seed still owed while shares are counted: the same
+    assert plan([A, B, D], pairs[:-1], shares=[(A, B)]).phase == "abandon"

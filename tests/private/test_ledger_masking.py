@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedchain.chain import EmbeddedChain, Ledger, Signer
-from fedchain.errors import EmptyHashError, NotRegisteredError, RoundNotClosedError
+from fedchain.errors import ContractRevertError, EmptyHashError, NotRegisteredError, RoundNotClosedError
 from fedchain.hashing import sha256
 from fedchain.types import Cid
 
@@ -48,18 +48,20 @@ def test_keys_and_reveals_come_only_from_registered_participants_into_a_closed_r
         ledger.register_masking_key(a, bytes(32))
     ledger.open_round(coordinator, 0, sha256(b"genesis"), Cid("QmGenesis"), chain.now() + 100, 1)
     with pytest.raises(RoundNotClosedError):
-        ledger.reveal_self_seed(a, 0, b"\x05" * 32)
+        ledger.reveal_shares(a, 0, {b.address: b"\x05" * 32})
     ledger.close_round(coordinator, 0)
     with pytest.raises(NotRegisteredError):
-        ledger.reveal_self_seed(outsider, 0, b"\x05" * 32)
-    self_tx = ledger.reveal_self_seed(a, 0, b"\x05" * 32)
+        ledger.reveal_shares(outsider, 0, {b.address: b"\x05" * 32})
+    shares_tx = ledger.reveal_shares(a, 0, {b.address: b"\x05" * 32, a.address: b"\x07" * 32})
     pair_tx = ledger.reveal_pair_seeds(b, 0, {a.address: b"\x06" * 32})
     reveals = ledger.reveals(0)
-    assert [(r.participant, r.self_seed, dict(r.pair_seeds)) for r in reveals] == [
-        (a.address, b"\x05" * 32, {}),
-        (b.address, None, {a.address: b"\x06" * 32}),
+    assert [(r.participant, dict(r.shares), dict(r.pair_seeds)) for r in reveals] == [
+        (a.address, {a.address: b"\x07" * 32, b.address: b"\x05" * 32}, {}),
+        (b.address, {}, {a.address: b"\x06" * 32}),
     ]
-    assert self_tx.gas_used < 30_000 and pair_tx.gas_used < 35_000
+    assert shares_tx.gas_used < 35_000 and pair_tx.gas_used < 35_000
+    with pytest.raises(ContractRevertError, match="RevealLengthMismatch"):
+        ledger._transact(a, "a short reveal", ledger._contract.functions.revealShares(0, [a.address], []))
     ledger.abandon_round(coordinator, 0)
     with pytest.raises(RoundNotClosedError):
-        ledger.reveal_self_seed(a, 0, b"\x05" * 32)
+        ledger.reveal_shares(a, 0, {b.address: b"\x05" * 32})

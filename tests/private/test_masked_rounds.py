@@ -10,7 +10,7 @@ from fedchain.fl.masking import MaskingKey
 from fedchain.orchestrator._step import Step
 from fedchain.orchestrator.federation import Federation
 from fedchain.orchestrator.masked import MaskedMember
-from fedchain.protocol.masked import MASKED_RULE
+from fedchain.protocol.masked import MASKED_RULE, self_seed
 from fedchain.storage import LocalBlockStore
 from fedchain.types import Digest
 from tests.support.federation import audit, make, small_demo, small_manifest
@@ -53,36 +53,79 @@ def test_one_of_three_dropping_before_the_close_is_unmasked_from_pair_reveals(tm
     summaries = fed.run(1, active=fed.participants[:2])
     assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
     dropped = fed.participants[2].address
+    survivors = {p.address for p in fed.participants[:2]}
     reveals = fed.ledger.reveals(0)
-    assert {r.participant for r in reveals} == {p.address for p in fed.participants[:2]}
-    assert all(r.self_seed is not None or set(r.pair_seeds) == {dropped} for r in reveals)
+    assert {r.participant for r in reveals} == survivors
+    # each survivor: one reveal of its pair seed with the dropped member, one of its shares of both survivors' seeds
+    assert sorted((r.participant, set(r.pair_seeds), set(r.shares)) for r in reveals) == sorted(
+        [(a, {dropped}, set()) for a in survivors] + [(a, set(), survivors) for a in survivors]
+    )
     report = audit(fed)
     assert report.ok, report.all_failures
     assert report.rounds[0].missing == (dropped,)
 
 
-def test_a_participant_silent_at_the_self_seed_phase_is_dropped_and_its_update_stays_masked(tmp_path: Path) -> None:
+def test_a_participant_silent_at_the_pair_phase_is_dropped_below_the_minimum_and_no_share_is_ever_revealed(
+    tmp_path: Path,
+) -> None:
     fed = masked_federation(tmp_path)
-    silent = fed.participants[1]
+    for p in fed.participants:
+        assert p.masking is not None
+        p.masking.ensure_key(p)
+    honest, silent, absent = fed.participants
     assert silent.masking is not None
-    silent.masking.withhold = frozenset({"selves"})
-    summaries = fed.run(1)
-    assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
+    silent.masking.withhold = frozenset({"pairs"})
+    summaries = fed.run(1, active=[honest, silent])
+    assert [s.status for s in summaries] == ["abandoned"]
+    # the honest survivor revealed its pair seed with the absent member; then the silent one left S,
+    # one survivor is below the minimum, and nothing more was revealed: no share of anybody's seed
     reveals = fed.ledger.reveals(0)
-    assert not any(r.participant == silent.address and r.self_seed is not None for r in reveals)
+    assert [(r.participant, set(r.pair_seeds), dict(r.shares)) for r in reveals] == [
+        (honest.address, {absent.address}, {})
+    ]
     report = audit(fed)
     assert report.ok, report.all_failures
     [excluded] = report.rounds[0].excluded
     assert (excluded.participant, excluded.reason) == (silent.address, "dropped")
 
 
-def test_below_the_minimum_of_survivors_the_round_is_abandoned_and_no_self_seed_is_revealed(tmp_path: Path) -> None:
-    fed = masked_federation(tmp_path, min_survivors=3)
+def test_a_participant_silent_at_the_share_phase_is_reconstructed_and_included(tmp_path: Path) -> None:
+    fed = masked_federation(tmp_path)
+    silent = fed.participants[1]
+    assert silent.masking is not None
+    silent.masking.withhold = frozenset({"shares"})
+    summaries = fed.run(1)
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 3)]
+    assert not any(r.participant == silent.address for r in fed.ledger.reveals(0))
+    agg = fed.ledger.round_history(0).aggregate
+    assert agg is not None and silent.address in agg.included
+    # its self seed, reconstructed from the two others' shares, is the one it masked with
+    assert fed.coordinator.masking is not None
+    _, state = fed.coordinator.masking.state(0)
+    assert state.self_seeds[silent.address] == self_seed(
+        silent.masking.key,
+        chain_id=fed.ledger.chain.chain_id,
+        ledger=bytes.fromhex(fed.ledger.address[2:]),
+        round_id=0,
+        me=silent.address,
+    )
+    report = audit(fed)  # which recomputes the aggregate from the chain and the store, bit for bit
+    assert report.ok, report.all_failures
+    assert report.rounds[0].excluded == () and report.rounds[0].aggregate_hash == agg.aggregate_hash
+
+
+def test_with_fewer_than_the_threshold_of_shares_the_round_is_abandoned_and_no_pair_seed_is_revealed(
+    tmp_path: Path,
+) -> None:
+    fed = masked_federation(tmp_path, min_survivors=3)  # share_threshold defaults to min_survivors: 3 of 3
     silent = fed.participants[0]
     assert silent.masking is not None
-    silent.masking.withhold = frozenset({"selves"})
+    silent.masking.withhold = frozenset({"shares"})
     summaries = fed.run(1)
     assert [s.status for s in summaries] == ["abandoned"]
+    reveals = fed.ledger.reveals(0)
+    assert {r.participant for r in reveals} == {p.address for p in fed.participants[1:]}
+    assert all(r.pair_seeds == {} for r in reveals)
     report = audit(fed)
     assert report.ok, report.all_failures
 
@@ -107,18 +150,18 @@ class WrongBase(MaskedMember):
         return super().submit(p, round_id, replace(cp, digest=Digest(bytes(32))), delta, num_samples, metrics)
 
 
-class WrongSelfSeed(MaskedMember):
-    """Reveals 32 zero bytes as its self seed."""
+class WrongShare(MaskedMember):
+    """Reveals 32 zero bytes as its share of every seed."""
 
     def reveal_step(self, p, round_id):  # type: ignore[no-untyped-def,override]
         from fedchain.orchestrator.masked import round_state
 
         _, state = round_state(p.ledger, p.store, p.rules, round_id, {})
-        if state.plan.phase == "selves" and p.address in state.plan.self_requests:
+        if state.plan.phase == "shares" and p.address in state.plan.share_requests:
             if self._lied:
                 return Step.IDLE  # never corrects it within the phase
             self._lied = True
-            p.ledger.reveal_self_seed(p.signer, round_id, bytes(32))
+            p.ledger.reveal_shares(p.signer, round_id, {o: bytes(32) for o in state.plan.share_requests[p.address]})
             return Step.WORKED
         return super().reveal_step(p, round_id)
 
@@ -137,14 +180,15 @@ def test_a_tampered_masked_blob_is_excluded_naming_its_sender_and_the_audit_agre
     assert (report.rounds[0].round_id, excluded.participant, excluded.reason) == (0, bad.address, "base")
 
 
-def test_a_wrong_reveal_is_named_its_revealer_dropped_and_the_audit_agrees(tmp_path: Path) -> None:
+def test_a_wrong_share_is_named_and_ignored_its_revealer_included_and_the_audit_agrees(tmp_path: Path) -> None:
     fed = masked_federation(tmp_path)
     liar = fed.participants[0]
-    liar.masking = WrongSelfSeed(MaskingKey.generate())
+    liar.masking = WrongShare(MaskingKey.generate())
     summaries = fed.run(1)
-    assert [(s.status, s.included) for s in summaries] == [("finalized", 2)]
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 3)]
     report = audit(fed)
     assert report.ok, report.all_failures
-    [excluded] = report.rounds[0].excluded
-    assert (excluded.participant, excluded.reason) == (liar.address, "wrong-reveal")
-    assert liar.address not in report.rounds[0].included
+    verdict = report.rounds[0]
+    assert verdict.excluded == () and liar.address in verdict.included
+    [named] = [o for o in verdict.outcomes if o.reason is not None]
+    assert (verdict.round_id, named.record.participant, named.reason) == (0, liar.address, "wrong-share")
