@@ -54,10 +54,29 @@ def _round_data(
         history.state.closed_block,
         tuple(bytes(u.update_hash) for u in history.updates),
     )
-    if key not in cache:
-        cache.clear()
-        cache[key] = read_round(ledger, store, rules, history)
-    return cache[key]
+    if key in cache:
+        return cache[key]
+    data = read_round(ledger, store, rules, history)
+    cache.clear()
+    if not any(reason == "unavailable" for reason, _ in data.problems.values()):
+        cache[key] = data  # a blob this actor could not read is read again at its next step
+    return data
+
+
+def unsettled(data: MaskedRoundData, now: int, rules: Rules) -> list[str]:
+    """Senders whose blob this actor could not read, while the round's first phase is less than half over.
+
+    A member uploads its blob only once its submission is mined, so right after the close an
+    upload may still be in flight; a store may also fail for a moment. An actor that acted on
+    such a view would drop the member (and reveal its pair seeds with it) while the others, who
+    read the blob, keep it: their replays would differ. So nobody acts on an unreadable blob
+    during the first half of the phase, and reads it again at every step; after that, the blob
+    counts as unavailable (its sender leaves the survivors), as the audit will also see it if it
+    never appears.
+    """
+    if now >= data.close_time + masked_config(rules).phase_seconds // 2:
+        return []
+    return sorted(who for who, (reason, _) in data.problems.items() if reason == "unavailable")
 
 
 def round_state(
@@ -176,6 +195,10 @@ class MaskedMember:
         if ledger.update_hash(round_id, p.address) is None:
             return Step.IDLE
         data, state = round_state(ledger, p.store, p.rules, round_id, self._cache)
+        waiting = unsettled(data, ledger.chain.now(), p.rules)
+        if waiting:
+            logger.info("%s: round %d: waiting for the blobs of %s", p.name, round_id, ", ".join(waiting))
+            return Step.IDLE
         plan = state.plan
         if p.address not in plan.survivors or p.address not in data.headers:
             return Step.IDLE
@@ -233,7 +256,9 @@ class MaskedRounds:
         """Whether the closed round's reveals are complete (``done``) or it must be abandoned."""
         if self.ledger.round_state(round_id).status is not RoundStatus.CLOSED:
             return False
-        _, state = self.state(round_id)
+        data, state = self.state(round_id)
+        if unsettled(data, self.ledger.chain.now(), self.rules):
+            return False
         return state.plan.phase in ("done", "abandon")
 
     def phase_deadline(self, round_id: int) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedchain.chain import EmbeddedChain
+from fedchain.errors import BlobNotFoundError
 from fedchain.fl import masking
 from fedchain.fl.masking import MaskingKey
 from fedchain.orchestrator._step import Step
@@ -12,7 +13,7 @@ from fedchain.orchestrator.federation import Federation
 from fedchain.orchestrator.masked import MaskedMember
 from fedchain.protocol.masked import MASKED_RULE, self_seed
 from fedchain.storage import LocalBlockStore
-from fedchain.types import Digest
+from fedchain.types import Cid, Digest
 from tests.support.federation import audit, make, small_demo, small_manifest
 
 PRIVACY = {
@@ -192,3 +193,47 @@ def test_a_wrong_share_is_named_and_ignored_its_revealer_included_and_the_audit_
     assert verdict.excluded == () and liar.address in verdict.included
     [named] = [o for o in verdict.outcomes if o.reason is not None]
     assert (verdict.round_id, named.record.participant, named.reason) == (0, liar.address, "wrong-share")
+
+
+class _LateBlobs(LocalBlockStore):
+    """A store whose first reads of each new blob fail, as while an upload is still in flight or the store is down.
+
+    A mock of a fault: in one process every upload is done before anybody reads, so this is the one
+    way to show what an actor does when a recorded member's blob cannot be read yet. Only masked
+    updates are late (the models read normally).
+    """
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+        self.late: set[str] = set()
+        self.refused: dict[str, int] = {}
+
+    def put(self, data: bytes, *, version: int = 0) -> Cid:
+        cid = super().put(data, version=version)
+        if masking.MASKED_CODEC.encode() in bytes(data[:4096]):
+            self.late.add(cid)
+        return cid
+
+    def get_verified(
+        self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False
+    ) -> bytearray:
+        if cid in self.late and self.refused.get(cid, 0) < self.failures:
+            self.refused[cid] = self.refused.get(cid, 0) + 1
+            raise BlobNotFoundError(cid)
+        return super().get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)
+
+
+def test_a_blob_nobody_could_read_yet_right_after_the_close_drops_nobody_it_is_read_again(tmp_path: Path) -> None:
+    store = _LateBlobs(tmp_path / "store", failures=2)
+    manifest = small_manifest(min_updates=2, privacy=PRIVACY, round_seconds=600)
+    fed = make(EmbeddedChain(), store, small_demo(), manifest)
+    summaries = fed.run(1)
+    assert [(s.status, s.included) for s in summaries] == [("finalized", 3)]
+    assert store.refused and all(n == 2 for n in store.refused.values())
+    # nobody acted on the unreadable view: no pair seed was revealed, only shares of the three seeds
+    reveals = fed.ledger.reveals(0)
+    assert all(not r.pair_seeds for r in reveals)
+    report = audit(fed)
+    assert report.ok, report.all_failures
+    assert report.rounds[0].included == tuple(sorted(p.address for p in fed.participants))
