@@ -130,12 +130,11 @@ _ROW = 1 << 13
 _vecdot = getattr(np, "vecdot", None)  # numpy >= 2.0
 
 
-def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``sum(a * b, axis=1)`` for 2-D float64 blocks, summed in whatever order numpy and BLAS choose."""
-    if _vecdot is not None:
-        return _vecdot(a, b)  # type: ignore[no-any-return]
-    out: np.ndarray = np.einsum("ij,ij->i", a, b)
-    return out
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a * b)`` of 2-D float64 blocks: a dot product per row, in whatever order numpy and BLAS choose, then
+    the rows' in order (one summation tree, as the module docstring's bounds allow)."""
+    rows = _vecdot(a, b) if _vecdot is not None else np.einsum("ij,ij->i", a, b)
+    return float(sum(rows.tolist()))
 
 
 def _exact_int(x: float) -> tuple[int, int]:
@@ -190,7 +189,7 @@ def sum_of_squares(arrays: Iterable[np.ndarray]) -> float:
         rows = -(-filled // _ROW)
         v[filled : rows * _ROW] = 0.0  # zeros add nothing to A, B or T
         vv, hh = v[: rows * _ROW].reshape(rows, _ROW), h[: rows * _ROW].reshape(rows, _ROW)
-        estimate = float(_row_dots(vv, vv).sum())
+        estimate = _dot(vv, vv)
         if not math.isfinite(estimate):  # inf, or nan
             special = estimate if special is None or math.isnan(estimate) else special
             return
@@ -202,11 +201,11 @@ def sum_of_squares(arrays: Iterable[np.ndarray]) -> float:
         np.add(vv, c, out=hh)
         np.subtract(hh, c, out=hh)  # h: v rounded to a multiple of g
         np.subtract(vv, hh, out=vv)  # r = v - h, exact
-        a = float(_row_dots(hh, hh).sum())
+        a = _dot(hh, hh)
         if not a <= math.ldexp(g * g, 43):
             raise _Undecided
-        b = float(_row_dots(hh, vv).sum())
-        t = float(_row_dots(vv, vv).sum())
+        b = _dot(hh, vv)
+        t = _dot(vv, vv)
         for x in (a, 2.0 * b):
             if x != 0.0:
                 exact.append(_exact_int(x))
