@@ -18,8 +18,9 @@ equals ``math.fsum`` of the squares, computed with a few vectorized float64 pass
 instead of one Python float per element.
 
 That extraction is the fallback. :func:`sum_of_squares` first computes the same float by a
-certified split that costs about a quarter of it (five vectorized float64 passes and four dot
-products per block of values) and falls back only when the split cannot decide the rounding.
+certified split that costs about a third of it (per block of values: the widening copy, two
+passes rounding to a grid, one for the remainders, and four dot products) and falls back only
+when the split cannot decide the rounding.
 
 **The certified split.** Take a block of ``n <= 2**16`` float32 values, as float64 ``v_i``
 (exact), ``s = sum v_i**2`` the real sum, and ``u = 2**-53``. A float64 sum of ``m``
@@ -42,7 +43,7 @@ in float64.
    and ``|r_i| / (2**-24 g) <= 2**23``. Then ``s = A + 2B + T`` exactly, with
    ``A = sum h_i**2``, ``B = sum h_i r_i``, ``T = sum r_i**2``.
 3. ``A`` is computed as ``A'`` and the block is accepted only if ``A' <= 2**43 * g**2``
-   (it always is: ``A`` is within a hair of ``s``). Then ``A <= A' / (1 - gamma) < 2**44 g**2``;
+   (it always is: ``A`` is within a hair of ``s``). Then ``A <= A' / (1 - gamma) < 2**43.01 g**2``;
    every term ``k_i**2 g**2`` is exact, and every partial sum, in any order, is a multiple of
    ``g**2`` not above ``A < 2**53 g**2``: representable, so every addition was exact and ``A' = A``.
 4. ``B``: every term ``h_i r_i`` is an exact multiple of ``2**-24 g**2`` (``|k_i| * 2**23 < 2**45``
@@ -52,10 +53,12 @@ in float64.
 
 So ``s`` lies in ``[A + 2B + T' - E, A + 2B + T' + E]`` with ``E = n * 2**-52 * T'``; the
 blocks' bounds add up exactly in Python ints. Rounding to nearest is monotone: if both ends of
-the interval round to the same float64, that is ``fl(s)``. Otherwise (the interval holds a
-rounding boundary: ``T`` is about ``2**-29 s`` for typical values, so ``E`` is about
-``2**-65 s`` and this happens about once in ``10**4`` sums) the extraction computes it. The
-result is the same float either way, on every machine.
+the interval round to the same float64, that is ``fl(s)``. Otherwise the interval holds a
+rounding boundary and the extraction computes the sum: for a dense update ``T`` is about
+``2**-29 s``, so ``E`` is about ``2**-65 s`` and that happens about once in a few thousand sums;
+for a handful of values whose exact sum lies on a midpoint between two float64 numbers it
+happens every time (any ``E > 0`` straddles it). The result is the same float either way, on
+every machine, and the NaN and infinity rules are the extraction's.
 """
 
 from __future__ import annotations
