@@ -177,3 +177,13 @@ def test_a_norm_whose_square_sits_at_a_rounding_midpoint_is_judged_as_the_exact_
     with pytest.raises(CodecError) as info:
         _decode(pair, math.nextafter(norm, 0.0))
     assert info.value.reason == "norm"
+
+
+def test_without_numpy_2s_vecdot_the_rows_are_summed_by_einsum_to_the_same_float(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(11)
+    values = [(rng.standard_normal(n) * 10.0 ** rng.integers(-20, 20, n)).astype(np.float32) for n in (5, 70_000)]
+    expected = extracted_sum_of_squares(values)
+    monkeypatch.setattr(_exact, "_vecdot", None)  # numpy 1.26 has no vecdot
+    assert sum_of_squares(values) == expected
