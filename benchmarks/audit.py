@@ -178,6 +178,8 @@ def on_chain(kind: str, lengths: tuple[int, ...], k: int, p: int, repeats: int) 
                     "cpu_seconds": median(cpu),
                     "main_thread_cpu_seconds": median(main_cpu),
                     "cpu_bound_vs_sha256": sha_seconds / max(median(main_cpu), median(cpu) / (os.cpu_count() or 1)),
+                    # the machine's 1-minute load average after the audits (other jobs share its cores)
+                    "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                 }
             )
     return {
@@ -234,8 +236,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         "## audit (K updates of P parameters per round; each blob byte hashed once)",
         "",
-        "| chain | rounds | MB | audit s | sha256 s | audit MB/s | vs sha256 | bound s | vs bound | s/round | CPU s (main thread) | CPU bound vs sha256 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| chain | rounds | MB | audit s | sha256 s | audit MB/s | vs sha256 | bound s | vs bound | s/round | CPU s (main thread) | CPU bound vs sha256 | load |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for kind, c in result["chains"].items():
         if "points" not in c:
@@ -245,10 +247,15 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {chain_label(kind)} | {pt['rounds']} | {pt['mb']:.0f} | {pt['audit_seconds']:.2f} | {pt['sha256_seconds']:.2f} "
                 f"| {pt['mb_per_s']:.0f} | {pt['vs_sha256']:.2f} | {pt['bound_seconds']:.2f} | {pt['vs_bound']:.2f} | {pt['seconds_per_round']:.3f} "
-                f"| {pt['cpu_seconds']:.2f} ({pt['main_thread_cpu_seconds']:.2f}) | {pt['cpu_bound_vs_sha256']:.2f} |"
+                f"| {pt['cpu_seconds']:.2f} ({pt['main_thread_cpu_seconds']:.2f}) | {pt['cpu_bound_vs_sha256']:.2f} "
+                f"| {_load(pt.get('load_1min'))} |"
             )
-        lines.append(f"| {chain_label(kind)} | growth of s/round | | | | | | | | {c['per_round_growth']:.2f} | | |")
+        lines.append(f"| {chain_label(kind)} | growth of s/round | | | | | | | | {c['per_round_growth']:.2f} | | | |")
     return "\n".join(lines)
+
+
+def _load(load: float | None) -> str:
+    return "" if load is None else f"{load:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
