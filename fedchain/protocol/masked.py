@@ -155,6 +155,10 @@ class MaskedRoundData:
     problems: Mapping[Address, tuple[str, str]]
     """Recorded submissions whose blob could not be read or decoded: ``(reason, detail)``."""
     close_time: int
+    word_sum: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The sum (mod 2**64) of the words of every sender in ``headers``, taken as their blobs were
+    read and checked: unmasking uses it when the survivors are exactly those senders, and fetches
+    the survivors' blobs again otherwise (``None``: not taken)."""
 
 
 def _fetch(store: BlobStore, rules: Rules, record: UpdateRecord) -> bytes | bytearray:
@@ -174,6 +178,7 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
     roster = ledger.roster(r, history.state.opened_block)
     headers: dict[Address, MaskedHeader] = {}
     problems: dict[Address, tuple[str, str]] = {}
+    word_sum: np.ndarray | None = None
     size = rules.schema.size
     for record in history.updates:
         who = record.participant
@@ -188,8 +193,10 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
             expect = masking.MaskedExpect(
                 r, bytes(history.opened.base_hash), who, record.num_samples, cfg.params, tuple(roster)
             )
-            headers[who] = masking.decode_masked(blob, num_elements=size, expect=expect).header
-            del blob
+            decoded = masking.decode_masked(blob, num_elements=size, expect=expect)
+            headers[who] = decoded.header
+            word_sum = decoded.words.copy() if word_sum is None else np.add(word_sum, decoded.words, out=word_sum)
+            del blob, decoded
         except CodecError as err:
             problems[who] = (err.reason, err.detail)
         except StorageError as err:
@@ -201,8 +208,9 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
                 f"the roster has {len(roster)} members, above the manifest's {cfg.max_participants}",
             )
             del headers[who]
+        word_sum = None
     close_time = ledger.block_timestamp(history.state.closed_block) if history.state.closed_block else 0
-    return MaskedRoundData(r, roster, history.updates, headers, problems, close_time)
+    return MaskedRoundData(r, roster, history.updates, headers, problems, close_time, word_sum)
 
 
 # --------------------------------------------------------------------------- the reveal replay
@@ -323,12 +331,14 @@ def unmask_aggregate(
     records = {u.participant: u for u in data.submitted}
     size = rules.schema.size
     total_words: np.ndarray | None = None
-    for who in survivors:
+    if data.word_sum is not None and set(survivors) == set(data.headers):
+        total_words = data.word_sum.copy()  # the survivors' words, summed as their blobs were read and checked
+    for who in survivors if total_words is None else ():
         try:
             words = masking.decode_masked(_fetch(store, rules, records[who]), num_elements=size).words
         except (CodecError, StorageError) as err:
             raise AggregationError(f"round {data.round_id}: participant {who}'s masked update: {err}") from None
-        total_words = words.copy() if total_words is None else np.add(total_words, words)
+        total_words = words.copy() if total_words is None else np.add(total_words, words, out=total_words)
     assert total_words is not None
     dropped = [a for a in data.roster if a not in survivors]
     try:
