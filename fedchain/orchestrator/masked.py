@@ -32,7 +32,7 @@ from fedchain.protocol.masked import (
     build_masked_update,
     masked_config,
     pair_seeds,
-    read_round,
+    read_round_cached,
     replay_reveals,
     self_seed,
     unmask_aggregate,
@@ -46,26 +46,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _round_data(
-    ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHistory, cache: dict[Any, MaskedRoundData]
-) -> MaskedRoundData:
-    key = (
-        int(history.state.round_id),
-        history.state.closed_block,
-        tuple(bytes(u.update_hash) for u in history.updates),
-    )
-    if key not in cache:
-        cache.clear()
-        cache[key] = read_round(ledger, store, rules, history)
-    return cache[key]
-
-
 def round_state(
     ledger: Ledger, store: BlobStore, rules: Rules, round_id: int, cache: dict[Any, MaskedRoundData]
 ) -> tuple[MaskedRoundData, RevealState]:
     """The closed round's data and where its reveals stand now."""
     history = ledger.round_history(round_id)
-    data = _round_data(ledger, store, rules, history, cache)
+    data = read_round_cached(ledger, store, rules, history, cache)
     state = replay_reveals(
         data, ledger.reveals(round_id, history.state), now=ledger.chain.now(), config=masked_config(rules)
     )
@@ -93,7 +79,8 @@ class MaskedMember:
     def __init__(self, key: MaskingKey, *, withhold: frozenset[str] = frozenset()) -> None:
         self.key = key
         self.withhold = withhold  # tests only: reveal phases this member stays silent in ("pairs", "selves")
-        self._cache: dict[Any, MaskedRoundData] = {}
+        self.round_cache: dict[Any, MaskedRoundData] = {}
+        """The closed round last read (:func:`read_round_cached`): for its reveals, then its verification."""
         self._uploaded: dict[int, bytes] = {}
         self._said_missed: set[int] = set()
 
@@ -164,7 +151,7 @@ class MaskedMember:
         ledger = p.ledger
         if ledger.update_hash(round_id, p.address) is None:
             return Step.IDLE
-        data, state = round_state(ledger, p.store, p.rules, round_id, self._cache)
+        data, state = round_state(ledger, p.store, p.rules, round_id, self.round_cache)
         plan = state.plan
         if p.address not in plan.survivors or p.address not in data.headers:
             return Step.IDLE

@@ -29,6 +29,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -211,6 +212,30 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
         word_sum = None
     close_time = ledger.block_timestamp(history.state.closed_block) if history.state.closed_block else 0
     return MaskedRoundData(r, roster, history.updates, headers, problems, close_time, word_sum)
+
+
+def round_key(history: RoundHistory) -> tuple[int, int, tuple[bytes, ...]]:
+    """What a closed round's :class:`MaskedRoundData` depends on: the round, its close block and its recorded updates."""
+    return (
+        int(history.state.round_id),
+        history.state.closed_block,
+        tuple(bytes(u.update_hash) for u in history.updates),
+    )
+
+
+def read_round_cached(
+    ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHistory, cache: dict[Any, MaskedRoundData]
+) -> MaskedRoundData:
+    """:func:`read_round` through ``cache``, which keeps the one round last read (by :func:`round_key`).
+
+    A participant reads a closed round to reveal, then verifies the same round before training
+    on its aggregate: with one cache for both, it reads (and hashes) the round's blobs once.
+    """
+    key = round_key(history)
+    if key not in cache:
+        cache.clear()
+        cache[key] = read_round(ledger, store, rules, history)
+    return cache[key]
 
 
 # --------------------------------------------------------------------------- the reveal replay
@@ -401,8 +426,13 @@ def verify_masked_round(
     *,
     expected_base: Digest,
     base: VerifiedModel | None = None,
+    cache: dict[Any, MaskedRoundData] | None = None,
 ) -> tuple[RoundVerdict, VerifiedModel | None]:
-    """Verify one masked round: lineage, the replayed reveals, and the aggregate recomputed exactly."""
+    """Verify one masked round: lineage, the replayed reveals, and the aggregate recomputed exactly.
+
+    ``cache``: the caller's :func:`read_round_cached` cache (the round's blobs are then read once
+    for revealing and verifying).
+    """
     r = int(history.state.round_id)
     status = history.state.status
     failures: list[VerificationError] = []
@@ -414,7 +444,11 @@ def verify_masked_round(
         outcomes = [UpdateOutcome(u, UpdateStatus.VALID) for u in history.updates]
         return RoundVerdict(r, status, (), (), (), None, tuple(failures), tuple(outcomes), MASKED_RULE), None
     cfg = masked_config(rules)
-    data = read_round(ledger, store, rules, history)
+    data = (
+        read_round(ledger, store, rules, history)
+        if cache is None
+        else read_round_cached(ledger, store, rules, history, cache)
+    )
     end_block = history.state.end_block or int(ledger.chain.w3.eth.block_number)
     now = ledger.block_timestamp(end_block) if history.state.end_block else ledger.chain.now()
     state = replay_reveals(data, ledger.reveals(r, history.state), now=now, config=cfg)
@@ -491,7 +525,9 @@ __all__ = [
     "outcomes_of",
     "pair_seeds",
     "read_round",
+    "read_round_cached",
     "replay_reveals",
+    "round_key",
     "self_seed",
     "unmask_aggregate",
     "verify_masked_round",
