@@ -22,6 +22,8 @@ STRUCTURE = (
     "slowest participant: submit",
     "coordinator close",
     "reveal phases (slowest participant each)",
+    "coordinator reads the closed round (during the reveals)",
+    "overlap: the shorter of the two",
     "coordinator reveal bookkeeping + finish",
 )
 
@@ -77,10 +79,14 @@ def test_the_critical_path_is_the_sum_of_its_parts_and_no_longer_than_the_serial
             assert len(a["critical_per_round"]) == c["rounds"]
             mean = sum(a["critical_per_round"]) / c["rounds"]
             assert math.isclose(sum(a["critical_split"][k] for k in STRUCTURE), mean, rel_tol=1e-9)
-            for critical, serial in zip(a["critical_per_round"], a["serial_per_round"], strict=True):
-                assert 0 < critical <= serial
+            for critical, after, serial in zip(
+                a["critical_per_round"], a["after_per_round"], a["serial_per_round"], strict=True
+            ):
+                assert 0 < critical <= after <= serial
         assert c["plain"]["critical_split"]["reveal phases (slowest participant each)"] == 0.0
         assert c["masked"]["critical_split"]["reveal phases (slowest participant each)"] > 0.0
+        assert c["masked"]["critical_split"]["coordinator reads the closed round (during the reveals)"] > 0.0
+        assert c["plain"]["critical_split"]["coordinator reads the closed round (during the reveals)"] == 0.0
         # a masked blob holds 8 bytes a parameter, a plain one 4: the masked path reads more
         assert (
             c["masked"]["critical_split"]["resource: bytes read"] > c["plain"]["critical_split"]["resource: bytes read"]
