@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import json
 import sys
 import tempfile
 import threading
@@ -228,7 +229,8 @@ def _manifest(task: SyntheticTask, cell: Cell, masked: bool) -> Any:
     live = cell.k - cell.dropouts
     privacy = None
     if masked:
-        privacy = {**default_masked(cell.k), "phase_seconds": PHASE_SECONDS}
+        # the demo's fixed point; a sample cap that K = 30 sums cannot overflow (the synthetic data has ~100-300)
+        privacy = {**default_masked(cell.k), "max_samples": 10_000, "phase_seconds": PHASE_SECONDS}
     return make_manifest(
         task,
         seed=SEED,
@@ -536,6 +538,7 @@ def run(quick: bool, cells: tuple[Cell, ...] | None = None) -> dict[str, Any]:
             continue
         print(f"private: {cell.label}, {cell.rounds} rounds", file=sys.stderr, flush=True)
         out.append(measure(cell))
+        print(f"private: {cell.label} done: {json.dumps(out[-1])}", file=sys.stderr, flush=True)
     p = 100_000 if quick else 1_000_000
     print(f"private: masking vs ChaCha20 at P={p:,}", file=sys.stderr, flush=True)
     mask = masking_bench.measure(p, (3,) if quick else (3, 10, 30), 3 if quick else 7)
