@@ -430,8 +430,8 @@ def verify_masked_round(
 ) -> tuple[RoundVerdict, VerifiedModel | None]:
     """Verify one masked round: lineage, the replayed reveals, and the aggregate recomputed exactly.
 
-    ``cache``: the caller's :func:`read_round_cached` cache (the round's blobs are then read once
-    for revealing and verifying).
+    ``cache``: the caller's :func:`read_round_cached` cache: the round read there is used unless a
+    blob was unavailable then (the round's blobs are then read once for revealing and verifying).
     """
     r = int(history.state.round_id)
     status = history.state.status
@@ -444,11 +444,11 @@ def verify_masked_round(
         outcomes = [UpdateOutcome(u, UpdateStatus.VALID) for u in history.updates]
         return RoundVerdict(r, status, (), (), (), None, tuple(failures), tuple(outcomes), MASKED_RULE), None
     cfg = masked_config(rules)
-    data = (
-        read_round(ledger, store, rules, history)
-        if cache is None
-        else read_round_cached(ledger, store, rules, history, cache)
-    )
+    cached = None if cache is None else cache.get(round_key(history))
+    if cached is None or any(reason == "unavailable" for reason, _ in cached.problems.values()):
+        data = read_round(ledger, store, rules, history)  # a blob missing then may be there now: read again
+    else:
+        data = cached
     end_block = history.state.end_block or int(ledger.chain.w3.eth.block_number)
     now = ledger.block_timestamp(end_block) if history.state.end_block else ledger.chain.now()
     state = replay_reveals(data, ledger.reveals(r, history.state), now=now, config=cfg)
