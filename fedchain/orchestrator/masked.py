@@ -83,14 +83,17 @@ class MaskedMember:
         """The closed round last read (:func:`read_round_cached`): for its reveals, then its verification."""
         self._uploaded: dict[int, bytes] = {}
         self._said_missed: set[int] = set()
+        self._key_on_chain = False  # only this account can change its key, and only this object sends it
 
     def ensure_key(self, p: Participant) -> TxResult | None:
-        """Publish the masking key unless the chain already holds it."""
+        """Publish the masking key unless the chain already holds it (asked until it is seen there)."""
         public = self.key.public_bytes()
-        if p.ledger.masking_key(p.address) == public:
+        if self._key_on_chain or p.ledger.masking_key(p.address) == public:
+            self._key_on_chain = True
             return None
         tx = p.ledger.register_masking_key(p.signer, public)
         p.gas_used += tx.gas_used
+        self._key_on_chain = True
         log_event("masking_key_registered", participant=p.address, gas=tx.gas_used)
         return tx
 
@@ -182,10 +185,20 @@ class MaskedRounds:
         self.store = store
         self.rules = rules
         self._cache: dict[Any, MaskedRoundData] = {}
+        self._keyed: set[str] = set()
 
     def ready_to_open(self, members: list[str]) -> bool:
-        """Whether every listed participant has published its masking key (the next roster is complete)."""
-        return all(self.ledger.masking_key(a) is not None for a in members)
+        """Whether every listed participant has published its masking key (the next roster is complete).
+
+        A key once on chain stays there (``registerMaskingKey`` refuses an empty one), so each
+        participant's is looked up until it is seen.
+        """
+        for a in members:
+            if a not in self._keyed:
+                if self.ledger.masking_key(a) is None:
+                    return False
+                self._keyed.add(a)
+        return True
 
     def ready_to_close(self, round_id: int) -> bool:
         state = self.ledger.round_state(round_id)
