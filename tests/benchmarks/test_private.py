@@ -92,6 +92,11 @@ def test_the_critical_path_is_the_sum_of_its_parts_and_no_longer_than_the_serial
             c["masked"]["critical_split"]["resource: bytes read"] > c["plain"]["critical_split"]["resource: bytes read"]
         )
         assert c["ratio"] == c["masked"]["critical_seconds"] / c["plain"]["critical_seconds"]
+        # a dropout adds the pair-seed phase before the one every round has
+        phases = [k for k in c["masked"]["critical_split"] if k.startswith("reveal phase ")]
+        assert phases == [f"reveal phase {i + 1}" for i in range(2 if c["dropouts"] else 1)]
+        assert not any(k.startswith("reveal phase ") for k in c["plain"]["critical_split"])
+        assert ("dropout_cost_seconds" in c) is bool(c["dropouts"])
 
 
 def test_the_verdicts_name_the_critical_path_target_the_audits_and_the_masking_rate(doc: dict[str, Any]) -> None:
