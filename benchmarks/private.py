@@ -108,12 +108,12 @@ class Cell:
 
 
 FULL = (
-    Cell(3, 1_000_000, "embedded", 3),
+    Cell(3, 1_000_000, "embedded", 2, repeat=True),
     Cell(10, 1_000_000, "embedded", 3, repeat=True),
-    Cell(30, 1_000_000, "embedded", 2),
-    Cell(10, 1_000_000, "embedded", 2, dropouts=1),
-    Cell(10, 1_000_000, "embedded", 2, dropouts=3),
-    Cell(10, 1_000_000, "anvil", 2),
+    Cell(30, 1_000_000, "embedded", 2, repeat=True),
+    Cell(10, 1_000_000, "embedded", 2, dropouts=1, repeat=True),
+    Cell(10, 1_000_000, "embedded", 2, dropouts=3, repeat=True),
+    Cell(10, 1_000_000, "anvil", 2, repeat=True),
 )
 QUICK = (Cell(3, 100_000, "embedded", 2), Cell(4, 100_000, "embedded", 2, dropouts=1))
 #: The cell the 1.5x target is about.
