@@ -22,6 +22,8 @@ from benchmarks._common import Verdict, fmt_met, machine
 
 #: The parts ``--quick`` and a plain run include.
 PARTS = ("gas", "overhead", "aggregation", "audit", "scale")
+#: Parts with figures and targets like the default ones, too slow at full size for a plain run: run only when named with ``--only``.
+NAMED = ("private",)
 #: Slow or separate benchmarks, run only when named with ``--only``.
 OPTIONAL = {"robust": "benchmarks.robust", "masking": "benchmarks.masking", "tasks": "benchmarks.tasks_accuracy"}
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=(*PARTS, *OPTIONAL),
+        choices=(*PARTS, *NAMED, *OPTIONAL),
         metavar="PART",
-        help=f"parts to run: {', '.join((*PARTS, *OPTIONAL))}",
+        help=f"parts to run: {', '.join((*PARTS, *NAMED, *OPTIONAL))}",
     )
     args = parser.parse_args(argv)
     parts = tuple(args.only or PARTS)

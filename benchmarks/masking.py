@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -41,13 +42,12 @@ def _timed(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--elements", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--rosters", type=int, nargs="+", default=[3, 10, 30])
-    args = parser.parse_args()
-    p, repeat = args.elements, args.repeat
+def measure(p: int, rosters: Sequence[int], repeat: int) -> dict[str, Any]:
+    """Every figure of the module docstring at ``p`` words and each roster size, in seconds and bytes per second.
+
+    ``one``: one stream (``raw``, ``prg``); ``quantize``; ``rosters``: per roster size K, the raw
+    rate of K streams, ``mask_update``'s time and keystream rate, and their ratio.
+    """
     nbytes = 8 * p
     zeros, out = np.zeros(nbytes, np.uint8), np.empty(nbytes, np.uint8)
     out.fill(0)  # touch the pages once: the raw rate then counts no page faults
@@ -65,13 +65,10 @@ def main() -> None:
     q = masking.quantize(delta, 100, params)
     one = _timed({"raw": raw([bytes(32)]), "prg": lambda: masking.prg(bytes(32), p)}, repeat)
     raw_rate, prg_rate = nbytes / one["raw"], nbytes / one["prg"]
-    print(f"P = {p:,} words ({nbytes / 2**20:.1f} MiB per stream), best of {repeat} interleaved runs")
-    print(f"raw ChaCha20 keystream (update_into, 1 stream): {raw_rate / 1e9:.3f} GB/s")
-    print(f"prg() (1 stream, allocating its result):        {prg_rate / 1e9:.3f} GB/s  ratio {prg_rate / raw_rate:.2f}")
     quantize_time = _timed({"q": lambda: masking.quantize(delta, 100, params)}, repeat)["q"]
-    print(f"quantize(): {quantize_time * 1e3:.1f} ms ({4 * p / quantize_time / 1e9:.3f} GB/s of float32)")
     me = Address("0x" + "80" + "00" * 19)
-    for k in args.rosters:
+    per_k: list[dict[str, Any]] = []
+    for k in rosters:
         others = {
             Address("0x" + hashlib.sha256(b"%d" % j).hexdigest()[:40]): hashlib.sha256(b"s%d" % j).digest()
             for j in range(1, k)
@@ -85,11 +82,46 @@ def main() -> None:
             repeat,
         )
         rate, raw_k = k * nbytes / times["mask"], k * nbytes / times["raw"]
-        total = quantize_time + times["mask"]
+        per_k.append(
+            {
+                "k": k,
+                "raw_rate": raw_k,
+                "mask_seconds": times["mask"],
+                "mask_rate": rate,
+                "ratio": rate / raw_k,
+                "ratio_to_one_stream": rate / raw_rate,
+                "quantize_and_mask_seconds": quantize_time + times["mask"],
+            }
+        )
+    return {
+        "p": p,
+        "repeat": repeat,
+        "raw_rate": raw_rate,
+        "prg_rate": prg_rate,
+        "prg_ratio": prg_rate / raw_rate,
+        "quantize_seconds": quantize_time,
+        "rosters": per_k,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--elements", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--rosters", type=int, nargs="+", default=[3, 10, 30])
+    args = parser.parse_args()
+    m = measure(args.elements, args.rosters, args.repeat)
+    p, nbytes = m["p"], 8 * m["p"]
+    print(f"P = {p:,} words ({nbytes / 2**20:.1f} MiB per stream), best of {m['repeat']} interleaved runs")
+    print(f"raw ChaCha20 keystream (update_into, 1 stream): {m['raw_rate'] / 1e9:.3f} GB/s")
+    print(f"prg() (1 stream, allocating its result):        {m['prg_rate'] / 1e9:.3f} GB/s  ratio {m['prg_ratio']:.2f}")
+    q = m["quantize_seconds"]
+    print(f"quantize(): {q * 1e3:.1f} ms ({4 * p / q / 1e9:.3f} GB/s of float32)")
+    for r in m["rosters"]:
         print(
-            f"K = {k:>2}: raw {k} streams {raw_k / 1e9:.3f} GB/s; mask_update {times['mask'] * 1e3:7.1f} ms"
-            f" = {rate / 1e9:.3f} GB/s of keystream, ratio {rate / raw_k:.2f} ({rate / raw_rate:.2f} of 1-stream raw);"
-            f" quantize + mask {total * 1e3:7.1f} ms per participant"
+            f"K = {r['k']:>2}: raw {r['k']} streams {r['raw_rate'] / 1e9:.3f} GB/s; mask_update {r['mask_seconds'] * 1e3:7.1f} ms"
+            f" = {r['mask_rate'] / 1e9:.3f} GB/s of keystream, ratio {r['ratio']:.2f} ({r['ratio_to_one_stream']:.2f} of 1-stream raw);"
+            f" quantize + mask {r['quantize_and_mask_seconds'] * 1e3:7.1f} ms per participant"
         )
 
 

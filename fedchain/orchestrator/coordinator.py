@@ -285,6 +285,22 @@ class Coordinator:
         del blob
         tx = self.ledger.finalize_round(self.signer, round_id, digest, cid, list(included))
         self.gas_used += tx.gas_used
+        # The survivors' words and the reveals were read from the closed round and its ended phases
+        # (``done`` is final: no later reveal changes the replay); what remains is that the chain
+        # records this aggregate and these survivors, as for a plain round.
+        recorded = self.ledger.round_history(round_id)
+        if recorded.aggregate is None or recorded.aggregate.aggregate_hash != digest:
+            actual = to_hex(recorded.aggregate.aggregate_hash) if recorded.aggregate else "none"
+            raise VerificationError(round_id, "aggregate (recorded)", expected=to_hex(digest), actual=actual)
+        if set(recorded.aggregate.included) != set(included) or recorded.opened.base_hash != history.opened.base_hash:
+            raise VerificationError(
+                round_id,
+                "inclusion (recorded)",
+                expected=",".join(included),
+                actual=",".join(recorded.aggregate.included),
+            )
+        if self._checkpoint is not None and self._checkpoint.next_round == round_id:
+            self._checkpoint = Checkpoint(round_id + 1, cid, digest, None)  # verified as it was built
         outcomes, excluded = outcomes_of(data, state, included)
         verdict = RoundVerdict(
             round_id,

@@ -33,7 +33,7 @@ from fedchain.protocol.masked import (
     masked_config,
     open_my_shares,
     pair_seeds,
-    read_round,
+    read_round_cached,
     replay_reveals,
     unmask_aggregate,
 )
@@ -44,23 +44,6 @@ if TYPE_CHECKING:
     from fedchain.orchestrator.participant import Participant
 
 logger = logging.getLogger(__name__)
-
-
-def _round_data(
-    ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHistory, cache: dict[Any, MaskedRoundData]
-) -> MaskedRoundData:
-    key = (
-        int(history.state.round_id),
-        history.state.closed_block,
-        tuple(bytes(u.update_hash) for u in history.updates),
-    )
-    if key in cache:
-        return cache[key]
-    data = read_round(ledger, store, rules, history)
-    cache.clear()
-    if not any(reason == "unavailable" for reason, _ in data.problems.values()):
-        cache[key] = data  # a blob this actor could not read is read again at its next step
-    return data
 
 
 def unsettled(data: MaskedRoundData, now: int, rules: Rules) -> list[str]:
@@ -84,7 +67,7 @@ def round_state(
 ) -> tuple[MaskedRoundData, RevealState]:
     """The closed round's data and where its reveals stand now."""
     history = ledger.round_history(round_id)
-    data = _round_data(ledger, store, rules, history, cache)
+    data = read_round_cached(ledger, store, rules, history, cache)
     state = replay_reveals(
         data, ledger.reveals(round_id, history.state), now=ledger.chain.now(), config=masked_config(rules)
     )
@@ -112,17 +95,21 @@ class MaskedMember:
     def __init__(self, key: MaskingKey, *, withhold: frozenset[str] = frozenset()) -> None:
         self.key = key
         self.withhold = withhold  # tests only: reveal phases this member stays silent in ("pairs", "shares")
-        self._cache: dict[Any, MaskedRoundData] = {}
+        self.round_cache: dict[Any, MaskedRoundData] = {}
+        """The closed round last read (:func:`read_round_cached`): for its reveals, then its verification."""
         self._uploaded: dict[int, bytes] = {}
         self._said_missed: set[int] = set()
+        self._key_on_chain = False  # only this account can change its key, and only this object sends it
 
     def ensure_key(self, p: Participant) -> TxResult | None:
-        """Publish the masking key unless the chain already holds it."""
+        """Publish the masking key unless the chain already holds it (asked until it is seen there)."""
         public = self.key.public_bytes()
-        if p.ledger.masking_key(p.address) == public:
+        if self._key_on_chain or p.ledger.masking_key(p.address) == public:
+            self._key_on_chain = True
             return None
         tx = p.ledger.register_masking_key(p.signer, public)
         p.gas_used += tx.gas_used
+        self._key_on_chain = True
         log_event("masking_key_registered", participant=p.address, gas=tx.gas_used)
         return tx
 
@@ -194,7 +181,7 @@ class MaskedMember:
         ledger = p.ledger
         if ledger.update_hash(round_id, p.address) is None:
             return Step.IDLE
-        data, state = round_state(ledger, p.store, p.rules, round_id, self._cache)
+        data, state = round_state(ledger, p.store, p.rules, round_id, self.round_cache)
         waiting = unsettled(data, ledger.chain.now(), p.rules)
         if waiting:
             logger.info("%s: round %d: waiting for the blobs of %s", p.name, round_id, ", ".join(waiting))
@@ -234,10 +221,20 @@ class MaskedRounds:
         self.store = store
         self.rules = rules
         self._cache: dict[Any, MaskedRoundData] = {}
+        self._keyed: set[str] = set()
 
     def ready_to_open(self, members: list[str]) -> bool:
-        """Whether every listed participant has published its masking key (the next roster is complete)."""
-        return all(self.ledger.masking_key(a) is not None for a in members)
+        """Whether every listed participant has published its masking key (the next roster is complete).
+
+        A key once on chain stays there (``registerMaskingKey`` refuses an empty one), so each
+        participant's is looked up until it is seen.
+        """
+        for a in members:
+            if a not in self._keyed:
+                if self.ledger.masking_key(a) is None:
+                    return False
+                self._keyed.add(a)
+        return True
 
     def ready_to_close(self, round_id: int) -> bool:
         state = self.ledger.round_state(round_id)

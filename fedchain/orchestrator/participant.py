@@ -126,7 +126,10 @@ class Participant:
         """
         if self.checkpoint is None:
             self.checkpoint = genesis(self.ledger, self.store, self.rules)
-        self.checkpoint, verdicts = advance(self.ledger, self.store, self.rules, self.checkpoint, upto)
+        cache = self.masking.round_cache if self.masking is not None else None
+        self.checkpoint, verdicts = advance(
+            self.ledger, self.store, self.rules, self.checkpoint, upto, masked_cache=cache
+        )
         for v in verdicts:
             log_event("round_verified", round=v.round_id, ok=v.ok, by=self.name, status=v.status.name.lower())
             for o in v.outcomes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -65,8 +66,11 @@ def advance(
     upto: int,
     *,
     keep: bool = True,
+    masked_cache: dict[Any, Any] | None = None,
 ) -> tuple[Checkpoint, list[RoundVerdict]]:
     """Verify rounds ``checkpoint.next_round .. upto - 1`` (each must have ended) and return the new checkpoint.
+
+    ``masked_cache``: a masked round's data the caller read before (``read_round_cached``'s cache).
 
     Raises
     ------
@@ -84,7 +88,9 @@ def advance(
             # masked rounds need the ledger's key and reveal events
             from fedchain.protocol.masked import verify_masked_round
 
-            verdict, model = verify_masked_round(ledger, history, store, rules, expected_base=current.digest, base=base)
+            verdict, model = verify_masked_round(
+                ledger, history, store, rules, expected_base=current.digest, base=base, cache=masked_cache
+            )
         else:
             verdict, model = verify_round(history, store, rules, expected_base=current.digest, base=base)
         verdicts.append(verdict)

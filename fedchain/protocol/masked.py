@@ -34,6 +34,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -183,6 +184,10 @@ class MaskedRoundData:
     problems: Mapping[Address, tuple[str, str]]
     """Recorded submissions whose blob could not be read or decoded: ``(reason, detail)``."""
     close_time: int
+    word_sum: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The sum (mod 2**64) of the words of every sender in ``headers``, taken as their blobs were
+    read and checked: unmasking uses it when the survivors are exactly those senders, and fetches
+    the survivors' blobs again otherwise (``None``: not taken)."""
 
 
 def _fetch(store: BlobStore, rules: Rules, record: UpdateRecord) -> bytes | bytearray:
@@ -202,6 +207,7 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
     roster = ledger.roster(r, history.state.opened_block)
     headers: dict[Address, MaskedHeader] = {}
     problems: dict[Address, tuple[str, str]] = {}
+    word_sum: np.ndarray | None = None
     size = rules.schema.size
     for record in history.updates:
         who = record.participant
@@ -216,8 +222,10 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
             expect = masking.MaskedExpect(
                 r, bytes(history.opened.base_hash), who, record.num_samples, cfg.params, tuple(roster), shared=True
             )
-            headers[who] = masking.decode_masked(blob, num_elements=size, expect=expect).header
-            del blob
+            decoded = masking.decode_masked(blob, num_elements=size, expect=expect)
+            headers[who] = decoded.header
+            word_sum = decoded.words.copy() if word_sum is None else np.add(word_sum, decoded.words, out=word_sum)
+            del blob, decoded
         except CodecError as err:
             problems[who] = (err.reason, err.detail)
         except StorageError as err:
@@ -229,8 +237,36 @@ def read_round(ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHis
                 f"the roster has {len(roster)} members, above the manifest's {cfg.max_participants}",
             )
             del headers[who]
+        word_sum = None
     close_time = ledger.block_timestamp(history.state.closed_block) if history.state.closed_block else 0
-    return MaskedRoundData(r, roster, history.updates, headers, problems, close_time)
+    return MaskedRoundData(r, roster, history.updates, headers, problems, close_time, word_sum)
+
+
+def round_key(history: RoundHistory) -> tuple[int, int, tuple[bytes, ...]]:
+    """What a closed round's :class:`MaskedRoundData` depends on: the round, its close block and its recorded updates."""
+    return (
+        int(history.state.round_id),
+        history.state.closed_block,
+        tuple(bytes(u.update_hash) for u in history.updates),
+    )
+
+
+def read_round_cached(
+    ledger: Ledger, store: BlobStore, rules: Rules, history: RoundHistory, cache: dict[Any, MaskedRoundData]
+) -> MaskedRoundData:
+    """:func:`read_round` through ``cache``, which keeps the one round last read (by :func:`round_key`).
+
+    A participant reads a closed round to reveal, then verifies the same round before training
+    on its aggregate: with one cache for both, it reads (and hashes) the round's blobs once.
+    """
+    key = round_key(history)
+    if key in cache:
+        return cache[key]
+    data = read_round(ledger, store, rules, history)
+    cache.clear()
+    if not any(reason == "unavailable" for reason, _ in data.problems.values()):
+        cache[key] = data  # a blob this reader could not fetch is fetched again at its next read
+    return data
 
 
 # --------------------------------------------------------------------------- the reveal replay
@@ -416,12 +452,14 @@ def unmask_aggregate(
     records = {u.participant: u for u in data.submitted}
     size = rules.schema.size
     total_words: np.ndarray | None = None
-    for who in survivors:
+    if data.word_sum is not None and set(survivors) == set(data.headers):
+        total_words = data.word_sum.copy()  # the survivors' words, summed as their blobs were read and checked
+    for who in survivors if total_words is None else ():
         try:
             words = masking.decode_masked(_fetch(store, rules, records[who]), num_elements=size).words
         except (CodecError, StorageError) as err:
             raise AggregationError(f"round {data.round_id}: participant {who}'s masked update: {err}") from None
-        total_words = words.copy() if total_words is None else np.add(total_words, words)
+        total_words = words.copy() if total_words is None else np.add(total_words, words, out=total_words)
     assert total_words is not None
     dropped = [a for a in data.roster if a not in survivors]
     try:
@@ -487,8 +525,13 @@ def verify_masked_round(
     *,
     expected_base: Digest,
     base: VerifiedModel | None = None,
+    cache: dict[Any, MaskedRoundData] | None = None,
 ) -> tuple[RoundVerdict, VerifiedModel | None]:
-    """Verify one masked round: lineage, the replayed reveals, and the aggregate recomputed exactly."""
+    """Verify one masked round: lineage, the replayed reveals, and the aggregate recomputed exactly.
+
+    ``cache``: the caller's :func:`read_round_cached` cache: the round read there is used unless a
+    blob was unavailable then (the round's blobs are then read once for revealing and verifying).
+    """
     r = int(history.state.round_id)
     status = history.state.status
     failures: list[VerificationError] = []
@@ -500,7 +543,11 @@ def verify_masked_round(
         outcomes = [UpdateOutcome(u, UpdateStatus.VALID) for u in history.updates]
         return RoundVerdict(r, status, (), (), (), None, tuple(failures), tuple(outcomes), MASKED_RULE), None
     cfg = masked_config(rules)
-    data = read_round(ledger, store, rules, history)
+    cached = None if cache is None else cache.get(round_key(history))
+    if cached is None or any(reason == "unavailable" for reason, _ in cached.problems.values()):
+        data = read_round(ledger, store, rules, history)  # a blob missing then may be there now: read again
+    else:
+        data = cached
     end_block = history.state.end_block or int(ledger.chain.w3.eth.block_number)
     now = ledger.block_timestamp(end_block) if history.state.end_block else ledger.chain.now()
     state = replay_reveals(data, ledger.reveals(r, history.state), now=now, config=cfg)
@@ -578,7 +625,9 @@ __all__ = [
     "outcomes_of",
     "pair_seeds",
     "read_round",
+    "read_round_cached",
     "replay_reveals",
+    "round_key",
     "self_seed",
     "unmask_aggregate",
     "verify_masked_round",
