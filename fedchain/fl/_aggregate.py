@@ -19,26 +19,33 @@ and a NaN aggregate is not finite, so the codec never encodes it.
 
 How it is executed changes no bit of the result:
 
-- Every step is elementwise: one numpy call over a range of elements (``multiply`` of the
-  float32 delta by ``np.float64(c_k)`` with ``dtype=float64``, whose cast of the delta to
-  float64 is exact, and ``add`` into the accumulator, the first update's add reading theta
-  in float32 and the last one's writing float32, again through numpy's exact widening and
-  nearest-even narrowing casts), each correctly rounded; never a fused multiply-add, never
-  BLAS, never a reduction, neither over participants nor over elements. An element's result depends
-  only on that element of ``theta`` and of each ``delta_k`` and on the ``c_k``, taken in
-  participant order, so neither the SIMD width nor the chunk size can change it.
-- The elements are processed in chunks, and shared among a few threads (default
-  :func:`default_threads`) as disjoint ranges: each element is handled by exactly one
-  thread, through the whole sequence of steps above, so the thread count cannot change a
-  bit either. The threads are started by each call, so they inherit the caller's
-  floating-point environment (rounding mode, flush-to-zero) as the calling thread's own
-  arithmetic would, and each runs in a copy of the caller's context (numpy's ``errstate``).
+- Every step is elementwise: one numpy call over a range of elements (an exact cast of the
+  float32 delta into a float64 chunk, ``multiply`` of that chunk by ``np.float64(c_k)``, and
+  ``add`` into the accumulator, which starts as theta cast exactly to float64 and ends cast
+  to float32, rounding to nearest even), each correctly rounded; never a fused multiply-add,
+  never BLAS, never a reduction, neither over participants nor over elements. An element's
+  result depends only on that element of ``theta`` and of each ``delta_k`` and on the
+  ``c_k``, taken in participant order, so neither the SIMD width nor the chunk size can
+  change it. (The casts are explicit: numpy's mixed-type loops, which cast float32 operands
+  through their own buffers, make the same exact casts more slowly.)
+- The elements are processed in chunks, which a few threads (default :func:`default_threads`)
+  take one at a time as each becomes free (so a thread that the machine starves holds up
+  nobody). In memory a chunk goes through the whole sequence of steps above on the thread
+  that took it; streamed, each update is one pass over the chunks, and the next pass starts
+  once every thread has finished this one, so each element still goes through the steps in
+  order, and the thread count cannot change a bit. The threads are started by each call, so
+  they inherit the caller's floating-point environment (rounding mode, flush-to-zero) as the
+  calling thread's own arithmetic would, and each runs in a copy of the caller's context
+  (numpy's ``errstate``).
 - An in-memory sequence of updates is summed a chunk at a time: all the updates into one
   float64 chunk, which is then rounded into the result, so no float64 copy of the model
   is made. An iterator is consumed one update at a time, holding no update while the next
   one is produced. Its memory is the float64 accumulator (twice the model's size), a
   float64 chunk per thread (together at most the model's size) and, at the end, one
   tensor's float32 result beside the accumulator: at most three times the model's size.
+- Costs, per element and update: the cast reads the float32 delta from memory (the one pass
+  that must), and the multiply and the add work on chunks sized to stay in the core's L2
+  (:func:`_chunk_for`); streamed, the add also reads and writes the float64 accumulator.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import contextvars
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from functools import partial
@@ -217,6 +225,44 @@ def _plan(sizes: Sequence[int], threads: int) -> _Plan:
     return plan
 
 
+class _Chunks:
+    """The chunks of one pass over the model, handed out one at a time to whichever thread asks first.
+
+    Handing them out as the threads ask, rather than splitting the model in fixed shares, keeps
+    a thread that a busy machine starves (or starts late) from holding up the others.
+    """
+
+    def __init__(self, chunks: Sequence[tuple[int, int, int]]) -> None:
+        self._chunks = iter(chunks)
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        return self
+
+    def __next__(self) -> tuple[int, int, int]:
+        with self._lock:
+            return next(self._chunks)
+
+
+def _chunked(sizes: Sequence[int], chunk: int) -> list[tuple[int, int, int]]:
+    """The ``(tensor index, start, stop)`` chunks of at most ``chunk`` elements covering tensors of ``sizes``."""
+    return [(index, lo, min(lo + chunk, size)) for index, size in enumerate(sizes) for lo in range(0, size, chunk)]
+
+
+def _threads_for(total: int, threads: int) -> int:
+    """How many threads share ``total`` elements: at most ``threads``, each with ``_MIN_PER_THREAD`` at least."""
+    return max(1, min(threads, total // _MIN_PER_THREAD))
+
+
+def _chunk_size(total: int, parts: int, chunk: int) -> int:
+    """``chunk``, or less for a small model: the float64 chunks of ``parts`` threads, two each, fit in 2 models.
+
+    Two chunks per thread of at most ``total / (2 * parts)`` elements are ``total`` float64
+    elements in all (twice the float32 model), and every thread has at least two chunks to take.
+    """
+    return max(1, min(chunk, -(-total // (2 * parts))))
+
+
 def _run(pool: Executor | None, tasks: Sequence[Callable[[], None]]) -> None:
     """Run ``tasks``: the first on the calling thread, the others on ``pool`` at the same time."""
     # each in a copy of the caller's context, so that numpy's errstate applies in every thread
@@ -230,79 +276,61 @@ def _run(pool: Executor | None, tasks: Sequence[Callable[[], None]]) -> None:
         future.result()
 
 
-def _scratch(spans: Sequence[tuple[int, int, int]], chunk: int) -> np.ndarray:
-    """A thread's float64 chunk: ``chunk`` elements, or half its share if that is less.
-
-    Half, so that the threads' chunks together take no more memory than the float32 model.
-    """
-    share = sum(stop - start for _, start, stop in spans)
-    return np.empty(max(1, min(chunk, (share + 1) // 2)), dtype=np.float64)
-
-
 def _cast(
     sources: Sequence[np.ndarray],
     targets: Sequence[np.ndarray] | Mapping[int, np.ndarray],
-    spans: Sequence[tuple[int, int, int]],
+    chunks: Iterable[tuple[int, int, int]],
 ) -> None:
     """``targets[i][start:stop] = sources[i][start:stop]``: a cast, exact or rounding to nearest even."""
-    for index, start, stop in spans:
+    for index, start, stop in chunks:
         np.copyto(targets[index][start:stop], sources[index][start:stop])
 
 
 def _add_scaled(
     acc: Sequence[np.ndarray],
-    current: list[tuple[np.float64, list[np.ndarray]]],
-    spans: Sequence[tuple[int, int, int]],
+    current: list[tuple[np.float64, list[np.ndarray], _Chunks]],
     tmp: np.ndarray,
     thetas: Sequence[np.ndarray] | None,
 ) -> None:
-    """``acc = fl64(acc + fl64(fl64(delta) * c_k))`` over ``spans`` for the update in ``current``.
+    """``acc = fl64(acc + fl64(fl64(delta) * c_k))`` over the chunks it takes, for the update in ``current``.
 
-    With ``thetas``, the accumulator starts as ``fl64(theta)``, a chunk at a time (saving a
-    pass over it in memory).
+    With ``thetas``, each chunk of the accumulator is first set to ``fl64(theta)`` (exact), so
+    the add finds it in cache.
     """
-    (c_k, flats), chunk = current[0], tmp.size
-    for index, start, stop in spans:
-        a, d = acc[index], flats[index]
-        theta = thetas[index] if thetas is not None else a
-        for lo in range(start, stop, chunk):
-            hi = min(lo + chunk, stop)
-            t = tmp[: hi - lo]
-            np.multiply(d[lo:hi], c_k, out=t, dtype=np.float64)  # fl64(fl64(delta) * c_k); the cast is exact
-            np.add(theta[lo:hi], t, out=a[lo:hi], dtype=np.float64)  # theta read as float64: exact
+    c_k, flats, chunks = current[0]
+    for index, lo, hi in chunks:
+        a, t = acc[index][lo:hi], tmp[: hi - lo]
+        if thetas is not None:
+            np.copyto(a, thetas[index][lo:hi])  # exact
+        np.copyto(t, flats[index][lo:hi])  # fl64(delta): exact
+        np.multiply(t, c_k, out=t)  # fl64(fl64(delta) * c_k)
+        np.add(a, t, out=a)
 
 
 def _sum_chunks(
     thetas: Sequence[np.ndarray],
     updates: Sequence[tuple[np.float64, list[np.ndarray]]],
     outs: Sequence[np.ndarray],
-    spans: Sequence[tuple[int, int, int]],
+    chunks: _Chunks,
+    chunk: int,
 ) -> None:
-    """The whole formula over ``spans``, a chunk at a time: every update into one accumulator chunk."""
-    acc, tmp = _scratch(spans, _CHUNK), _scratch(spans, _CHUNK)
-    chunk = acc.size
-    for index, start, stop in spans:
-        theta, out = thetas[index], outs[index]
-        deltas = [(c_k, flats[index]) for c_k, flats in updates]
-        for lo in range(start, stop, chunk):
-            hi = min(lo + chunk, stop)
-            a, t = acc[: hi - lo], tmp[: hi - lo]
-            if not deltas:
-                np.copyto(a, theta[lo:hi])  # exact
-                np.copyto(out[lo:hi], a)  # and back: theta itself, as fl32(fl64(theta))
-                continue
-            previous = theta[lo:hi]  # read as float64 by the first add: exact
-            for j, (c_k, d) in enumerate(deltas):
-                np.multiply(d[lo:hi], c_k, out=t, dtype=np.float64)  # fl64(fl64(delta) * c_k); the cast is exact
-                # the last add rounds its float64 sum to float32 as it writes it (nearest even)
-                target = out[lo:hi] if j == len(deltas) - 1 else a
-                np.add(previous, t, out=target, dtype=np.float64)
-                previous = a
+    """The whole formula over the chunks it takes: every update into one float64 chunk, then rounded out."""
+    acc, tmp = np.empty(chunk, dtype=np.float64), np.empty(chunk, dtype=np.float64)
+    for index, lo, hi in chunks:
+        a, t = acc[: hi - lo], tmp[: hi - lo]
+        np.copyto(a, thetas[index][lo:hi])  # fl64(theta): exact
+        for c_k, flats in updates:
+            # explicit casts into float64 chunks: numpy's mixed-type loops (float32 operands cast
+            # through its buffers) do the same exact casts, more slowly
+            np.copyto(t, flats[index][lo:hi])  # fl64(delta): exact
+            np.multiply(t, c_k, out=t)  # fl64(fl64(delta) * c_k)
+            np.add(a, t, out=a)
+        np.copyto(outs[index][lo:hi], a)  # fl32: nearest even
 
 
 def _in_memory(
     pool: Executor | None,
-    plan: _Plan,
+    parts: int,
     thetas: list[np.ndarray],
     shapes: list[tuple[int, ...]],
     updates: Sequence[UpdateItem],
@@ -320,14 +348,17 @@ def _in_memory(
         raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
     outs = [np.empty(shape, dtype=np.float32) for shape in shapes]
     flat_outs = [out.reshape(-1) for out in outs]
-    _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, spans) for spans in plan])
+    sizes = [theta.size for theta in thetas]
+    chunk = _chunk_size(sum(sizes), parts, _CHUNK)
+    chunks = _Chunks(_chunked(sizes, chunk))
+    _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, chunks, chunk) for _ in range(parts)])
     logger.debug("aggregated %d updates held in memory", len(checked))
     return outs
 
 
 def _streamed(
     pool: Executor | None,
-    plan: _Plan,
+    parts: int,
     thetas: list[np.ndarray],
     shapes: list[tuple[int, ...]],
     updates: Iterable[UpdateItem],
@@ -343,23 +374,25 @@ def _streamed(
     and ``thetas`` is emptied, so the base (if nobody else holds it) is freed before any update
     is in memory.
     """
-    acc = [np.empty(theta.size, dtype=np.float64) for theta in thetas]
+    sizes = [theta.size for theta in thetas]
+    chunk = _chunk_size(sum(sizes), parts, _STREAM_CHUNK)
+    chunks = _chunked(sizes, chunk)
+    acc = [np.empty(size, dtype=np.float64) for size in sizes]
     if release_base:
-        _run(pool, [partial(_cast, thetas, acc, spans) for spans in plan])  # exact
+        _run(pool, [partial(_cast, thetas, acc, _Chunks(chunks)) for _ in range(parts)])  # exact
         thetas.clear()
     # The update being added: the threads find it here, and it is emptied once they are done,
     # since a thread may hold on to its finished task (and the task's arguments) for a while.
-    current: list[tuple[np.float64, list[np.ndarray]]] = []
-    scratch = [_scratch(spans, _STREAM_CHUNK) for spans in plan]
-    add_first = [
-        partial(_add_scaled, acc, current, spans, tmp, thetas) for spans, tmp in zip(plan, scratch, strict=True)
-    ]
-    add = [partial(_add_scaled, acc, current, spans, tmp, None) for spans, tmp in zip(plan, scratch, strict=True)]
+    current: list[tuple[np.float64, list[np.ndarray], _Chunks]] = []
+    scratch = [np.empty(chunk, dtype=np.float64) for _ in range(parts)]
+    add_first = [partial(_add_scaled, acc, current, tmp, thetas) for tmp in scratch]
+    add = [partial(_add_scaled, acc, current, tmp, None) for tmp in scratch]
     seen = 0
     started = release_base  # whether the accumulator already holds theta
     for participant, n_k, delta in _ordered(updates):
-        current.append(_checked(participant, n_k, delta, names, shapes, total_samples, eta))
-        del delta  # let the caller's generator free it before decoding the next one
+        c_k, flats = _checked(participant, n_k, delta, names, shapes, total_samples, eta)
+        current.append((c_k, flats, _Chunks(chunks)))
+        del delta, flats  # let the caller's generator free it before decoding the next one
         _run(pool, add if started else add_first)
         started = True
         current.clear()
@@ -368,13 +401,13 @@ def _streamed(
     if seen != total_samples:
         raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
     if not started:  # no update: the accumulator is just theta
-        _run(pool, [partial(_cast, thetas, acc, spans) for spans in plan])  # exact
+        _run(pool, [partial(_cast, thetas, acc, _Chunks(chunks)) for _ in range(parts)])  # exact
     del add, add_first, scratch
     outs = []
     for index, shape in enumerate(shapes):  # one tensor's float32 result beside the accumulator at a time
         out = np.empty(shape, dtype=np.float32)
-        tensor_plan = [[span for span in spans if span[0] == index] for spans in plan]
-        _run(pool, [partial(_cast, acc, {index: out.reshape(-1)}, spans) for spans in tensor_plan if spans])
+        mine = _Chunks([c for c in chunks if c[0] == index])
+        _run(pool, [partial(_cast, acc, {index: out.reshape(-1)}, mine) for _ in range(parts)])
         acc[index] = np.empty(0)  # free this tensor's accumulator
         outs.append(out)
     return outs
@@ -444,18 +477,14 @@ def fedavg_stream(
     shapes = [b.shape for b in bases]
     thetas = [b.reshape(-1) for b in bases]  # views, unless a tensor is not contiguous
     del bases
-    plan = _plan([theta.size for theta in thetas], threads)
+    parts = _threads_for(sum(theta.size for theta in thetas), threads)
     # Threads started here, by the caller, inherit its floating-point environment.
-    with (
-        ThreadPoolExecutor(len(plan) - 1, thread_name_prefix="fedavg")
-        if len(plan) > 1
-        else contextlib.nullcontext() as pool
-    ):
+    with ThreadPoolExecutor(parts - 1, thread_name_prefix="fedavg") if parts > 1 else contextlib.nullcontext() as pool:
         if isinstance(updates, Sequence):
-            outs = _in_memory(pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr))
+            outs = _in_memory(pool, parts, thetas, shapes, updates, names, total_samples, float(server_lr))
         else:
             outs = _streamed(
-                pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr), release_base=release_base
+                pool, parts, thetas, shapes, updates, names, total_samples, float(server_lr), release_base=release_base
             )
     return dict(zip(names, outs, strict=True))
 
