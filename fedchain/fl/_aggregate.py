@@ -108,20 +108,22 @@ def _count_cpus(cpu_list: str) -> int:
 
 
 def _chunk_for(l2: int) -> int:
-    """Elements per chunk for an L2 of ``l2`` bytes: a power of two whose float64 chunks fit in half of it.
+    """Elements per chunk for an L2 of ``l2`` bytes: a power of two whose float64 chunks fit in a quarter of it.
 
     A chunk's float64 accumulator and product (16 bytes per element) then stay in the core's
-    L2 beside the float32 operands streamed through it. Measured on a 2-core Xeon (2 MiB of L2
-    each; P=1M, K=10 and K=100, interleaved medians): the former constants (2**18 in memory,
-    2**17 streamed) took 1.25-1.3x and 1.1-1.25x this size's time, and half this size was
-    about as fast; much smaller chunks pay numpy's per-call cost (and the GIL) too often.
+    L2 beside the float32 operands streamed through it (and the lines the prefetcher brings
+    ahead of them). Measured on a 2-core Xeon (2 MiB of L2 each; P=1M, K=10 and K=100, CPU
+    time of interleaved runs): chunks twice this size (a float64 pair in half the L2) took
+    1.03-1.10x this size's time in memory and 1.02-1.04x streamed, four times this size
+    1.1-1.2x; half this size was 1.0-1.1x; much smaller chunks pay numpy's per-call cost
+    (and the GIL) too often.
     """
-    return max(_MIN_CHUNK, min(_MAX_CHUNK, 1 << max(0, (l2 // 32).bit_length() - 1)))
+    return max(_MIN_CHUNK, min(_MAX_CHUNK, 1 << max(0, (l2 // 64).bit_length() - 1)))
 
 
-#: Elements per chunk, in memory and streamed, from this machine's L2 (2**16 for 2 MiB, 2**15 for 1 MiB).
+#: Elements per chunk, in memory and streamed, from this machine's L2 (2**15 for 2 MiB, 2**14 for 1 MiB).
 #: Streamed, only the product is a chunk (the accumulator is the model's); the same size keeps it
-#: in L2 and keeps the threads' chunks together far below the model's size (1 MiB for 2 threads).
+#: in L2 and keeps the threads' chunks together far below the model's size (512 KiB for 2 threads).
 _CHUNK = _chunk_for(_l2_per_core())
 _STREAM_CHUNK = _CHUNK
 #: Fewest elements worth a thread of their own (starting one costs about 0.1 ms).

@@ -10,15 +10,17 @@ from fedchain.fl import _aggregate
 @pytest.mark.parametrize(
     ("l2", "chunk"),
     [
-        (2 << 20, 1 << 16),
-        (1 << 20, 1 << 15),
-        (1280 << 10, 1 << 15),
-        (512 << 10, 1 << 14),
+        (2 << 20, 1 << 15),
+        (1 << 20, 1 << 14),
+        (1280 << 10, 1 << 14),
+        (512 << 10, 1 << 13),
         (0, 1 << 12),
         (1 << 30, 1 << 18),
     ],
 )
-def test_the_chunk_is_the_largest_power_of_two_whose_float64_pair_fits_in_half_the_l2(l2: int, chunk: int) -> None:
+def test_the_chunk_is_the_largest_power_of_two_whose_float64_pair_fits_in_a_quarter_of_the_l2(
+    l2: int, chunk: int
+) -> None:
     assert _aggregate._chunk_for(l2) == chunk
 
 
