@@ -31,3 +31,17 @@ def test_a_sysfs_cpu_list_is_counted(text: str, count: int) -> None:
 
 def test_this_machines_chunk_is_derived_from_its_l2() -> None:
     assert _aggregate._CHUNK == _aggregate._STREAM_CHUNK == _aggregate._chunk_for(_aggregate._l2_per_core())
+
+
+@pytest.mark.parametrize(
+    ("loadavg", "others"),
+    [
+        ("0.52 0.58 0.59 3/1005 4321\n", 2),
+        ("0.00 0.01 0.05 1/80 7\n", 0),
+        ("9.1 8.0 7.2 12/155 99", 11),
+        ("", 0),
+        ("a b", 0),
+    ],
+)
+def test_the_other_runnable_tasks_are_read_from_loadavg_without_the_caller(loadavg: str, others: int) -> None:
+    assert _aggregate._others_running(loadavg) == others
