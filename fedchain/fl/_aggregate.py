@@ -162,13 +162,22 @@ def default_threads() -> int:
     A thread on a CPU that another task keeps busy only time-shares it, and loses more than
     it gains: the threads take turns at Python's GIL between numpy calls, and one descheduled
     while holding it stalls the others. Measured on a 2-core Xeon (P=1M, K=10 and K=100) with
-    another process running, 2 threads took 1.05-1.25x the time of 1 thread.
+    another process running, 2 threads took 1.05-1.25x the time of 1 thread. The system's
+    runnable tasks are assumed spread evenly over its CPUs (a process confined to some of them
+    counts its share).
     """
+    online = os.cpu_count() or 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(_MAX_THREADS, cpus - _others_running()))
+        cpus = online
+    return _free_cpus(cpus, online, _others_running())
+
+
+def _free_cpus(cpus: int, online: int, others: int) -> int:
+    """Threads for ``cpus`` usable CPUs of ``online`` when ``others`` tasks are runnable: 1 to 4."""
+    busy = -(-others * cpus // max(online, cpus))  # their share of the usable CPUs, rounded up
+    return max(1, min(_MAX_THREADS, cpus - busy))
 
 
 def _as_float32(name: str, value: object, participant: str | None) -> np.ndarray:

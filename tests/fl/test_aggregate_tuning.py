@@ -45,3 +45,13 @@ def test_this_machines_chunk_is_derived_from_its_l2() -> None:
 )
 def test_the_other_runnable_tasks_are_read_from_loadavg_without_the_caller(loadavg: str, others: int) -> None:
     assert _aggregate._others_running(loadavg) == others
+
+
+@pytest.mark.parametrize(
+    ("cpus", "online", "others", "threads"),
+    [(2, 2, 0, 2), (2, 2, 1, 1), (2, 2, 7, 1), (1, 1, 0, 1), (8, 8, 0, 4), (8, 8, 5, 3), (4, 64, 30, 2), (4, 64, 0, 4)],
+)
+def test_the_default_threads_are_the_usable_cpus_other_runnable_tasks_leave_free(
+    cpus: int, online: int, others: int, threads: int
+) -> None:
+    assert _aggregate._free_cpus(cpus, online, others) == threads
