@@ -241,9 +241,13 @@ def _checked(
 
 
 def _plan(sizes: Sequence[int], threads: int) -> _Plan:
-    """Split the concatenated elements of tensors of ``sizes`` into contiguous, nearly equal parts."""
+    """Split the concatenated elements of tensors of ``sizes`` into contiguous, nearly equal parts.
+
+    The robust rules' fixed split among threads (:mod:`fedchain.fl._robust_exec`); FedAvg itself
+    hands its chunks out to whichever thread is free (:class:`_Chunks`), with as many threads.
+    """
     total = sum(sizes)
-    parts = max(1, min(threads, total // _MIN_PER_THREAD))
+    parts = _threads_for(total, threads)
     # part j covers the concatenated elements [bounds[j], bounds[j + 1]), cut at multiples of
     # 16 elements (64 bytes of float32) so that no two threads write to the same cache line
     bounds = [0, *(total * j // parts // 16 * 16 for j in range(1, parts)), total]
