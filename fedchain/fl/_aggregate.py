@@ -114,8 +114,8 @@ def _chunk_for(l2: int) -> int:
     L2 beside the float32 operands streamed through it (and the lines the prefetcher brings
     ahead of them). Measured on a 2-core Xeon (2 MiB of L2 each; P=1M, K=10 and K=100, CPU
     time of interleaved runs): chunks twice this size (a float64 pair in half the L2) took
-    1.03-1.10x this size's time in memory and 1.02-1.04x streamed, four times this size
-    1.1-1.2x; half this size was 1.0-1.1x; much smaller chunks pay numpy's per-call cost
+    1.07-1.11x this size's time in memory and 1.03-1.04x streamed, four times this size
+    1.07-1.2x, half this size 1.03-1.15x; much smaller chunks pay numpy's per-call cost
     (and the GIL) too often.
     """
     return max(_MIN_CHUNK, min(_MAX_CHUNK, 1 << max(0, (l2 // 64).bit_length() - 1)))
