@@ -2,6 +2,9 @@
 
 - fedchain in memory: :func:`fedchain.fl.fedavg_stream` given all K updates as a list;
 - fedchain streamed: the same, given an iterator (one update at a time, the coordinator's path);
+- both again on one thread (``threads=1``), which is what one core does: the floor below is one
+  thread, fedchain by default uses :func:`~fedchain.fl.default_threads`, and on a shared machine
+  the second core is often busy;
 - the floor: a plain float32 sum of the same K arrays into one accumulator (one operation per
   element; memory bandwidth bound), which no weighted average can beat;
 - Flower: ``flwr.server.strategy.aggregate.aggregate`` of the same arrays with their counts.
@@ -66,6 +69,8 @@ def row(k: int, p: int, repeats: int) -> dict[str, Any]:
     fns: dict[str, Callable[[], object]] = {
         "fedchain": lambda: fedavg_stream(base, updates, total_samples=total),
         "fedchain_streamed": lambda: fedavg_stream(base, streamed(), total_samples=total),
+        "fedchain_1thread": lambda: fedavg_stream(base, updates, total_samples=total, threads=1),
+        "fedchain_streamed_1thread": lambda: fedavg_stream(base, streamed(), total_samples=total, threads=1),
         "floor": floor,
     }
     aggregate, flower = _flower()
@@ -83,6 +88,8 @@ def row(k: int, p: int, repeats: int) -> dict[str, Any]:
     }
     out["vs_floor"] = seconds["floor"] / seconds["fedchain"]
     out["streamed_vs_floor"] = seconds["floor"] / seconds["fedchain_streamed"]
+    out["one_thread_vs_floor"] = seconds["floor"] / seconds["fedchain_1thread"]
+    out["streamed_one_thread_vs_floor"] = seconds["floor"] / seconds["fedchain_streamed_1thread"]
     if "flower" in seconds:
         out["vs_flower"] = seconds["flower"] / seconds["fedchain"]
         out["streamed_vs_flower"] = seconds["flower"] / seconds["fedchain_streamed"]
@@ -127,8 +134,11 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         "## aggregation (FedAvg of K updates of P float32 parameters; ms, median of interleaved repeats)",
         "",
-        "| K | P | fedchain | streamed | float32 floor | Flower | vs floor | streamed vs floor | vs Flower | streamed vs Flower |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        (
+            "| K | P | fedchain | streamed | float32 floor | Flower | vs floor | streamed vs floor | vs Flower "
+            "| streamed vs Flower | 1 thread vs floor (streamed) |"
+        ),
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         s = r["seconds"]
@@ -137,7 +147,8 @@ def table(result: dict[str, Any]) -> str:
         svs = f"{r['streamed_vs_flower']:.2f}" if "streamed_vs_flower" in r else "-"
         lines.append(
             f"| {r['k']} | {r['p']:,} | {s['fedchain'] * 1e3:.1f} | {s['fedchain_streamed'] * 1e3:.1f} | {s['floor'] * 1e3:.1f} "
-            f"| {flower} | {r['vs_floor']:.2f} | {r['streamed_vs_floor']:.2f} | {vs} | {svs} |"
+            f"| {flower} | {r['vs_floor']:.2f} | {r['streamed_vs_floor']:.2f} | {vs} | {svs} "
+            f"| {r['one_thread_vs_floor']:.2f} ({r['streamed_one_thread_vs_floor']:.2f}) |"
         )
     if result["rows"]:
         lines.append(f"\n{result['rows'][0]['flower']}; fedchain threads: {result['rows'][0]['threads']}")

@@ -19,26 +19,33 @@ and a NaN aggregate is not finite, so the codec never encodes it.
 
 How it is executed changes no bit of the result:
 
-- Every step is elementwise: one numpy call over a range of elements (``multiply`` of the
-  float32 delta by ``np.float64(c_k)`` with ``dtype=float64``, whose cast of the delta to
-  float64 is exact, and ``add`` into the accumulator, the first update's add reading theta
-  in float32 and the last one's writing float32, again through numpy's exact widening and
-  nearest-even narrowing casts), each correctly rounded; never a fused multiply-add, never
-  BLAS, never a reduction, neither over participants nor over elements. An element's result depends
-  only on that element of ``theta`` and of each ``delta_k`` and on the ``c_k``, taken in
-  participant order, so neither the SIMD width nor the chunk size can change it.
-- The elements are processed in chunks, and shared among a few threads (default
-  :func:`default_threads`) as disjoint ranges: each element is handled by exactly one
-  thread, through the whole sequence of steps above, so the thread count cannot change a
-  bit either. The threads are started by each call, so they inherit the caller's
-  floating-point environment (rounding mode, flush-to-zero) as the calling thread's own
-  arithmetic would, and each runs in a copy of the caller's context (numpy's ``errstate``).
+- Every step is elementwise: one numpy call over a range of elements (an exact cast of the
+  float32 delta into a float64 chunk, ``multiply`` of that chunk by ``np.float64(c_k)``, and
+  ``add`` into the accumulator, which starts as theta cast exactly to float64 and ends cast
+  to float32, rounding to nearest even), each correctly rounded; never a fused multiply-add,
+  never BLAS, never a reduction, neither over participants nor over elements. An element's
+  result depends only on that element of ``theta`` and of each ``delta_k`` and on the
+  ``c_k``, taken in participant order, so neither the SIMD width nor the chunk size can
+  change it. (The casts are explicit: numpy's mixed-type loops, which cast float32 operands
+  through their own buffers, make the same exact casts more slowly.)
+- The elements are processed in chunks, which a few threads (default :func:`default_threads`)
+  take one at a time as each becomes free (so a thread that the machine starves holds up
+  nobody). In memory a chunk goes through the whole sequence of steps above on the thread
+  that took it; streamed, each update is one pass over the chunks, and the next pass starts
+  once every thread has finished this one, so each element still goes through the steps in
+  order, and the thread count cannot change a bit. The threads are started by each call, so
+  they inherit the caller's floating-point environment (rounding mode, flush-to-zero) as the
+  calling thread's own arithmetic would, and each runs in a copy of the caller's context
+  (numpy's ``errstate``).
 - An in-memory sequence of updates is summed a chunk at a time: all the updates into one
   float64 chunk, which is then rounded into the result, so no float64 copy of the model
   is made. An iterator is consumed one update at a time, holding no update while the next
   one is produced. Its memory is the float64 accumulator (twice the model's size), a
   float64 chunk per thread (together at most the model's size) and, at the end, one
   tensor's float32 result beside the accumulator: at most three times the model's size.
+- Costs, per element and update: the cast reads the float32 delta from memory (the one pass
+  that must), and the multiply and the add work on chunks sized to stay in the core's L2
+  (:func:`_chunk_for`); streamed, the add also reads and writes the float64 accumulator.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import contextvars
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from functools import partial
@@ -100,20 +108,22 @@ def _count_cpus(cpu_list: str) -> int:
 
 
 def _chunk_for(l2: int) -> int:
-    """Elements per chunk for an L2 of ``l2`` bytes: a power of two whose float64 chunks fit in half of it.
+    """Elements per chunk for an L2 of ``l2`` bytes: a power of two whose float64 chunks fit in a quarter of it.
 
     A chunk's float64 accumulator and product (16 bytes per element) then stay in the core's
-    L2 beside the float32 operands streamed through it. Measured on a 2-core Xeon (2 MiB of L2
-    each; P=1M, K=10 and K=100, interleaved medians): the former constants (2**18 in memory,
-    2**17 streamed) took 1.25-1.3x and 1.1-1.25x this size's time, and half this size was
-    about as fast; much smaller chunks pay numpy's per-call cost (and the GIL) too often.
+    L2 beside the float32 operands streamed through it (and the lines the prefetcher brings
+    ahead of them). Measured on a 2-core Xeon (2 MiB of L2 each; P=1M, K=10 and K=100, CPU
+    time of interleaved runs): chunks twice this size (a float64 pair in half the L2) took
+    1.07-1.11x this size's time in memory and 1.03-1.04x streamed, four times this size
+    1.07-1.2x, half this size 1.03-1.15x; much smaller chunks pay numpy's per-call cost
+    (and the GIL) too often.
     """
-    return max(_MIN_CHUNK, min(_MAX_CHUNK, 1 << max(0, (l2 // 32).bit_length() - 1)))
+    return max(_MIN_CHUNK, min(_MAX_CHUNK, 1 << max(0, (l2 // 64).bit_length() - 1)))
 
 
-#: Elements per chunk, in memory and streamed, from this machine's L2 (2**16 for 2 MiB, 2**15 for 1 MiB).
+#: Elements per chunk, in memory and streamed, from this machine's L2 (2**15 for 2 MiB, 2**14 for 1 MiB).
 #: Streamed, only the product is a chunk (the accumulator is the model's); the same size keeps it
-#: in L2 and keeps the threads' chunks together far below the model's size (1 MiB for 2 threads).
+#: in L2 and keeps the threads' chunks together far below the model's size (512 KiB for 2 threads).
 _CHUNK = _chunk_for(_l2_per_core())
 _STREAM_CHUNK = _CHUNK
 #: Fewest elements worth a thread of their own (starting one costs about 0.1 ms).
@@ -130,13 +140,44 @@ def participant_order(participant: str) -> str:
     return participant.lower()
 
 
+def _others_running(loadavg: str | None = None) -> int:
+    """How many tasks besides the caller are running or waiting for a CPU right now (Linux), 0 if unknown.
+
+    ``loadavg`` is the text of ``/proc/loadavg`` (read if not given), e.g. ``0.52 0.58 0.59 3/1005 4321``:
+    3 tasks runnable, the caller reading it among them.
+    """
+    try:
+        if loadavg is None:
+            with open("/proc/loadavg") as f:
+                loadavg = f.read()
+        running = int(loadavg.split()[3].partition("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, running - 1)
+
+
 def default_threads() -> int:
-    """The threads :func:`fedavg_stream` uses by default: the usable CPUs, at most 4."""
+    """The threads :func:`fedavg_stream` uses by default: the usable CPUs that nothing else keeps busy, 1 to 4.
+
+    A thread on a CPU that another task keeps busy only time-shares it, and loses more than
+    it gains: the threads take turns at Python's GIL between numpy calls, and one descheduled
+    while holding it stalls the others. Measured on a 2-core Xeon (P=1M, K=10 and K=100) with
+    another process running, 2 threads took 1.05-1.25x the time of 1 thread. The system's
+    runnable tasks are assumed spread evenly over its CPUs (a process confined to some of them
+    counts its share).
+    """
+    online = os.cpu_count() or 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(_MAX_THREADS, cpus))
+        cpus = online
+    return _free_cpus(cpus, online, _others_running())
+
+
+def _free_cpus(cpus: int, online: int, others: int) -> int:
+    """Threads for ``cpus`` usable CPUs of ``online`` when ``others`` tasks are runnable: 1 to 4."""
+    busy = -(-others * cpus // max(online, cpus))  # their share of the usable CPUs, rounded up
+    return max(1, min(_MAX_THREADS, cpus - busy))
 
 
 def _as_float32(name: str, value: object, participant: str | None) -> np.ndarray:
@@ -200,9 +241,13 @@ def _checked(
 
 
 def _plan(sizes: Sequence[int], threads: int) -> _Plan:
-    """Split the concatenated elements of tensors of ``sizes`` into contiguous, nearly equal parts."""
+    """Split the concatenated elements of tensors of ``sizes`` into contiguous, nearly equal parts.
+
+    The robust rules' fixed split among threads (:mod:`fedchain.fl._robust_exec`); FedAvg itself
+    hands its chunks out to whichever thread is free (:class:`_Chunks`), with as many threads.
+    """
     total = sum(sizes)
-    parts = max(1, min(threads, total // _MIN_PER_THREAD))
+    parts = _threads_for(total, threads)
     # part j covers the concatenated elements [bounds[j], bounds[j + 1]), cut at multiples of
     # 16 elements (64 bytes of float32) so that no two threads write to the same cache line
     bounds = [0, *(total * j // parts // 16 * 16 for j in range(1, parts)), total]
@@ -215,6 +260,44 @@ def _plan(sizes: Sequence[int], threads: int) -> _Plan:
                 plan[j].append((index, start - offset, stop - offset))
         offset += size
     return plan
+
+
+class _Chunks:
+    """The chunks of one pass over the model, handed out one at a time to whichever thread asks first.
+
+    Handing them out as the threads ask, rather than splitting the model in fixed shares, keeps
+    a thread that a busy machine starves (or starts late) from holding up the others.
+    """
+
+    def __init__(self, chunks: Sequence[tuple[int, int, int]]) -> None:
+        self._chunks = iter(chunks)
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        return self
+
+    def __next__(self) -> tuple[int, int, int]:
+        with self._lock:
+            return next(self._chunks)
+
+
+def _chunked(sizes: Sequence[int], chunk: int) -> list[tuple[int, int, int]]:
+    """The ``(tensor index, start, stop)`` chunks of at most ``chunk`` elements covering tensors of ``sizes``."""
+    return [(index, lo, min(lo + chunk, size)) for index, size in enumerate(sizes) for lo in range(0, size, chunk)]
+
+
+def _threads_for(total: int, threads: int) -> int:
+    """How many threads share ``total`` elements: at most ``threads``, each with ``_MIN_PER_THREAD`` at least."""
+    return max(1, min(threads, total // _MIN_PER_THREAD))
+
+
+def _chunk_size(total: int, parts: int, chunk: int) -> int:
+    """``chunk``, or less for a small model: the float64 chunks of ``parts`` threads, two each, fit in 2 models.
+
+    Two chunks per thread of at most ``total / (2 * parts)`` elements are ``total`` float64
+    elements in all (twice the float32 model), and every thread has at least two chunks to take.
+    """
+    return max(1, min(chunk, -(-total // (2 * parts))))
 
 
 def _run(pool: Executor | None, tasks: Sequence[Callable[[], None]]) -> None:
@@ -230,79 +313,61 @@ def _run(pool: Executor | None, tasks: Sequence[Callable[[], None]]) -> None:
         future.result()
 
 
-def _scratch(spans: Sequence[tuple[int, int, int]], chunk: int) -> np.ndarray:
-    """A thread's float64 chunk: ``chunk`` elements, or half its share if that is less.
-
-    Half, so that the threads' chunks together take no more memory than the float32 model.
-    """
-    share = sum(stop - start for _, start, stop in spans)
-    return np.empty(max(1, min(chunk, (share + 1) // 2)), dtype=np.float64)
-
-
 def _cast(
     sources: Sequence[np.ndarray],
     targets: Sequence[np.ndarray] | Mapping[int, np.ndarray],
-    spans: Sequence[tuple[int, int, int]],
+    chunks: Iterable[tuple[int, int, int]],
 ) -> None:
     """``targets[i][start:stop] = sources[i][start:stop]``: a cast, exact or rounding to nearest even."""
-    for index, start, stop in spans:
+    for index, start, stop in chunks:
         np.copyto(targets[index][start:stop], sources[index][start:stop])
 
 
 def _add_scaled(
     acc: Sequence[np.ndarray],
-    current: list[tuple[np.float64, list[np.ndarray]]],
-    spans: Sequence[tuple[int, int, int]],
+    current: list[tuple[np.float64, list[np.ndarray], _Chunks]],
     tmp: np.ndarray,
     thetas: Sequence[np.ndarray] | None,
 ) -> None:
-    """``acc = fl64(acc + fl64(fl64(delta) * c_k))`` over ``spans`` for the update in ``current``.
+    """``acc = fl64(acc + fl64(fl64(delta) * c_k))`` over the chunks it takes, for the update in ``current``.
 
-    With ``thetas``, the accumulator starts as ``fl64(theta)``, a chunk at a time (saving a
-    pass over it in memory).
+    With ``thetas``, each chunk of the accumulator is first set to ``fl64(theta)`` (exact), so
+    the add finds it in cache.
     """
-    (c_k, flats), chunk = current[0], tmp.size
-    for index, start, stop in spans:
-        a, d = acc[index], flats[index]
-        theta = thetas[index] if thetas is not None else a
-        for lo in range(start, stop, chunk):
-            hi = min(lo + chunk, stop)
-            t = tmp[: hi - lo]
-            np.multiply(d[lo:hi], c_k, out=t, dtype=np.float64)  # fl64(fl64(delta) * c_k); the cast is exact
-            np.add(theta[lo:hi], t, out=a[lo:hi], dtype=np.float64)  # theta read as float64: exact
+    c_k, flats, chunks = current[0]
+    for index, lo, hi in chunks:
+        a, t = acc[index][lo:hi], tmp[: hi - lo]
+        if thetas is not None:
+            np.copyto(a, thetas[index][lo:hi])  # exact
+        np.copyto(t, flats[index][lo:hi])  # fl64(delta): exact
+        np.multiply(t, c_k, out=t)  # fl64(fl64(delta) * c_k)
+        np.add(a, t, out=a)
 
 
 def _sum_chunks(
     thetas: Sequence[np.ndarray],
     updates: Sequence[tuple[np.float64, list[np.ndarray]]],
     outs: Sequence[np.ndarray],
-    spans: Sequence[tuple[int, int, int]],
+    chunks: _Chunks,
+    chunk: int,
 ) -> None:
-    """The whole formula over ``spans``, a chunk at a time: every update into one accumulator chunk."""
-    acc, tmp = _scratch(spans, _CHUNK), _scratch(spans, _CHUNK)
-    chunk = acc.size
-    for index, start, stop in spans:
-        theta, out = thetas[index], outs[index]
-        deltas = [(c_k, flats[index]) for c_k, flats in updates]
-        for lo in range(start, stop, chunk):
-            hi = min(lo + chunk, stop)
-            a, t = acc[: hi - lo], tmp[: hi - lo]
-            if not deltas:
-                np.copyto(a, theta[lo:hi])  # exact
-                np.copyto(out[lo:hi], a)  # and back: theta itself, as fl32(fl64(theta))
-                continue
-            previous = theta[lo:hi]  # read as float64 by the first add: exact
-            for j, (c_k, d) in enumerate(deltas):
-                np.multiply(d[lo:hi], c_k, out=t, dtype=np.float64)  # fl64(fl64(delta) * c_k); the cast is exact
-                # the last add rounds its float64 sum to float32 as it writes it (nearest even)
-                target = out[lo:hi] if j == len(deltas) - 1 else a
-                np.add(previous, t, out=target, dtype=np.float64)
-                previous = a
+    """The whole formula over the chunks it takes: every update into one float64 chunk, then rounded out."""
+    acc, tmp = np.empty(chunk, dtype=np.float64), np.empty(chunk, dtype=np.float64)
+    for index, lo, hi in chunks:
+        a, t = acc[: hi - lo], tmp[: hi - lo]
+        np.copyto(a, thetas[index][lo:hi])  # fl64(theta): exact
+        for c_k, flats in updates:
+            # explicit casts into float64 chunks: numpy's mixed-type loops (float32 operands cast
+            # through its buffers) do the same exact casts, more slowly
+            np.copyto(t, flats[index][lo:hi])  # fl64(delta): exact
+            np.multiply(t, c_k, out=t)  # fl64(fl64(delta) * c_k)
+            np.add(a, t, out=a)
+        np.copyto(outs[index][lo:hi], a)  # fl32: nearest even
 
 
 def _in_memory(
     pool: Executor | None,
-    plan: _Plan,
+    parts: int,
     thetas: list[np.ndarray],
     shapes: list[tuple[int, ...]],
     updates: Sequence[UpdateItem],
@@ -320,14 +385,17 @@ def _in_memory(
         raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
     outs = [np.empty(shape, dtype=np.float32) for shape in shapes]
     flat_outs = [out.reshape(-1) for out in outs]
-    _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, spans) for spans in plan])
+    sizes = [theta.size for theta in thetas]
+    chunk = _chunk_size(sum(sizes), parts, _CHUNK)
+    chunks = _Chunks(_chunked(sizes, chunk))
+    _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, chunks, chunk) for _ in range(parts)])
     logger.debug("aggregated %d updates held in memory", len(checked))
     return outs
 
 
 def _streamed(
     pool: Executor | None,
-    plan: _Plan,
+    parts: int,
     thetas: list[np.ndarray],
     shapes: list[tuple[int, ...]],
     updates: Iterable[UpdateItem],
@@ -343,23 +411,25 @@ def _streamed(
     and ``thetas`` is emptied, so the base (if nobody else holds it) is freed before any update
     is in memory.
     """
-    acc = [np.empty(theta.size, dtype=np.float64) for theta in thetas]
+    sizes = [theta.size for theta in thetas]
+    chunk = _chunk_size(sum(sizes), parts, _STREAM_CHUNK)
+    chunks = _chunked(sizes, chunk)
+    acc = [np.empty(size, dtype=np.float64) for size in sizes]
     if release_base:
-        _run(pool, [partial(_cast, thetas, acc, spans) for spans in plan])  # exact
+        _run(pool, [partial(_cast, thetas, acc, _Chunks(chunks)) for _ in range(parts)])  # exact
         thetas.clear()
     # The update being added: the threads find it here, and it is emptied once they are done,
     # since a thread may hold on to its finished task (and the task's arguments) for a while.
-    current: list[tuple[np.float64, list[np.ndarray]]] = []
-    scratch = [_scratch(spans, _STREAM_CHUNK) for spans in plan]
-    add_first = [
-        partial(_add_scaled, acc, current, spans, tmp, thetas) for spans, tmp in zip(plan, scratch, strict=True)
-    ]
-    add = [partial(_add_scaled, acc, current, spans, tmp, None) for spans, tmp in zip(plan, scratch, strict=True)]
+    current: list[tuple[np.float64, list[np.ndarray], _Chunks]] = []
+    scratch = [np.empty(chunk, dtype=np.float64) for _ in range(parts)]
+    add_first = [partial(_add_scaled, acc, current, tmp, thetas) for tmp in scratch]
+    add = [partial(_add_scaled, acc, current, tmp, None) for tmp in scratch]
     seen = 0
     started = release_base  # whether the accumulator already holds theta
     for participant, n_k, delta in _ordered(updates):
-        current.append(_checked(participant, n_k, delta, names, shapes, total_samples, eta))
-        del delta  # let the caller's generator free it before decoding the next one
+        c_k, flats = _checked(participant, n_k, delta, names, shapes, total_samples, eta)
+        current.append((c_k, flats, _Chunks(chunks)))
+        del delta, flats  # let the caller's generator free it before decoding the next one
         _run(pool, add if started else add_first)
         started = True
         current.clear()
@@ -368,13 +438,13 @@ def _streamed(
     if seen != total_samples:
         raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
     if not started:  # no update: the accumulator is just theta
-        _run(pool, [partial(_cast, thetas, acc, spans) for spans in plan])  # exact
+        _run(pool, [partial(_cast, thetas, acc, _Chunks(chunks)) for _ in range(parts)])  # exact
     del add, add_first, scratch
     outs = []
     for index, shape in enumerate(shapes):  # one tensor's float32 result beside the accumulator at a time
         out = np.empty(shape, dtype=np.float32)
-        tensor_plan = [[span for span in spans if span[0] == index] for spans in plan]
-        _run(pool, [partial(_cast, acc, {index: out.reshape(-1)}, spans) for spans in tensor_plan if spans])
+        mine = _Chunks([c for c in chunks if c[0] == index])
+        _run(pool, [partial(_cast, acc, {index: out.reshape(-1)}, mine) for _ in range(parts)])
         acc[index] = np.empty(0)  # free this tensor's accumulator
         outs.append(out)
     return outs
@@ -444,18 +514,14 @@ def fedavg_stream(
     shapes = [b.shape for b in bases]
     thetas = [b.reshape(-1) for b in bases]  # views, unless a tensor is not contiguous
     del bases
-    plan = _plan([theta.size for theta in thetas], threads)
+    parts = _threads_for(sum(theta.size for theta in thetas), threads)
     # Threads started here, by the caller, inherit its floating-point environment.
-    with (
-        ThreadPoolExecutor(len(plan) - 1, thread_name_prefix="fedavg")
-        if len(plan) > 1
-        else contextlib.nullcontext() as pool
-    ):
+    with ThreadPoolExecutor(parts - 1, thread_name_prefix="fedavg") if parts > 1 else contextlib.nullcontext() as pool:
         if isinstance(updates, Sequence):
-            outs = _in_memory(pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr))
+            outs = _in_memory(pool, parts, thetas, shapes, updates, names, total_samples, float(server_lr))
         else:
             outs = _streamed(
-                pool, plan, thetas, shapes, updates, names, total_samples, float(server_lr), release_base=release_base
+                pool, parts, thetas, shapes, updates, names, total_samples, float(server_lr), release_base=release_base
             )
     return dict(zip(names, outs, strict=True))
 
