@@ -241,16 +241,7 @@ class Coordinator:
             raise VerificationError(
                 round_id, "recorded updates", expected="the closed round's updates", actual="a different set"
             )
-        if recorded.aggregate is None or recorded.aggregate.aggregate_hash != digest:
-            actual = to_hex(recorded.aggregate.aggregate_hash) if recorded.aggregate else "none"
-            raise VerificationError(round_id, "aggregate (recorded)", expected=to_hex(digest), actual=actual)
-        if set(recorded.aggregate.included) != set(included) or recorded.opened.base_hash != history.opened.base_hash:
-            raise VerificationError(
-                round_id,
-                "inclusion (recorded)",
-                expected=",".join(included),
-                actual=",".join(recorded.aggregate.included),
-            )
+        _check_recorded(round_id, recorded, history, digest, included)
         verdict = self._verdict(round_id, RoundStatus.FINALIZED, prepared, digest, recorded)
         if self._checkpoint is not None and self._checkpoint.next_round == round_id:
             self._checkpoint = Checkpoint(round_id + 1, cid, digest, None)  # verified as it was built
@@ -289,16 +280,7 @@ class Coordinator:
         # (``done`` is final: no later reveal changes the replay); what remains is that the chain
         # records this aggregate and these survivors, as for a plain round.
         recorded = self.ledger.round_history(round_id)
-        if recorded.aggregate is None or recorded.aggregate.aggregate_hash != digest:
-            actual = to_hex(recorded.aggregate.aggregate_hash) if recorded.aggregate else "none"
-            raise VerificationError(round_id, "aggregate (recorded)", expected=to_hex(digest), actual=actual)
-        if set(recorded.aggregate.included) != set(included) or recorded.opened.base_hash != history.opened.base_hash:
-            raise VerificationError(
-                round_id,
-                "inclusion (recorded)",
-                expected=",".join(included),
-                actual=",".join(recorded.aggregate.included),
-            )
+        _check_recorded(round_id, recorded, history, digest, included)
         if self._checkpoint is not None and self._checkpoint.next_round == round_id:
             self._checkpoint = Checkpoint(round_id + 1, cid, digest, None)  # verified as it was built
         outcomes, excluded = outcomes_of(data, state, included)
@@ -382,6 +364,22 @@ class Coordinator:
         prepared = _Prepared(key, list(p.valid), list(p.excluded), p.params, p.error, p.selection)
         self._prepared_cache = prepared
         return prepared
+
+
+def _check_recorded(
+    round_id: int, recorded: RoundHistory, history: RoundHistory, digest: Digest, included: Sequence[str]
+) -> None:
+    """That the chain now records ``digest`` and exactly ``included`` for the round built on ``history``'s base."""
+    if recorded.aggregate is None or recorded.aggregate.aggregate_hash != digest:
+        actual = to_hex(recorded.aggregate.aggregate_hash) if recorded.aggregate else "none"
+        raise VerificationError(round_id, "aggregate (recorded)", expected=to_hex(digest), actual=actual)
+    if set(recorded.aggregate.included) != set(included) or recorded.opened.base_hash != history.opened.base_hash:
+        raise VerificationError(
+            round_id,
+            "inclusion (recorded)",
+            expected=",".join(included),
+            actual=",".join(recorded.aggregate.included),
+        )
 
 
 @dataclass(frozen=True)
