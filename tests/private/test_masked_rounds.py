@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fedchain.chain import EmbeddedChain
-from fedchain.errors import BlobNotFoundError
+from fedchain.errors import BlobNotFoundError, VerificationError
 from fedchain.fl import masking
 from fedchain.fl.masking import MaskingKey
 from fedchain.orchestrator._step import Step
 from fedchain.orchestrator.federation import Federation
-from fedchain.orchestrator.masked import MaskedMember
+from fedchain.orchestrator.masked import MaskedMember, MaskedRounds
 from fedchain.protocol.masked import MASKED_RULE, self_seed
 from fedchain.storage import LocalBlockStore
 from fedchain.types import Cid, Digest
@@ -237,3 +239,32 @@ def test_a_blob_nobody_could_read_yet_right_after_the_close_drops_nobody_it_is_r
     report = audit(fed)
     assert report.ok, report.all_failures
     assert report.rounds[0].included == tuple(sorted(p.address for p in fed.participants))
+
+
+class LaundersTheTampered(MaskedRounds):
+    """A coordinator that unmasks the survivors' sum honestly but records the excluded sender as included too."""
+
+    extra = ""
+
+    def aggregate(self, round_id, history):  # type: ignore[no-untyped-def,override]
+        blob, included, total, why = super().aggregate(round_id, history)
+        return blob, (*included, self.extra), total, why
+
+
+def test_a_coordinator_that_records_a_tampered_sender_as_included_fails_every_check_naming_round_and_sender(
+    tmp_path: Path,
+) -> None:
+    fed = masked_federation(tmp_path)
+    bad = fed.participants[2]
+    bad.masking = WrongBase(MaskingKey.generate())
+    liar = LaundersTheTampered(fed.ledger, fed.store, fed.rules)
+    liar.extra = bad.address
+    fed.coordinator.masking = liar
+    with pytest.raises(VerificationError) as refused:  # the participants' custody check at the end
+        fed.run(1)
+    assert refused.value.round_id == 0 and bad.address in str(refused.value)
+    assert set(fed.ledger.round_history(0).aggregate.included) == {p.address for p in fed.participants}
+    report = audit(fed)
+    assert not report.ok
+    [failure] = report.rounds[0].failures
+    assert failure.round_id == 0 and bad.address in str(failure)
