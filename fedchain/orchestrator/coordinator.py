@@ -259,7 +259,8 @@ class Coordinator:
         assert self.masking is not None
         blob, included_names, _total, why = self.masking.aggregate(round_id, history)
         included = tuple(Address(a) for a in included_names)
-        data, state = self.masking.state(round_id)
+        ended = self.masking.ended  # what aggregate() just replayed: a ``done`` or ``abandon`` is final
+        data, state = ended[1:] if ended is not None and ended[0] == round_id else self.masking.state(round_id)
         missing = tuple(a for a in data.roster if a not in {u.participant for u in history.updates})
         if blob is None:
             tx = self.ledger.abandon_round(self.signer, round_id)
@@ -460,7 +461,7 @@ class CoordinatorService:
                 if not c.can_finalize(r - 1, state):
                     self._waiting(r - 1, "waiting_for_deadline", deadline=state.deadline)
                     return Step.IDLE
-                report = c.finish(r - 1, state)
+                report = c.finish(r - 1)
                 self.reports.append(report)
                 if report.abandoned:
                     log_event("round_abandoned", round=r - 1, updates=len(report.verdict.outcomes), gas=report.gas_used)

@@ -20,7 +20,7 @@ from fedchain.chain import Ledger, Signer
 from fedchain.errors import AggregationError
 from fedchain.fl.dp import DpSpend
 from fedchain.fl.masking import MaskingKey
-from fedchain.hashing import sha256, short
+from fedchain.hashing import short
 from fedchain.orchestrator._dp import spend_of
 from fedchain.orchestrator._events import log_event
 from fedchain.orchestrator._step import Step
@@ -222,6 +222,7 @@ class MaskedRounds:
         self.rules = rules
         self._cache: dict[Any, MaskedRoundData] = {}
         self._keyed: set[str] = set()
+        self.ended: tuple[int, MaskedRoundData, RevealState] | None = None  # the round aggregate() last replayed
 
     def ready_to_open(self, members: list[str]) -> bool:
         """Whether every listed participant has published its masking key (the next roster is complete).
@@ -265,6 +266,7 @@ class MaskedRounds:
     def aggregate(self, round_id: int, history: RoundHistory) -> tuple[bytes | None, tuple[str, ...], int, str | None]:
         """``(aggregate blob, included, total samples, why abandoned)`` for a closed round whose reveals ended."""
         data, state = self.state(round_id)
+        self.ended = (round_id, data, state)  # ``done`` and ``abandon`` are final: what the finish reports
         for who, what in state.wrong:
             logger.warning("round %d: participant %s revealed a wrong %s", round_id, who, what)
         if state.plan.phase != "done":
@@ -284,9 +286,7 @@ class MaskedRounds:
         blob = aggregate_blob(
             params, self.rules, round_id=round_id, base_hash=history.opened.base_hash, num_samples=total
         )
-        logger.info(
-            "round %d: unmasked %d survivors, aggregate %s", round_id, len(state.plan.survivors), short(sha256(blob))
-        )
+        logger.info("round %d: unmasked %d survivors", round_id, len(state.plan.survivors))
         return blob, state.plan.survivors, total, None
 
 
