@@ -408,13 +408,7 @@ def _arm(cell: Cell, masked: bool, workdir: Path) -> dict[str, Any]:
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(final[k]).tobytes() for k in sorted(final))).hexdigest()
     rounds = report.get("rounds", [])
     return {
-        "critical_seconds": median(critical),
-        "critical_per_round": critical,
-        "serial_seconds": median(serial),
-        "serial_per_round": serial,
-        "after_per_round": after,
-        "critical_coordinator_after_reveals": median(after),
-        "critical_split": split,
+        **_round_figures(critical, serial, after, split),
         "gas_per_round": gas // cell.rounds,
         "statuses": [s.status for s in summaries],
         "included": [s.included for s in summaries],
@@ -489,6 +483,21 @@ def components(p: int, k: int, repeats: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- the part
 
 
+def _round_figures(
+    critical: list[float], serial: list[float], after: list[float], split: dict[str, float]
+) -> dict[str, Any]:
+    """An arm's per-round seconds (critical path, one after the other, coordinator's read counted after) and medians."""
+    return {
+        "critical_seconds": median(critical),
+        "critical_per_round": critical,
+        "serial_seconds": median(serial),
+        "serial_per_round": serial,
+        "after_per_round": after,
+        "critical_coordinator_after_reveals": median(after),
+        "critical_split": split,
+    }
+
+
 def _combined(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     """Two runs of one arm as one: medians over all their rounds, splits averaged (the rest from the first)."""
     critical = first["critical_per_round"] + second["critical_per_round"]
@@ -498,13 +507,7 @@ def _combined(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     ok = first["audit"]["ok"] and second["audit"]["ok"]
     return {
         **first,
-        "critical_seconds": median(critical),
-        "critical_per_round": critical,
-        "serial_seconds": median(serial),
-        "serial_per_round": serial,
-        "after_per_round": after,
-        "critical_coordinator_after_reveals": median(after),
-        "critical_split": split,
+        **_round_figures(critical, serial, after, split),
         "audit": {**first["audit"], "ok": ok},
         "runs": 2,
     }
