@@ -320,7 +320,9 @@ def audit_ledger(
         failures.append(e)
         return report()
     genesis_cid = ledger.genesis_cid()
-    with ReadAhead(ledger, store, max_blob_size=rules.max_blob_size, check_cids=check_cids) as reader:
+    with ReadAhead(
+        ledger, store, max_blob_size=rules.max_blob_size, check_cids=check_cids, squares=not rules.manifest.private
+    ) as reader:
         try:
             params = load_model(reader.store, rules, genesis_cid, info.genesis_hash, round_id=0, what="genesis model")
         except VerificationError as e:

@@ -19,7 +19,13 @@ Nothing is checked less, and nothing is reported differently:
   made then, as without read-ahead, and reads made ahead that the verifier turns out not to
   need (a round that failed before its aggregate was read) are dropped;
 - the chain is read in the caller's thread, through :meth:`Ledger.history`, a round or so
-  ahead; an error reading a round is raised when the caller asks for that round.
+  ahead; an error reading a round is raised when the caller asks for that round;
+- with ``squares``, the worker that read an update blob also computes its
+  :func:`~fedchain.fl.codec.sum_of_squares_after_header` (the exact sum behind its norm, from
+  the bytes alone), which :attr:`ReadAhead.store` hands over through ``squares_of(blob)`` for
+  that very buffer; the decoder uses it only if it covers exactly the update's tensors, so the
+  norm is the same float as the decoder's own, computed beside the hashing instead of in the
+  verifier's thread.
 
 Memory: at most :data:`DEPTH` blobs are being read or wait to be taken, besides those the
 verifier holds.
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import BinaryIO, Protocol
 
+from fedchain.fl.codec import SumOfSquares, sum_of_squares_after_header
 from fedchain.records import RoundHistory
 from fedchain.storage import BlobStore
 from fedchain.types import Cid
@@ -64,7 +71,8 @@ class _Read:
 
     index: int
     key: _Key
-    future: Future[bytearray] | None = field(default=None)
+    squares: bool = False
+    future: Future[tuple[bytearray, SumOfSquares | None]] | None = field(default=None)
 
 
 class ReadAhead:
@@ -83,12 +91,24 @@ class ReadAhead:
     check_cids:
         Make every ``get_verified`` call through :attr:`store` with ``check_cid=True``
         (every leaf block checked against its CID as well as the blob against its digest).
+    squares:
+        Compute each update blob's sum of squares on the thread that read it (for plain
+        rounds, whose updates are float32 tensors; a masked blob's would go unused).
     """
 
-    def __init__(self, ledger: RoundSource, store: BlobStore, *, max_blob_size: int, check_cids: bool = False) -> None:
+    def __init__(
+        self,
+        ledger: RoundSource,
+        store: BlobStore,
+        *,
+        max_blob_size: int,
+        check_cids: bool = False,
+        squares: bool = False,
+    ) -> None:
         self._histories = ledger.history()
         self._max_blob_size = max_blob_size
         self._check_cids = check_cids
+        self._squares = squares
         concurrent = bool(getattr(store, "concurrent_reads", False))
         # a store that is not safe to call from several threads at once is called by one at a time
         self.store = _ReadAheadStore(store, self, None if concurrent else threading.Lock(), check_cids)
@@ -156,7 +176,10 @@ class ReadAhead:
         index = self._pulled
         self._pulled += 1
         self._read_rounds.append((index, history))
-        self._unsent.extend(_Read(index, key) for key in _reads_of(history, self._max_blob_size, self._check_cids))
+        self._unsent.extend(
+            _Read(index, key, self._squares and is_update)
+            for key, is_update in _reads_of(history, self._max_blob_size, self._check_cids)
+        )
         return True
 
     def _send(self) -> None:
@@ -168,9 +191,7 @@ class ReadAhead:
                 continue  # a round with no blobs to read
             read = self._unsent.popleft()
             cid, digest, max_size, check_cid = read.key
-            read.future = self._pool.submit(
-                self.store.real_get_verified, cid, digest, max_size=max_size, check_cid=check_cid
-            )
+            read.future = self._pool.submit(self.store.read_ahead, cid, digest, max_size, check_cid, read.squares)
             self._sent.append(read)
 
     def _drop_stale(self) -> None:
@@ -182,7 +203,7 @@ class ReadAhead:
         while self._unsent and self._unsent[0].index < self._current:
             self._unsent.popleft()
 
-    def _take(self, key: _Key) -> Future[bytearray] | None:
+    def _take(self, key: _Key) -> Future[tuple[bytearray, SumOfSquares | None]] | None:
         """The read made ahead for ``key`` if it is the next one of the current round, else ``None``."""
         self._drop_stale()
         if not self._sent or self._sent[0].index != self._current or self._sent[0].key != key:
@@ -192,11 +213,13 @@ class ReadAhead:
         return read.future
 
 
-def _reads_of(history: RoundHistory, max_blob_size: int, check_cid: bool) -> list[_Key]:
-    """The ``get_verified`` calls verifying ``history`` makes, in order (see :mod:`fedchain.orchestrator.verify`)."""
-    keys = [(str(u.cid), bytes(u.update_hash), max_blob_size, check_cid) for u in history.updates]
+def _reads_of(history: RoundHistory, max_blob_size: int, check_cid: bool) -> list[tuple[_Key, bool]]:
+    """The ``get_verified`` calls verifying ``history`` makes, in order (see :mod:`fedchain.protocol.verify`),
+    each with whether it reads an update."""
+    keys = [((str(u.cid), bytes(u.update_hash), max_blob_size, check_cid), True) for u in history.updates]
     if history.aggregate is not None:
-        keys.append((str(history.aggregate.cid), bytes(history.aggregate.aggregate_hash), max_blob_size, check_cid))
+        agg = history.aggregate
+        keys.append(((str(agg.cid), bytes(agg.aggregate_hash), max_blob_size, check_cid), False))
     return keys
 
 
@@ -208,6 +231,22 @@ class _ReadAheadStore:
         self._owner = owner
         self._lock = lock
         self._check_cids = check_cids
+        # sums of squares of the buffers handed over, until the verifier asks for them (a few at most)
+        self._squares: collections.OrderedDict[int, tuple[bytearray, SumOfSquares]] = collections.OrderedDict()
+        self._squares_lock = threading.Lock()
+
+    def read_ahead(
+        self, cid: str, sha256: bytes, max_size: int, check_cid: bool, squares: bool
+    ) -> tuple[bytearray, SumOfSquares | None]:
+        """A worker's read: the blob, and with ``squares`` its sum of squares after the header."""
+        blob = self.real_get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)
+        return blob, sum_of_squares_after_header(blob) if squares else None
+
+    def squares_of(self, blob: bytearray) -> SumOfSquares | None:
+        """The sum of squares computed for this very buffer when it was read ahead, if any (handed over once)."""
+        with self._squares_lock:
+            entry = self._squares.pop(id(blob), None)
+        return entry[1] if entry is not None and entry[0] is blob else None
 
     def real_get_verified(
         self, cid: str, sha256: bytes, *, max_size: int | None = None, check_cid: bool = False
@@ -225,7 +264,13 @@ class _ReadAheadStore:
         if max_size is not None:
             future = self._owner._take((str(cid), bytes(sha256), max_size, check_cid))
             if future is not None:
-                return future.result()  # raises what the read raised
+                blob, squares = future.result()  # raises what the read raised
+                if squares is not None:
+                    with self._squares_lock:
+                        self._squares[id(blob)] = (blob, squares)
+                        while len(self._squares) > DEPTH:  # never asked for: do not keep its buffer alive
+                            self._squares.popitem(last=False)
+                return blob
         return self.real_get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)
 
     @property

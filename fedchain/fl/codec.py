@@ -186,7 +186,43 @@ class DecodedUpdate:
     delta: dict[str, np.ndarray]
     meta: UpdateMeta
     norm: float | None = None
-    """The delta's exact L2 norm (:func:`l2_norm`), when the decoder checked it against a bound."""
+    """The delta's exact L2 norm (:func:`l2_norm`), when the decoder checked it against a bound or was given
+    the blob's :class:`SumOfSquares`."""
+
+
+@dataclass(frozen=True)
+class SumOfSquares:
+    """The exactly rounded sum of the squares of a blob's float32 values from ``start`` to its end.
+
+    What :func:`sum_of_squares_after_header` computes from the blob's bytes alone (no header
+    parsed), so that a reader can compute it beside reading and hashing the blob, and
+    :func:`decode_update` then takes the update's norm from it instead of passing over the
+    values again. It is the norm's sum when the tensors are the one float32 run from ``start``
+    to the end of the blob (the decoder checks that they are, and ignores it otherwise): the
+    exact sum does not depend on the order of the values, so it is the same float as
+    :func:`l2_norm`'s, squared, on every machine.
+    """
+
+    start: int
+    value: float
+
+
+def sum_of_squares_after_header(blob: bytes | bytearray | memoryview) -> SumOfSquares | None:
+    """The :class:`SumOfSquares` of the values after the blob's safetensors header, or ``None`` if there are none.
+
+    ``None`` when the blob is too short for its header-length prefix, the header length is
+    over :data:`MAX_HEADER_SIZE`, what follows the header is not a whole number of float32
+    values, or the machine is not little-endian: the decoder then computes the norm itself.
+    """
+    data = _as_buffer(blob)
+    prefix = _safetensors.PREFIX_SIZE
+    if len(data) < prefix or sys.byteorder != "little":
+        return None
+    start = prefix + int.from_bytes(bytes(data[:prefix]), "little")
+    if start - prefix > MAX_HEADER_SIZE or start > len(data) or (len(data) - start) % 4:
+        return None
+    values = np.frombuffer(data, dtype=np.float32, count=(len(data) - start) // 4, offset=start)
+    return SumOfSquares(start, sum_of_squares([values]))
 
 
 @dataclass(frozen=True)
@@ -519,7 +555,10 @@ _FINITE_SLICE = 1 << 18  # elements per slice of the finiteness check
 
 
 def _check_values(
-    blob: bytes | bytearray | memoryview, parsed: _safetensors.Parsed, max_norm: float | None
+    blob: bytes | bytearray | memoryview,
+    parsed: _safetensors.Parsed,
+    max_norm: float | None,
+    squares: SumOfSquares | None = None,
 ) -> float | None:
     # _check_layout has made the tensors one contiguous float32 run: one pass over all of
     # it, and tensor by tensor only to name the culprit
@@ -528,7 +567,12 @@ def _check_values(
     # With a bound, the norm comes first: the sum of squares of finite float32 values is finite
     # (below 2**256 per element), and inf or nan otherwise, so a finite norm spares the
     # finiteness pass (a sixth of an audit's time) and a non-finite one fails it as before.
-    norm = l2_norm(dict(_arrays(blob, parsed))) if max_norm is not None else None
+    # A given sum of squares of exactly that run is the norm's (the same float: the sum is exact).
+    norm: float | None = None
+    if squares is not None and squares.start == parsed.data_start and squares.start + 4 * total == len(blob):
+        norm = math.sqrt(squares.value)
+    elif max_norm is not None:
+        norm = l2_norm(dict(_arrays(blob, parsed)))
     # in slices, so the check's boolean mask is a few hundred KiB, not a quarter of the blob
     if not (norm is not None and math.isfinite(norm)) and not all(
         np.isfinite(values[lo : lo + _FINITE_SLICE]).all() for lo in range(0, total, _FINITE_SLICE)
@@ -541,11 +585,9 @@ def _check_values(
                     "non-finite",
                     f"tensor {name!r} holds {n_nan} NaN and {int(finite.size - finite.sum()) - n_nan} infinite values",
                 )
-    if norm is not None and max_norm is not None:
-        if not norm <= max_norm:
-            _fail("norm", f"update L2 norm {norm!r} exceeds the bound {max_norm!r}")
-        return norm
-    return None
+    if norm is not None and max_norm is not None and not norm <= max_norm:
+        _fail("norm", f"update L2 norm {norm!r} exceeds the bound {max_norm!r}")
+    return norm
 
 
 def l2_norm(arrays: Mapping[str, np.ndarray]) -> float:
@@ -604,6 +646,7 @@ def decode_update(
     expect: ExpectedMeta | None = None,
     max_norm: float | None = None,
     copy: bool = True,
+    squares: SumOfSquares | None = None,
 ) -> DecodedUpdate:
     """Validate and decode an update blob.
 
@@ -624,6 +667,10 @@ def decode_update(
         ``False`` lets the arrays be views of ``blob`` when it is a ``bytearray`` the
         caller hands over (a fresh read, say), saving a copy of the blob; the caller must
         not change the buffer afterwards. Any other blob is copied.
+    squares:
+        :func:`sum_of_squares_after_header` of this very blob, if the caller computed it
+        (say, on the thread that read the blob): the norm is then taken from it, and set
+        in the result even without a bound. Ignored unless it covers exactly the tensors.
 
     Returns
     -------
@@ -645,7 +692,7 @@ def decode_update(
     _check_names_and_shapes({e.name: e.shape for e in parsed.entries}, shapes)
     _check_layout(parsed, len(data))
     _check_canonical(parsed)
-    norm = _check_values(data, parsed, max_norm)
+    norm = _check_values(data, parsed, max_norm, squares)
     meta = UpdateMeta(round_id, base, sender, samples, metrics)
     return DecodedUpdate(delta=_copies(data, parsed, copy), meta=meta, norm=norm)
 
@@ -726,6 +773,7 @@ __all__ = [
     "DecodedUpdate",
     "ExpectedMeta",
     "ModelMeta",
+    "SumOfSquares",
     "UpdateMeta",
     "decode_model",
     "decode_update",
@@ -735,4 +783,5 @@ __all__ = [
     "l2_norm",
     "model_blob_matches",
     "render_metrics",
+    "sum_of_squares_after_header",
 ]

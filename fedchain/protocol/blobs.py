@@ -13,6 +13,7 @@ from fedchain.fl.codec import (
     DecodedUpdate,
     ExpectedMeta,
     ModelMeta,
+    SumOfSquares,
     UpdateMeta,
     decode_model,
     decode_update,
@@ -76,9 +77,19 @@ def genesis_blob(params: Mapping[str, np.ndarray], *, model: str, sender: str) -
 
 
 def read_update(
-    blob: bytes | bytearray, rules: Rules, record: UpdateRecord, *, base_hash: bytes, copy: bool = True
+    blob: bytes | bytearray,
+    rules: Rules,
+    record: UpdateRecord,
+    *,
+    base_hash: bytes,
+    copy: bool = True,
+    squares: SumOfSquares | None = None,
 ) -> DecodedUpdate:
-    """Decode an update, checking it against the schema, the norm bound and what the ledger records."""
+    """Decode an update, checking it against the schema, the norm bound and what the ledger records.
+
+    ``squares`` is the blob's :func:`~fedchain.fl.codec.sum_of_squares_after_header`, if the caller
+    has it (see :func:`~fedchain.fl.codec.decode_update`).
+    """
     expect = ExpectedMeta(
         round_id=int(record.round_id),
         base=Digest(bytes(base_hash)),
@@ -92,6 +103,7 @@ def read_update(
         expect=expect,
         max_norm=rules.max_update_norm,
         copy=copy,
+        squares=squares,
     )
 
 

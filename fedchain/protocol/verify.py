@@ -25,7 +25,9 @@ that does not match its CID, or a blob gone) is reported as **store damage**, na
 the block: it says the store changed since the round, not that the coordinator cheated.
 
 Every blob is read with :meth:`BlobStore.get_verified` against the digest the ledger records,
-hashed once as it is read; the stored aggregate is compared with the recomputed tensors without
+hashed once as it is read (a store that computed an update's sum of squares on the thread that read
+it, as the audit's read-ahead does, hands it over through ``squares_of(blob)`` and the norm is not
+computed again); the stored aggregate is compared with the recomputed tensors without
 encoding them (:func:`fedchain.fl.codec.model_blob_matches`); a round's verified aggregate is
 handed on as the next round's base (:class:`VerifiedModel`), so it is not fetched twice.
 """
@@ -187,7 +189,9 @@ def _fetch_update(record: UpdateRecord, store: BlobStore, rules: Rules, base_has
             "hash",
             f"blob at {record.cid} hashes to {to_hex(err.actual)}, the ledger records {to_hex(record.update_hash)}",
         ) from None
-    return read_update(blob, rules, record, base_hash=base_hash, copy=False)
+    squares_of = getattr(store, "squares_of", None)
+    squares = squares_of(blob) if callable(squares_of) else None
+    return read_update(blob, rules, record, base_hash=base_hash, copy=False, squares=squares)
 
 
 def _stream(

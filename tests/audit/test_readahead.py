@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from eth_utils.address import to_checksum_address
 
 from fedchain.audit._readahead import DEPTH, ReadAhead
 from fedchain.errors import BlobNotFoundError, ChainError
+from fedchain.fl.codec import sum_of_squares_after_header
 from fedchain.records import (
     AggregateRecord,
     RoundHistory,
@@ -79,10 +81,13 @@ def _sha(data: bytes) -> Digest:
     return Digest(hashlib.sha256(data).digest())
 
 
-def _history(store: LocalBlockStore, r: int, *, missing: bool = False) -> RoundHistory:
+def _history(store: LocalBlockStore, r: int, *, missing: bool = False, floats: bool = False) -> RoundHistory:
     updates = []
-    for who in PEOPLE:
+    for i, who in enumerate(PEOPLE):
         blob = f"update {r} {who}".encode() * 1000
+        if floats:  # an 8-byte header, then float32 values: what a sum of squares is computed over
+            values = np.arange(1000 * r + 100 * i, 1000 * r + 100 * i + 3000, dtype=np.float32) / np.float32(7)
+            blob = (8).to_bytes(8, "little") + b"{}      " + values.tobytes()
         cid = (
             store.put(blob)
             if not (missing and who == PEOPLE[1])
@@ -176,3 +181,36 @@ def test_no_more_than_depth_blobs_are_read_ahead(tmp_path: Path) -> None:
         next(reader.rounds())
         time.sleep(0.2)  # let the workers run as far as they may
         assert len(watched.reads) == DEPTH
+
+
+def test_with_squares_each_update_read_ahead_comes_with_its_sum_of_squares_and_nothing_else_does(
+    tmp_path: Path,
+) -> None:
+    store = LocalBlockStore(tmp_path / "store")
+    rounds = [_history(store, r, floats=True) for r in range(3)]
+    with ReadAhead(Ledger(rounds), store, max_blob_size=LIMIT, squares=True) as reader:
+        for h in reader.rounds():
+            assert h.aggregate is not None
+            for u in h.updates:
+                blob = reader.store.get_verified(u.cid, u.update_hash, max_size=LIMIT)
+                expected = sum_of_squares_after_header(blob)
+                assert expected is not None and expected.start == 16
+                assert reader.store.squares_of(bytearray(blob)) is None  # an equal copy is not that buffer
+                assert reader.store.squares_of(blob) == expected
+                assert reader.store.squares_of(blob) is None  # handed over once
+            blob = reader.store.get_verified(h.aggregate.cid, h.aggregate.aggregate_hash, max_size=LIMIT)
+            assert reader.store.squares_of(blob) is None  # an aggregate's norm is nobody's business
+    with ReadAhead(Ledger(rounds), store, max_blob_size=LIMIT) as reader:
+        for h in reader.rounds():
+            u = h.updates[0]
+            assert reader.store.squares_of(reader.store.get_verified(u.cid, u.update_hash, max_size=LIMIT)) is None
+
+
+def test_sums_of_squares_the_verifier_never_asks_for_do_not_keep_their_buffers(tmp_path: Path) -> None:
+    store = LocalBlockStore(tmp_path / "store")
+    rounds = [_history(store, r, floats=True) for r in range(2 * DEPTH)]
+    with ReadAhead(Ledger(rounds), store, max_blob_size=LIMIT, squares=True) as reader:
+        for h in reader.rounds():
+            for u in h.updates:
+                reader.store.get_verified(u.cid, u.update_hash, max_size=LIMIT)
+        assert 0 < len(reader.store._squares) <= DEPTH
