@@ -19,6 +19,8 @@ before they get here).
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ def _len_field(tag: int, payload_len: int) -> bytes:
     return bytes((tag << 3 | 2,)) + uvarint(payload_len)
 
 
+@functools.lru_cache(maxsize=64)
 def leaf_envelope(size: int) -> tuple[bytes, bytes]:
     """The bytes around a chunk of ``size`` bytes in a kubo leaf node (``raw-leaves=false``).
 
