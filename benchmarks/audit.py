@@ -12,6 +12,14 @@ aggregate recomputed bit for bit). Two figures per history length:
   hashed once, divided by hashlib's rate on one large buffer) divided by the audit's time.
 
 Linear: the audit's seconds per round at the longest history over the shortest.
+
+What bounds the ratio: the work one round of the audit cannot skip, each piece timed alone on one
+thread over the last round's blobs (CPU seconds, median of 5): hashing its bytes, the rest of the
+verified reads (copying the blocks in, the buffer, the DAG walk), the updates' exact sums of
+squares (the norms), decoding, the recomputed FedAvg, the comparison with the stored aggregate,
+and reading the round from the chain (the whole history read, per round). ``cap_vs_sha256`` is sha256's time over those pieces' total
+spread perfectly over the machine's cores: what the audit would reach if nothing cost more
+when two threads share the machine, and nothing waited.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +51,11 @@ from benchmarks._common import (
 from benchmarks._task import SyntheticTask
 from fedchain.audit import audit_ledger
 from fedchain.chain import Chain, Ledger
+from fedchain.fl.codec import sum_of_squares_after_header
 from fedchain.hashing import sha256
 from fedchain.orchestrator.federation import deploy, genesis_params, make_manifest
 from fedchain.protocol import Rules, load_rules
-from fedchain.protocol.blobs import aggregate_blob, update_blob
+from fedchain.protocol.blobs import aggregate_blob, aggregate_matches, read_model, read_update, update_blob
 from fedchain.storage import BlobStore, open_store
 from fedchain.types import Cid
 
@@ -133,8 +143,57 @@ def hashlib_rate() -> float:
     return len(buf) / median(times)
 
 
+def _cpu(fn: Callable[[], object], repeats: int = 5) -> float:
+    """Median CPU seconds (every thread of the process) of ``fn``."""
+    times = []
+    for _ in range(repeats):
+        started = time.process_time()
+        fn()
+        times.append(time.process_time() - started)
+    return median(times)
+
+
+def work_per_round(history: History) -> dict[str, float]:
+    """CPU seconds of each piece of the audit's work for the last round, each alone on one thread."""
+    ledger, store, rules = history.ledger, history.store, history.rules
+    r = ledger.next_round() - 1
+    h = ledger.round_history(r)
+    assert h.aggregate is not None
+    agg = h.aggregate
+    reads = [(u.cid, u.update_hash) for u in h.updates] + [(agg.cid, agg.aggregate_hash)]
+    blobs = [store.get_verified(cid, digest) for cid, digest in reads]
+    base = read_model(store.get_verified(h.opened.base_cid, h.opened.base_hash), rules).params
+    decoded = [read_update(b, rules, u, base_hash=h.opened.base_hash) for b, u in zip(blobs, h.updates, strict=False)]
+    updates = [(u.participant, u.num_samples, d.delta) for u, d in zip(h.updates, decoded, strict=True)]
+    total = sum(u.num_samples for u in h.updates)
+    squares = [sum_of_squares_after_header(b) for b in blobs[:-1]]  # the decoder is given them, as in the audit
+    params = rules.strategy.aggregate(base, iter(updates), total_samples=total)
+    out = {
+        "hash": _cpu(lambda: [hashlib.sha256(b).digest() for b in blobs]),
+        "read": _cpu(lambda: [store.get_verified(cid, digest) for cid, digest in reads]),
+        "squares": _cpu(lambda: [sum_of_squares_after_header(b) for b in blobs[:-1]]),
+        "decode": _cpu(
+            lambda: [
+                read_update(b, rules, u, base_hash=h.opened.base_hash, copy=False, squares=q)
+                for b, u, q in zip(blobs, h.updates, squares, strict=False)
+            ]
+        ),
+        "fedavg": _cpu(lambda: rules.strategy.aggregate(base, iter(updates), total_samples=total)),
+        "compare": _cpu(
+            lambda: aggregate_matches(
+                blobs[-1], params, rules, round_id=r, base_hash=h.opened.base_hash, num_samples=total
+            )
+        ),
+        "chain": _cpu(lambda: list(ledger.history()), repeats=3) / (r + 1),  # read in bulk, as the audit does
+    }
+    out["read"] = max(0.0, out["read"] - out["hash"])  # the verified read hashes too
+    out["decode"] = max(0.0, out["decode"])
+    out["total"] = sum(out.values())
+    return out
+
+
 def on_chain(kind: str, lengths: tuple[int, ...], k: int, p: int, repeats: int) -> dict[str, Any]:
-    points = []
+    points: list[dict[str, Any]] = []
     with open_chain(kind) as chain, tempfile.TemporaryDirectory(prefix="fedchain-bench-audit-") as tmp:
         store = open_store(str(Path(tmp) / "store"), max_blob_size=p * 4 + (1 << 21))
         history = History(chain, store, k, p)
@@ -182,11 +241,15 @@ def on_chain(kind: str, lengths: tuple[int, ...], k: int, p: int, repeats: int) 
                     "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                 }
             )
+        work = work_per_round(history)
+    cpus = os.cpu_count() or 1
     return {
         "k": k,
         "p": p,
         "points": points,
         "per_round_growth": points[-1]["seconds_per_round"] / points[0]["seconds_per_round"],
+        "work_per_round": work,
+        "cap_vs_sha256": work["hash"] / (work["total"] / cpus),
     }
 
 
@@ -251,6 +314,25 @@ def table(result: dict[str, Any]) -> str:
                 f"| {_load(pt.get('load_1min'))} |"
             )
         lines.append(f"| {chain_label(kind)} | growth of s/round | | | | | | | | {c['per_round_growth']:.2f} | | | |")
+    lines += [
+        "",
+        (
+            "What one round's audit cannot skip, each piece alone on one thread (CPU ms; the cap is sha256 over "
+            "the pieces' total spread perfectly over the cores):"
+        ),
+        "",
+        "| chain | hash | read | sums of squares | decode | FedAvg | compare | chain | total | cap vs sha256 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, c in result["chains"].items():
+        if "work_per_round" not in c:
+            continue
+        w = c["work_per_round"]
+        cells = " | ".join(
+            f"{w[key] * 1e3:.1f}"
+            for key in ("hash", "read", "squares", "decode", "fedavg", "compare", "chain", "total")
+        )
+        lines.append(f"| {chain_label(kind)} | {cells} | {c['cap_vs_sha256']:.2f} |")
     return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ from typing import BinaryIO, Protocol
 from fedchain.fl.codec import SumOfSquares, sum_of_squares_after_header
 from fedchain.records import RoundHistory
 from fedchain.storage import BlobStore
+from fedchain.storage._buffers import BufferPool, reading_into
 from fedchain.types import Cid
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 DEPTH = 4
 #: Worker threads reading blobs when the store allows concurrent reads.
 WORKERS = 2
+#: Read buffers kept for reuse: those read ahead, and a round's worth the verifier may still hold.
+POOLED = 2 * DEPTH
 
 _Key = tuple[str, bytes, int, bool]  # get_verified's cid, sha256, max_size, check_cid
 
@@ -234,12 +237,15 @@ class _ReadAheadStore:
         # sums of squares of the buffers handed over, until the verifier asks for them (a few at most)
         self._squares: collections.OrderedDict[int, tuple[bytearray, SumOfSquares]] = collections.OrderedDict()
         self._squares_lock = threading.Lock()
+        # the buffers blobs read ahead are read into, each filled again once the verifier has let go of it
+        self._buffers = BufferPool(keep=POOLED)
 
     def read_ahead(
         self, cid: str, sha256: bytes, max_size: int, check_cid: bool, squares: bool
     ) -> tuple[bytearray, SumOfSquares | None]:
         """A worker's read: the blob, and with ``squares`` its sum of squares after the header."""
-        blob = self.real_get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)
+        with reading_into(self._buffers):
+            blob = self.real_get_verified(cid, sha256, max_size=max_size, check_cid=check_cid)
         return blob, sum_of_squares_after_header(blob) if squares else None
 
     def squares_of(self, blob: bytearray) -> SumOfSquares | None:

@@ -20,7 +20,6 @@ before they get here).
 from __future__ import annotations
 
 import functools
-
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field

@@ -36,6 +36,7 @@ from fedchain.errors import (
     DigestMismatchError,
     IntegrityError,
 )
+from fedchain.storage._buffers import new_buffer
 from fedchain.storage._cid import DAG_PB, RAW, BlockRef, check_block, read_binary_cid
 from fedchain.storage._dagpb import (
     UNIXFS_FILE,
@@ -365,7 +366,7 @@ def read_file(
         node = _read_unless_leaf(source, ref, root_text)  # a one-block file is covered by the digest
     if limit is not None and node.filesize > limit:
         raise BlobTooLargeError(node.filesize, limit, what=what)
-    buf = bytearray(node.filesize)
+    buf = new_buffer(node.filesize)  # a new one, or one of the current pool's (see _buffers)
     view = memoryview(buf)
     hasher = hashlib.sha256() if sha256 is not None else None
     filled = _fill(source, ref, node, root_text, 0, view, 0, hasher, check_leaves, read_into)
