@@ -51,6 +51,7 @@ from benchmarks._common import (
     open_chain,
     part_main,
     signer,
+    time_of,
 )
 from benchmarks._task import SyntheticTask
 from fedchain.audit import audit_ledger
@@ -149,13 +150,8 @@ def hashlib_rate() -> float:
 
 
 def _cpu(fn: Callable[[], object], repeats: int = 5) -> float:
-    """Median CPU seconds (every thread of the process) of ``fn``."""
-    times = []
-    for _ in range(repeats):
-        started = time.process_time()
-        fn()
-        times.append(time.process_time() - started)
-    return median(times)
+    """Median CPU seconds (every thread of the process) of ``fn``, after a warm-up call."""
+    return time_of(fn, repeats, clock=time.process_time)
 
 
 def _read_all(store: BlobStore, reads: list[tuple[Cid, Digest]], pool: BufferPool) -> None:
@@ -227,13 +223,7 @@ def _two_threads_speedup(store: BlobStore, reads: list[tuple[Cid, Digest]], roun
         for t in threads:
             t.join()
 
-    return median([_wall(one) for _ in range(3)]) / median([_wall(two) for _ in range(3)])
-
-
-def _wall(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    return time_of(one, 3) / time_of(two, 3)
 
 
 def on_chain(kind: str, lengths: tuple[int, ...], k: int, p: int, repeats: int) -> dict[str, Any]:
