@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedchain.audit._privacy import dp_accounting
-from fedchain.audit._readahead import ReadAhead
+from fedchain.audit._readahead import DEPTH, ReadAhead
 from fedchain.chain import Ledger
 from fedchain.errors import FedchainError, VerificationError
 from fedchain.hashing import to_hex
@@ -353,6 +353,7 @@ def audit_ledger(
                         base=model,
                         registered=registered,
                         observer=observe,
+                        hold=DEPTH,  # a round's updates no more than are read ahead: held anyway
                     )
             except FedchainError as e:  # an unexpected failure still names the round
                 verified = None

@@ -358,6 +358,7 @@ def verify_round(
     base: VerifiedModel | None = None,
     registered: tuple[Address, ...] = (),
     observer: Observer | None = None,
+    hold: int = 0,
 ) -> tuple[RoundVerdict, VerifiedModel | None]:
     """Verify one round as described in the module docstring.
 
@@ -379,6 +380,11 @@ def verify_round(
         Participants registered at the time (to report who sent nothing).
     observer:
         Called with each valid update as it is screened.
+    hold:
+        When the round recorded at most this many updates, screen them all first and aggregate
+        them held in memory together (one pass over the model, not one per update: faster, and
+        the same bits; it holds every update at once). By default each update is aggregated as
+        it is screened, one alive at a time.
 
     Returns
     -------
@@ -456,7 +462,11 @@ def verify_round(
     aggregate_error: FedchainError | None = None
     params: Mapping[str, np.ndarray] | None = None
     try:
-        params = rules.strategy.aggregate(base_params, updates, total_samples=total, release_base=loaded_here)
+        held = list(updates) if len(history.updates) <= hold else None
+        params = rules.strategy.aggregate(
+            base_params, updates if held is None else held, total_samples=total, release_base=loaded_here
+        )
+        del held
     except FedchainError as err:
         aggregate_error = err
     for _ in updates:

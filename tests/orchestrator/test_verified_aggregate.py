@@ -256,3 +256,42 @@ def test_a_handed_over_buffer_backs_the_decoded_arrays(tmp_path: Path) -> None:
         np.shares_memory(a, np.frombuffer(blob, dtype=np.uint8))
         for a in decode_update(blob, schema=SCHEMA, copy=False).delta.values()
     )
+
+
+class _Seen:
+    """The federation's strategy, noting whether it was handed the updates together or one at a time."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.kinds = inner, []
+
+    def aggregate(self, base: object, updates: object, **kwargs: object) -> object:
+        self.kinds.append(type(updates).__name__)
+        return self.inner.aggregate(base, updates, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("hold", [0, 2, 3, 10])
+def test_holding_a_small_rounds_updates_aggregates_them_together_to_the_same_bits(tmp_path: Path, hold: int) -> None:
+    rnd = _build(tmp_path)
+    seen = _Seen(RULES.strategy)
+    rules = dataclasses.replace(RULES, strategy=seen)  # type: ignore[arg-type]
+    verdict, model = verify_round(rnd.history, rnd.store, rules, expected_base=rnd.base_hash, hold=hold)
+    assert seen.kinds == (["list"] if hold >= len(PARTICIPANTS) else ["generator"])
+    assert verdict.ok and model is not None
+    assert _bytes(model.params) == _bytes(rnd.aggregate)
+    reference, _ = _verify(rnd)
+    assert verdict == reference
+
+
+def test_a_held_round_with_an_aggregate_one_ulp_off_fails_as_recomputed(tmp_path: Path) -> None:
+    rnd = _build(tmp_path)
+    nudged = {n: a.copy() for n, a in rnd.aggregate.items()}
+    flat = nudged["fc.bias"].reshape(-1)
+    flat[0] = np.nextafter(flat[0], np.float32(np.inf))
+    wrong = rnd.encode(nudged)
+    history = rnd.with_aggregate(sha256(wrong), rnd.store.put(wrong))
+    verdict, model = verify_round(history, rnd.store, RULES, expected_base=rnd.base_hash, hold=3)
+    assert model is None
+    assert _failure(verdict) == _failure(_verify(rnd, history)[0])
