@@ -81,6 +81,15 @@ class Chain(ABC):
         """``eth_getLogs`` for ``params`` (address, fromBlock, toBlock, topics)."""
         return list(self.w3.eth.get_logs(params))  # type: ignore[arg-type]
 
+    def call(self, to: str, data: str) -> bytes:
+        """``eth_call`` of the call data ``data`` (0x hex) at ``to`` on the latest block; the bytes returned.
+
+        One plain JSON-RPC request through the web3 handle's middleware: the caller encodes and
+        decodes (web3's contract and method formatting would double the cost of a read).
+        """
+        params: list[Any] = [{"to": to, "data": data}, "latest"]
+        return bytes(HexBytes(self.w3.manager.request_blocking(RPCEndpoint("eth_call"), params)))
+
     @abstractmethod
     def send_raw_transaction(self, raw: bytes) -> HexBytes:
         """Submit a signed transaction; return its hash. Idempotent for the same bytes."""
@@ -257,6 +266,11 @@ class EmbeddedChain(Chain):
     def prepare(self) -> None:
         with self._lock:
             self._set_pending_timestamp(self.now())
+
+    def call(self, to: str, data: str) -> bytes:
+        # from the faucet, as web3 fills it in (see __init__): eth-tester needs a sender
+        params: list[Any] = [{"from": self._faucet.address, "to": to, "data": data}, "latest"]
+        return bytes(HexBytes(self.w3.manager.request_blocking(RPCEndpoint("eth_call"), params)))
 
     def send_raw_transaction(self, raw: bytes) -> HexBytes:
         if self._read_only:
@@ -592,7 +606,9 @@ class _RetryingHTTPProvider(HTTPProvider):
     """
 
     def __init__(self, url: str, *, retries: int, backoff: float, timeout: float) -> None:
-        super().__init__(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        super().__init__(
+            url, request_kwargs={"timeout": timeout}, session=_session_for(url), exception_retry_configuration=None
+        )
         self._retries = retries
         self._backoff = backoff
 
@@ -622,6 +638,27 @@ class _RetryingHTTPProvider(HTTPProvider):
             logger.warning("%s from %s for %s; retrying in %.2fs", problem, url, method, delay)
             time.sleep(delay)
         raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _session_for(url: str) -> requests.Session:
+    """A ``requests`` session for ``url`` with the environment's settings for it read once.
+
+    A session that trusts the environment looks up the proxy variables (walking the whole
+    environment), the CA bundle variables and ``~/.netrc`` again for every request: about
+    0.8 ms of a 0.8 ms request to a local node. The same settings, resolved for this one URL
+    when the connection is made (``HTTP(S)_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE``/
+    ``CURL_CA_BUNDLE``, netrc credentials), are fixed on the session instead, so every request
+    goes out exactly as it did, without the lookups. (web3 uses a session given to it from any
+    thread.)
+    """
+    session = requests.Session()
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update({k: v for k, v in settings["proxies"].items() if v})
+    session.verify = settings["verify"]
+    session.cert = settings["cert"]
+    session.auth = requests.utils.get_netrc_auth(url)
+    session.trust_env = False
+    return session
 
 
 def _never_sent(err: BaseException) -> bool:
