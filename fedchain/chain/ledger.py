@@ -633,13 +633,30 @@ class Ledger:
         if state.status is RoundStatus.NOT_OPENED:
             raise ChainError(f"round {round_id} has not been opened on ledger {self.address}")
         start = state.opened_block
-        end = state.end_block if state.status.ended else int(self.chain.w3.eth.block_number)
+        if state.status.ended:
+            end = state.end_block
+        elif state.status is RoundStatus.CLOSED:
+            end = state.closed_block  # nothing but its end is emitted for a round after its close
+        else:
+            end = int(self.chain.w3.eth.block_number)
         topic_round = int(round_id).to_bytes(32, "big")
         logs: list[_Log] = []
         for page_start in range(start, end + 1, LOG_PAGE_BLOCKS):
             page_end = min(end, page_start + LOG_PAGE_BLOCKS - 1)
             logs += self._logs(page_start, page_end, self._round_topics(), topic_round)
         return self._assemble(round_id, state, logs)
+
+    def round_opened(self, round_id: int, state: RoundState | None = None) -> RoundOpened:
+        """The ``RoundOpened`` record of ``round_id`` (what it builds on), read from the block it was opened in.
+
+        ``state`` is the round's state if the caller has just read it (it saves reading it again).
+        """
+        state = state or self.round_state(round_id)
+        if state.status is RoundStatus.NOT_OPENED:
+            raise ChainError(f"round {round_id} has not been opened on ledger {self.address}")
+        block = state.opened_block
+        logs = self._logs(block, block, [self._events.topics["RoundOpened"]], int(round_id).to_bytes(32, "big"))
+        return self._assemble(round_id, state, logs).opened
 
     def history(self, start: int = 0, stop: int | None = None) -> Iterator[RoundHistory]:
         """Every opened round from ``start`` (to ``stop``, exclusive), oldest first.
@@ -656,7 +673,15 @@ class Ledger:
         block, and nothing changes a round once it ended, so for an ended round the two agree
         field for field. A round not ended by the time the windows reach the chain's head
         (the round in progress) is read by :meth:`round_history`.
+
+        One round (``stop == start + 1``, what a participant verifies before each round) is
+        read as :meth:`round_history` reads it: its state, then its own blocks' events.
         """
+        if stop is not None and stop == start + 1:
+            state = self.round_state(start)
+            if state.status is not RoundStatus.NOT_OPENED:
+                yield self.round_history(start, state)
+            return
         end = self.next_round() if stop is None else min(stop, self.next_round())
         if start >= end:
             return
