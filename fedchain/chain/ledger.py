@@ -36,6 +36,7 @@ from typing import Any, cast
 import rlp
 from eth_abi.abi import decode as abi_decode
 from eth_abi.codec import ABICodec
+from eth_abi.exceptions import DecodingError
 from eth_typing import ChecksumAddress
 from eth_utils.abi import collapse_if_tuple, event_abi_to_log_topic, function_abi_to_4byte_selector
 from eth_utils.address import to_canonical_address, to_checksum_address
@@ -198,9 +199,20 @@ class _Functions:
         return "0x" + (selector + bytes(self._codec.encode(inputs, args))).hex()
 
     def decode(self, name: str, data: bytes) -> tuple[Any, ...]:
-        """What ``name`` returned, one value per output (a struct as a tuple)."""
+        """What ``name`` returned, one value per output (a struct as a tuple).
+
+        Raises
+        ------
+        ChainError
+            If ``data`` is not such a return value (no code at the address, e.g. a node that
+            lost its state: worth reading again, as web3's ``BadFunctionCallOutput`` was).
+        """
         outputs = self._functions[name][2]
-        return tuple(_normalize(kind, v) for kind, v in zip(outputs, self._codec.decode(outputs, data), strict=True))
+        try:
+            values = self._codec.decode(outputs, data)
+        except DecodingError as err:
+            raise ChainError(f"{name}() returned {len(data)} bytes that are not its {outputs}: {err}") from err
+        return tuple(_normalize(kind, v) for kind, v in zip(outputs, values, strict=True))
 
 
 class _EventDecoder:
