@@ -192,25 +192,30 @@ def open_timed_chain(kind: str, clock: Clock, stack: contextlib.ExitStack) -> Ch
     return chain
 
 
+#: One step of the ledger arm: actor, step, seconds, store seconds, chain seconds, training seconds, chain calls
+#: (the chain's outermost timed entries: on a node, its JSON-RPC requests).
+_StepRow = tuple[str, Step, float, float, float, float, int]
+
+
 def ledger_arm(task: Task, demo: DemoData, rounds: int, chain_kind: str, workdir: Path, arm: Arm) -> tuple[Arrays, int]:
     """``Federation.run`` with the ``on_step`` hook; per round: open + slowest participant + close + finish."""
     clocked = ClockedTask(task)
     members = list(demo.participants)
     manifest = make_manifest(task, seed=SEED, min_updates=len(members), round_seconds=3600)
     clock = Clock()
-    steps: list[tuple[str, Step, float, float, float, float]] = []  # actor, step, s, store s, chain s, train s
+    steps: list[_StepRow] = []
     with contextlib.ExitStack() as stack:
         chain = open_timed_chain(chain_kind, clock, stack)
         store = TimedStore(open_store(str(workdir / "store"), max_blob_size=manifest.max_blob_size))
         fed = Federation.create(chain, store, clocked, members, manifest, key=lambda name: demo_signer(SEED, name))
         data_of = {p.name: id(p.data) for p in fed.participants}
-        marks = [store.seconds, clock.seconds]
+        marks = [store.seconds, clock.seconds, clock.calls]
 
         def on_step(actor: str, step: Step, seconds: float) -> None:
-            store_s, chain_s = store.seconds - marks[0], clock.seconds - marks[1]
-            marks[:] = [store.seconds, clock.seconds]
+            store_s, chain_s, calls = store.seconds - marks[0], clock.seconds - marks[1], clock.calls - marks[2]
+            marks[:] = [store.seconds, clock.seconds, clock.calls]
             train_s = clocked.trained.pop(data_of[actor], 0.0) if actor in data_of else 0.0
-            steps.append((actor, step, seconds, store_s, chain_s, train_s))
+            steps.append((actor, step, seconds, store_s, chain_s, train_s, int(calls)))
 
         gas_before = fed._gas()
         summaries = fed.run(rounds, on_step=on_step, poll_seconds=0.01)
@@ -242,6 +247,7 @@ def ledger_arm(task: Task, demo: DemoData, rounds: int, chain_kind: str, workdir
             rest=total - slowest[5] - store_s - chain_s,
             coordinator=opened[2] + closed[2] + finished[2],
             participant_besides_training=slowest[2] - slowest[5],
+            chain_calls=sum(s[6] for s in path),
         )
     return final, gas
 
@@ -318,7 +324,8 @@ def table(cells: list[dict[str, Any]]) -> str:
             f"coordinator (open + close + finish) {s['coordinator']:.3f} s, slowest participant besides training "
             f"{s['participant_besides_training']:.3f} s; gas {c['gas_per_round']:,}/round; ratio with the plain "
             f"arm's training and the ledger's path besides training {c['ratio_at_plain_training']:.3f}; training "
-            f"for {TARGET}: {c['training_for_target']:.1f} s/round; largest difference of the final models "
+            f"for {TARGET}: {c['training_for_target']:.1f} s/round; chain calls on the path "
+            f"{s['chain_calls']:.0f}/round; largest difference of the final models "
             f"{c['max_abs_difference']:.2e}"
         )
     return "\n".join(lines)

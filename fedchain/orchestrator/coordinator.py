@@ -171,16 +171,20 @@ class Coordinator:
         return tx
 
     def can_finalize(self, round_id: int, state: RoundState | None = None) -> bool:
-        """Whether a closed round can end now (the quorum of valid updates, or the deadline passed)."""
+        """Whether a closed round can end now (the quorum of valid updates, or the deadline passed).
+
+        The chain's clock is asked only when the valid updates are not enough (finishing needs
+        their screening and aggregate in any case; the closed round's history is read once).
+        """
         if self.masking is not None:
             return self.masking.can_finish(round_id)
         state = state or self.ledger.round_state(round_id)
         if state.status is not RoundStatus.CLOSED:
             return False
-        if self.ledger.chain.now() > state.deadline:
-            return True
         prepared = self._prepared(self.closed_history(round_id, state))
-        return prepared.error is not None or len(prepared.valid) >= state.min_updates
+        if prepared.error is not None or len(prepared.valid) >= state.min_updates:
+            return True
+        return self.ledger.chain.now() > state.deadline
 
     def closed_history(self, round_id: int, state: RoundState | None = None) -> RoundHistory:
         """The history of ``round_id`` while it is closed, read from the chain once.

@@ -167,7 +167,7 @@ class Participant:
         if self.masking is not None and not self.masking.in_roster(self, round_id):
             return None
         cp = self.catch_up(round_id)
-        opened = self.ledger.round_history(round_id, state).opened
+        opened = self.ledger.round_opened(round_id, state)
         if opened.base_hash != cp.digest or opened.base_cid != cp.cid:
             raise VerificationError(
                 round_id,
