@@ -56,6 +56,7 @@ from benchmarks._common import (
 from benchmarks._task import SyntheticTask
 from fedchain.audit import audit_ledger
 from fedchain.chain import Chain, Ledger
+from fedchain.fl import fedavg_stream
 from fedchain.fl.codec import sum_of_squares_after_header
 from fedchain.hashing import sha256
 from fedchain.orchestrator.federation import deploy, genesis_params, make_manifest
@@ -175,6 +176,7 @@ def work_per_round(history: History) -> dict[str, float]:
     total = sum(u.num_samples for u in h.updates)
     squares = [sum_of_squares_after_header(b) for b in blobs[:-1]]  # the decoder is given them, as in the audit
     params = rules.strategy.aggregate(base, iter(updates), total_samples=total)
+    lr = float(getattr(rules.strategy, "server_lr", 1.0))  # the benchmark's manifest: FedAvg
     pool = BufferPool(keep=2 * len(reads))  # as the audit reads: into buffers it read into before
     _read_all(store, reads, pool)
     out = {
@@ -187,7 +189,8 @@ def work_per_round(history: History) -> dict[str, float]:
                 for b, u, q in zip(blobs, h.updates, squares, strict=False)
             ]
         ),
-        "fedavg": _cpu(lambda: rules.strategy.aggregate(base, iter(updates), total_samples=total)),
+        # one thread, as every other piece: the audit's threads are busy reading
+        "fedavg": _cpu(lambda: fedavg_stream(base, iter(updates), total_samples=total, server_lr=lr, threads=1)),
         "compare": _cpu(
             lambda: aggregate_matches(
                 blobs[-1], params, rules, round_id=r, base_hash=h.opened.base_hash, num_samples=total

@@ -303,16 +303,17 @@ def table(cells: list[dict[str, Any]]) -> str:
         "## lm: ledger overhead on the critical path (seconds per round, median over rounds and repetitions)",
         "",
         (
-            "| K | chain | P (exchanged) | plain s/round | ledger s/round | ratio | target | training (slowest) "
-            "| ledger: store | chain | rest | same model |"
+            "| K | chain | P (exchanged) | plain s/round | ledger s/round | raw ratio | ratio at the plain arm's "
+            "training | target | training (slowest) | ledger: store | chain | rest | same model |"
         ),
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for c in cells:
         s = c["ledger"]["split"]
         lines.append(
             f"| {c['k']} | {c['chain']} | {c['parameters']:,} | {c['plain']['critical_seconds']:.3f} "
-            f"| {c['ledger']['critical_seconds']:.3f} | {c['ratio']:.3f} | <= {TARGET} "
+            f"| {c['ledger']['critical_seconds']:.3f} | {c['ratio']:.3f} | {c['ratio_at_plain_training']:.3f} "
+            f"| <= {TARGET} "
             f"| {c['ledger']['train_seconds']:.3f} | {s['store']:.3f} | {s['chain']:.3f} | {s['rest']:.3f} "
             f"| {'yes' if c['same_model'] else 'no'} |"
         )
@@ -328,6 +329,12 @@ def table(cells: list[dict[str, Any]]) -> str:
             f"{s['chain_calls']:.0f}/round; largest difference of the final models "
             f"{c['max_abs_difference']:.2e}"
         )
+    lines.append(
+        "\nThe raw ratio divides the two arms' paths as measured, so it moves with how fast each arm's "
+        "training happened to run (the same work: only the machine's noise differs); the ratio at the plain "
+        "arm's training adds the ledger's path besides training to the plain arm's path, which is the ledger's "
+        f"overhead alone, and is the figure the target ({TARGET}) is for."
+    )
     return "\n".join(lines)
 
 
