@@ -28,7 +28,8 @@ Nothing is checked less, and nothing is reported differently:
   verifier's thread.
 
 Memory: at most :data:`DEPTH` blobs are being read or wait to be taken, besides those the
-verifier holds.
+verifier holds, and up to :data:`POOLED` read buffers are kept to be filled again (see
+:mod:`fedchain.storage._buffers`) until the read-ahead is closed and their holders let go.
 """
 
 from __future__ import annotations
