@@ -52,6 +52,23 @@ dim = 8
 PARTICIPANTS = "".join(f'\n[[participants]]\naddress = "0x{c * 40}"\nmax_samples = 500\n' for c in "123")
 
 
+#: What ``mode = "masked"`` alone deploys (the private demo's settings).
+DEMO_PRIVACY = {
+    "mode": "masked",
+    "frac_bits": 32,
+    "clip": 100.0,
+    "min_survivors": 2,
+    "max_samples": 1_000_000,
+    "max_participants": 16,
+    "phase_seconds": 60,
+}
+
+
+def _with_privacy(table: str) -> str:
+    """:data:`COMMON` with ``table`` in place of its ``[federation.privacy]`` tables."""
+    return COMMON.split("[federation.privacy]")[0] + table + "\n[task]" + COMMON.split("[task]")[1]
+
+
 def _load(tmp_path: Path, text: str, role: str = "coordinator") -> object:
     path = tmp_path / f"{role}.toml"
     path.write_text(text, encoding="utf-8")
@@ -90,19 +107,11 @@ def test_a_masked_privacy_table_becomes_the_manifests_privacy_and_a_quorum_withi
 def test_mode_masked_alone_deploys_the_private_demos_settings(tmp_path: Path) -> None:
     text = COMMON.split("frac_bits")[0] + '\n[task]\napp = "icd"\n[task.settings]\nnum_buckets = 512\ndim = 8\n'
     _, manifest = manifest_of(_load(tmp_path, text + PARTICIPANTS))
-    assert manifest.privacy == {
-        "mode": "masked",
-        "frac_bits": 32,
-        "clip": 100.0,
-        "min_survivors": 2,
-        "max_samples": 1_000_000,
-        "max_participants": 16,
-        "phase_seconds": 60,
-    }
+    assert manifest.privacy == DEMO_PRIVACY
 
 
 def test_without_a_privacy_table_the_rounds_are_plain(tmp_path: Path) -> None:
-    text = COMMON.split("[federation.privacy]")[0] + "[task]" + COMMON.split("[task]")[1]
+    text = _with_privacy("")
     config = _load(tmp_path, text + PARTICIPANTS)
     assert config.federation.privacy is None  # type: ignore[attr-defined]
     _, manifest = manifest_of(config)
@@ -148,34 +157,15 @@ def test_the_starters_commented_privacy_table_uncommented_is_a_valid_one(tmp_pat
     lines = ["[federation.privacy]"] + [
         line.removeprefix("# ").split("  #")[0].rstrip() for line in block.splitlines() if line.startswith("# ")
     ]
-    text = COMMON.split("[federation.privacy]")[0] + "\n".join(lines) + "\n[task]" + COMMON.split("[task]")[1]
-    _, manifest = manifest_of(_load(tmp_path, text + PARTICIPANTS))
-    assert manifest.privacy == {
-        "mode": "masked",
-        "frac_bits": 32,
-        "clip": 100.0,
-        "min_survivors": 2,
-        "max_samples": 1_000_000,
-        "max_participants": 16,
-        "phase_seconds": 60,
-        "dp": {"epsilon_budget": 8.0, "delta": 1e-5},
-    }
+    _, manifest = manifest_of(_load(tmp_path, _with_privacy("\n".join(lines)) + PARTICIPANTS))
+    assert manifest.privacy == {**DEMO_PRIVACY, "dp": {"epsilon_budget": 8.0, "delta": 1e-5}}
 
 
 def test_the_readmes_privacy_table_is_a_valid_one(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     [block] = [b.split("```")[0] for b in readme.split("```toml\n") if b.startswith("[federation.privacy]")]
-    text = COMMON.split("[federation.privacy]")[0] + block + "\n[task]" + COMMON.split("[task]")[1]
-    _, manifest = manifest_of(_load(tmp_path, text + PARTICIPANTS))
-    assert manifest.privacy == {
-        "mode": "masked",
-        "frac_bits": 32,
-        "clip": 100.0,
-        "min_survivors": 2,
-        "max_samples": 100_000,
-        "max_participants": 16,
-        "phase_seconds": 60,
-    }
+    _, manifest = manifest_of(_load(tmp_path, _with_privacy(block) + PARTICIPANTS))
+    assert manifest.privacy == {**DEMO_PRIVACY, "max_samples": 100_000}
 
 
 def test_fedchain_deploy_private_deploys_a_masked_manifest(
