@@ -16,11 +16,12 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import numpy as np
 
@@ -80,6 +81,38 @@ def anvil_missing() -> str | None:
     except FedchainError as err:
         return str(err)
     return None
+
+
+class BenchCell(Protocol):
+    """A cell of a benchmark's grid: what :func:`measure_cells` reads of it."""
+
+    @property
+    def chain(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def rounds(self) -> int: ...
+
+
+CellT = TypeVar("CellT", bound=BenchCell)
+
+
+def measure_cells(
+    part: str, cells: Iterable[CellT], measure: Callable[[CellT], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``measure`` of each cell in turn, progress and each cell's figures on stderr; an anvil cell without anvil is
+    reported skipped, with why."""
+    out: list[dict[str, Any]] = []
+    for cell in cells:
+        if cell.chain == "anvil" and (why := anvil_missing()):
+            out.append({"label": cell.label, "skipped": why})
+            continue
+        print(f"{part}: {cell.label}, {cell.rounds} rounds", file=sys.stderr, flush=True)
+        out.append(measure(cell))
+        print(f"{part}: {cell.label} done: {json.dumps(out[-1], default=str)}", file=sys.stderr, flush=True)
+    return out
 
 
 @contextlib.contextmanager

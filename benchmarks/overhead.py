@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import TimedStore, Verdict, anvil_missing, chain_label, median, open_chain, part_main
+from benchmarks._common import TimedStore, Verdict, chain_label, measure_cells, median, open_chain, part_main
 from benchmarks._task import SyntheticTask, TimedTask
 from fedchain.fl import participant_order
 from fedchain.orchestrator._step import Step
@@ -227,14 +227,7 @@ def measure(cell: Cell) -> dict[str, Any]:
 
 
 def run(quick: bool, cells: tuple[Cell, ...] | None = None) -> dict[str, Any]:
-    out: list[dict[str, Any]] = []
-    for cell in cells or (QUICK if quick else FULL):
-        if cell.chain == "anvil" and (why := anvil_missing()):
-            out.append({"label": cell.label, "skipped": why})
-            continue
-        print(f"overhead: {cell.label}, {cell.rounds} rounds", file=sys.stderr, flush=True)
-        out.append(measure(cell))
-    return {"cells": out}
+    return {"cells": measure_cells("overhead", cells or (QUICK if quick else FULL), measure)}
 
 
 def verdicts(result: dict[str, Any]) -> list[Verdict]:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import json
 import sys
 import tempfile
 import threading
@@ -66,7 +65,7 @@ from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
 from benchmarks import masking as masking_bench
-from benchmarks._common import TimedStore, Verdict, anvil_missing, chain_label, interleaved, median, part_main
+from benchmarks._common import TimedStore, Verdict, chain_label, interleaved, measure_cells, median, part_main
 from benchmarks._task import SyntheticTask, TimedTask
 from fedchain.audit import audit_ledger
 from fedchain.chain import Chain, EmbeddedChain, connect
@@ -539,14 +538,7 @@ def measure(cell: Cell) -> dict[str, Any]:
 
 
 def run(quick: bool, cells: tuple[Cell, ...] | None = None) -> dict[str, Any]:
-    out: list[dict[str, Any]] = []
-    for cell in cells or (QUICK if quick else FULL):
-        if cell.chain == "anvil" and (why := anvil_missing()):
-            out.append({"label": cell.label, "skipped": why})
-            continue
-        print(f"private: {cell.label}, {cell.rounds} rounds", file=sys.stderr, flush=True)
-        out.append(measure(cell))
-        print(f"private: {cell.label} done: {json.dumps(out[-1])}", file=sys.stderr, flush=True)
+    out = measure_cells("private", cells or (QUICK if quick else FULL), measure)
     p = 100_000 if quick else 1_000_000
     print(f"private: masking vs ChaCha20 at P={p:,}", file=sys.stderr, flush=True)
     mask = masking_bench.measure(p, (3,) if quick else (3, 10, 30), 3 if quick else 7)
