@@ -200,7 +200,6 @@ def work_per_round(history: History) -> dict[str, float]:
     }
     out["read"] = max(0.0, out["read"] - out["hash"])  # the verified read hashes too
     out["two_threads_speedup"] = _two_threads_speedup(store, reads)
-    out["decode"] = max(0.0, out["decode"])
     out["total"] = sum(v for k, v in out.items() if k != "two_threads_speedup")
     return out
 
