@@ -59,10 +59,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from functools import partial
+from typing import Any
 
 import numpy as np
 
 from fedchain.errors import AggregationError
+from fedchain.fl._kernels import Kernels, address, check_float_status, clear_float_status, for_arithmetic
 
 logger = logging.getLogger(__name__)
 
@@ -365,6 +367,61 @@ def _sum_chunks(
         np.copyto(outs[index][lo:hi], a)  # fl32: nearest even
 
 
+def _flat_addresses(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+    """C-contiguous versions of 1-D float arrays (themselves when they are; the compiled loops need it) and
+    their addresses."""
+    flats = [np.ascontiguousarray(a) for a in arrays]
+    return flats, [address(a) for a in flats]
+
+
+def _sum_chunks_compiled(
+    compiled: Kernels,
+    thetas: Sequence[int],
+    deltas: Sequence[np.ndarray],
+    coeffs: np.ndarray,
+    outs: Sequence[int],
+    chunks: _Chunks,
+) -> None:
+    """:func:`_sum_chunks` with the compiled loop: the same operations per element, in one pass over each chunk.
+
+    ``thetas`` and ``outs`` are the tensors' addresses, ``deltas[i]`` the addresses of tensor ``i``
+    of every update (int64, in participant order) and ``coeffs`` their ``c_k`` (float64).
+    """
+    k, coeffs_at = coeffs.size, address(coeffs)
+    at = [address(d) for d in deltas]
+    clear_float_status()
+    for index, lo, hi in chunks:
+        compiled.fedavg_chunk(thetas[index], at[index], coeffs_at, k, outs[index], lo, hi)
+    check_float_status("fedavg")
+
+
+def _add_scaled_compiled(
+    compiled: Kernels,
+    acc: Sequence[int],
+    current: list[tuple[np.float64, Any, _Chunks]],
+    thetas: Sequence[int] | None,
+) -> None:
+    """:func:`_add_scaled` with the compiled loop, on the arrays' addresses."""
+    c_k, flats, chunks = current[0]
+    clear_float_status()
+    for index, lo, hi in chunks:
+        compiled.add_scaled(acc[index], flats[index], float(c_k), lo, hi, thetas[index] if thetas is not None else None)
+    check_float_status("fedavg")
+
+
+def _cast_compiled(
+    loop: Callable[[int, int, int, int], None],
+    sources: Sequence[int],
+    targets: Mapping[int, int],
+    chunks: Iterable[tuple[int, int, int]],
+) -> None:
+    """:func:`_cast` with a compiled loop (``widen``: float32 to float64, ``narrow``: back), on addresses."""
+    clear_float_status()
+    for index, start, stop in chunks:
+        loop(sources[index], targets[index], start, stop)
+    check_float_status("cast")
+
+
 def _in_memory(
     pool: Executor | None,
     parts: int,
@@ -388,7 +445,18 @@ def _in_memory(
     sizes = [theta.size for theta in thetas]
     chunk = _chunk_size(sum(sizes), parts, _CHUNK)
     chunks = _Chunks(_chunked(sizes, chunk))
-    _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, chunks, chunk) for _ in range(parts)])
+    compiled = for_arithmetic()
+    if compiled is None:
+        _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, chunks, chunk) for _ in range(parts)])
+    else:
+        kept, theta_addresses = _flat_addresses(thetas)
+        updates_kept = [_flat_addresses(flats) for _, flats in checked]  # alive until the loops are done
+        deltas = [np.array([a[i] for _, a in updates_kept], dtype=np.int64) for i in range(len(thetas))]
+        coeffs = np.array([c_k for c_k, _ in checked], dtype=np.float64)
+        outs_at = [address(out) for out in flat_outs]
+        task = partial(_sum_chunks_compiled, compiled, theta_addresses, deltas, coeffs, outs_at, chunks)
+        _run(pool, [task] * parts)
+        del kept, updates_kept
     logger.debug("aggregated %d updates held in memory", len(checked))
     return outs
 
@@ -415,36 +483,58 @@ def _streamed(
     chunk = _chunk_size(sum(sizes), parts, _STREAM_CHUNK)
     chunks = _chunked(sizes, chunk)
     acc = [np.empty(size, dtype=np.float64) for size in sizes]
+    compiled = for_arithmetic()
+    acc_at = [address(a) for a in acc]
+    if compiled is not None:  # the compiled loops read contiguous copies of strided tensors, by address
+        thetas[:], theta_at = _flat_addresses(thetas)
+
+    def to_acc() -> None:  # acc = fl64(theta), exact
+        if compiled is None:
+            _run(pool, [partial(_cast, thetas, acc, _Chunks(chunks)) for _ in range(parts)])
+        else:
+            task = partial(_cast_compiled, compiled.widen, theta_at, dict(enumerate(acc_at)), _Chunks(chunks))
+            _run(pool, [task] * parts)
+
     if release_base:
-        _run(pool, [partial(_cast, thetas, acc, _Chunks(chunks)) for _ in range(parts)])  # exact
+        to_acc()
         thetas.clear()
     # The update being added: the threads find it here, and it is emptied once they are done,
     # since a thread may hold on to its finished task (and the task's arguments) for a while.
-    current: list[tuple[np.float64, list[np.ndarray], _Chunks]] = []
-    scratch = [np.empty(chunk, dtype=np.float64) for _ in range(parts)]
-    add_first = [partial(_add_scaled, acc, current, tmp, thetas) for tmp in scratch]
-    add = [partial(_add_scaled, acc, current, tmp, None) for tmp in scratch]
+    current: list[tuple[np.float64, Any, _Chunks]] = []
+    if compiled is None:
+        scratch = [np.empty(chunk, dtype=np.float64) for _ in range(parts)]
+        add_first = [partial(_add_scaled, acc, current, tmp, thetas) for tmp in scratch]
+        add = [partial(_add_scaled, acc, current, tmp, None) for tmp in scratch]
+        del scratch
+    else:
+        add_first = [partial(_add_scaled_compiled, compiled, acc_at, current, theta_at)] * parts
+        add = [partial(_add_scaled_compiled, compiled, acc_at, current, None)] * parts
     seen = 0
     started = release_base  # whether the accumulator already holds theta
     for participant, n_k, delta in _ordered(updates):
         c_k, flats = _checked(participant, n_k, delta, names, shapes, total_samples, eta)
-        current.append((c_k, flats, _Chunks(chunks)))
+        kept, at = _flat_addresses(flats) if compiled is not None else (flats, [])
+        current.append((c_k, flats if compiled is None else at, _Chunks(chunks)))
         del delta, flats  # let the caller's generator free it before decoding the next one
         _run(pool, add if started else add_first)
         started = True
         current.clear()
+        del kept, at
         seen += n_k
         logger.debug("aggregated update from %s (n_k=%d)", participant, n_k)
     if seen != total_samples:
         raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
     if not started:  # no update: the accumulator is just theta
-        _run(pool, [partial(_cast, thetas, acc, _Chunks(chunks)) for _ in range(parts)])  # exact
-    del add, add_first, scratch
+        to_acc()
+    del add, add_first
     outs = []
     for index, shape in enumerate(shapes):  # one tensor's float32 result beside the accumulator at a time
         out = np.empty(shape, dtype=np.float32)
         mine = _Chunks([c for c in chunks if c[0] == index])
-        _run(pool, [partial(_cast, acc, {index: out.reshape(-1)}, mine) for _ in range(parts)])
+        if compiled is None:
+            _run(pool, [partial(_cast, acc, {index: out.reshape(-1)}, mine) for _ in range(parts)])
+        else:
+            _run(pool, [partial(_cast_compiled, compiled.narrow, acc_at, {index: address(out)}, mine)] * parts)
         acc[index] = np.empty(0)  # free this tensor's accumulator
         outs.append(out)
     return outs

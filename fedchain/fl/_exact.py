@@ -69,6 +69,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from fedchain.fl._kernels import Kernels, address, kernels
+
 logger = logging.getLogger(__name__)
 
 #: Elements per chunk: two float64 buffers of 128 KiB (within any L2); the level's bound ``L`` grows
@@ -180,56 +182,14 @@ def sum_of_squares(arrays: Iterable[np.ndarray]) -> float:
     total = sum(int(a.size) for a in arrays)
     if total == 0:
         return 0.0
-    block = min(_BLOCK, -(-total // _ROW) * _ROW)
-    v = np.empty(block, dtype=np.float64)
-    h = np.empty(block, dtype=np.float64)
     exact: list[tuple[int, int]] = []  # A + 2B of every block
     approx: list[tuple[int, int]] = []  # T' of every block
-    special: float | None = None
-
-    def split(filled: int) -> None:
-        nonlocal special
-        rows = -(-filled // _ROW)
-        v[filled : rows * _ROW] = 0.0  # zeros add nothing to A, B or T
-        vv, hh = v[: rows * _ROW].reshape(rows, _ROW), h[: rows * _ROW].reshape(rows, _ROW)
-        estimate = _dot(vv, vv)
-        if not math.isfinite(estimate):  # inf, or nan
-            special = estimate if special is None or math.isnan(estimate) else special
-            return
-        if estimate == 0.0:
-            return
-        e = math.frexp(estimate)[1]
-        g = math.ldexp(1.0, -((-e) // 2) - 21)
-        c = 1.5 * math.ldexp(g, 52)
-        np.add(vv, c, out=hh)
-        np.subtract(hh, c, out=hh)  # h: v rounded to a multiple of g
-        np.subtract(vv, hh, out=vv)  # r = v - h, exact
-        a = _dot(hh, hh)
-        if not a <= math.ldexp(g * g, 43):
-            raise _Undecided
-        b = _dot(hh, vv)
-        t = _dot(vv, vv)
-        for x in (a, 2.0 * b):
-            if x != 0.0:
-                exact.append(_exact_int(x))
-        if t != 0.0:
-            approx.append(_exact_int(t))
-
+    compiled = kernels()
     try:
-        filled = 0
-        for arr in arrays:
-            flat = arr.reshape(-1)
-            lo = 0
-            while lo < flat.size:
-                take = min(block - filled, flat.size - lo)
-                v[filled : filled + take] = flat[lo : lo + take]  # exact widening
-                filled += take
-                lo += take
-                if filled == block:
-                    split(filled)
-                    filled = 0
-        if filled:
-            split(filled)
+        if compiled is not None:
+            special = _split_compiled(compiled, arrays, exact, approx)
+        else:
+            special = _split_numpy(arrays, total, exact, approx)
     except _Undecided:
         return extracted_sum_of_squares(arrays)
     if special is not None:
@@ -245,6 +205,100 @@ def sum_of_squares(arrays: Iterable[np.ndarray]) -> float:
         return lower
     logger.debug("sum of squares: the certified split left the rounding open; extracting")
     return extracted_sum_of_squares(arrays)
+
+
+def _grid(estimate: float) -> float:
+    """The grid ``g`` of a block whose estimate ``S'`` is finite and positive (step 2 of the module docstring)."""
+    e = math.frexp(estimate)[1]
+    return math.ldexp(1.0, -((-e) // 2) - 21)
+
+
+def _record(
+    g: float, a: float, b: float, t: float, exact: list[tuple[int, int]], approx: list[tuple[int, int]]
+) -> None:
+    """Check a block's ``A'`` (step 3) and append its exact ``A + 2B`` to ``exact`` and ``T'`` to ``approx``."""
+    if not a <= math.ldexp(g * g, 43):
+        raise _Undecided
+    for x in (a, 2.0 * b):
+        if x != 0.0:
+            exact.append(_exact_int(x))
+    if t != 0.0:
+        approx.append(_exact_int(t))
+
+
+def _special(previous: float | None, estimate: float) -> float:
+    """The result once a block's estimate is ``inf`` or ``nan``: ``nan`` wins."""
+    return estimate if previous is None or math.isnan(estimate) else previous
+
+
+def _split_numpy(
+    arrays: list[np.ndarray], total: int, exact: list[tuple[int, int]], approx: list[tuple[int, int]]
+) -> float | None:
+    """The certified split with numpy calls, blocks taken across the arrays: each block's ``A + 2B`` appended to
+    ``exact`` and its ``T'`` to ``approx``; returns ``inf`` or ``nan`` if a block's estimate was one."""
+    block = min(_BLOCK, -(-total // _ROW) * _ROW)
+    v = np.empty(block, dtype=np.float64)
+    h = np.empty(block, dtype=np.float64)
+    special: float | None = None
+
+    def split(filled: int) -> None:
+        nonlocal special
+        rows = -(-filled // _ROW)
+        v[filled : rows * _ROW] = 0.0  # zeros add nothing to A, B or T
+        vv, hh = v[: rows * _ROW].reshape(rows, _ROW), h[: rows * _ROW].reshape(rows, _ROW)
+        estimate = _dot(vv, vv)
+        if not math.isfinite(estimate):  # inf, or nan
+            special = _special(special, estimate)
+            return
+        if estimate == 0.0:
+            return
+        g = _grid(estimate)
+        c = 1.5 * math.ldexp(g, 52)
+        np.add(vv, c, out=hh)
+        np.subtract(hh, c, out=hh)  # h: v rounded to a multiple of g
+        np.subtract(vv, hh, out=vv)  # r = v - h, exact
+        _record(g, _dot(hh, hh), _dot(hh, vv), _dot(vv, vv), exact, approx)
+
+    filled = 0
+    for arr in arrays:
+        flat = arr.reshape(-1)
+        lo = 0
+        while lo < flat.size:
+            take = min(block - filled, flat.size - lo)
+            v[filled : filled + take] = flat[lo : lo + take]  # exact widening
+            filled += take
+            lo += take
+            if filled == block:
+                split(filled)
+                filled = 0
+    if filled:
+        split(filled)
+    return special
+
+
+def _split_compiled(
+    compiled: Kernels, arrays: list[np.ndarray], exact: list[tuple[int, int]], approx: list[tuple[int, int]]
+) -> float | None:
+    """:func:`_split_numpy` with the compiled block loop (:mod:`fedchain.fl._kernels`), blocks taken within each
+    array (any partition into blocks of at most ``2**16`` values gives the same exact sum)."""
+    special: float | None = None
+    out = np.zeros(5, dtype=np.float64)
+    out_at = address(out)
+    for arr in arrays:
+        flat = np.ascontiguousarray(arr.reshape(-1))
+        base = address(flat)
+        for lo in range(0, flat.size, _BLOCK):
+            compiled.block_sums(base + 4 * lo, min(_BLOCK, flat.size - lo), out_at)
+            estimate = float(out[0])
+            if not math.isfinite(estimate):
+                special = _special(special, estimate)
+            elif estimate != 0.0:
+                g, a, b, t = out[1:].tolist()
+                if g != _grid(estimate):  # the loop's grid is the docstring's, computed the same way
+                    raise _Undecided
+                _record(g, a, b, t, exact, approx)
+        del flat  # kept alive until the loop has read it
+    return special
 
 
 class _Undecided(Exception):
