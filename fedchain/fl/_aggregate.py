@@ -23,7 +23,10 @@ How it is executed changes no bit of the result:
   float32 delta into a float64 chunk, ``multiply`` of that chunk by ``np.float64(c_k)``, and
   ``add`` into the accumulator, which starts as theta cast exactly to float64 and ends cast
   to float32, rounding to nearest even), each correctly rounded; never a fused multiply-add,
-  never BLAS, never a reduction, neither over participants nor over elements. An element's
+  never BLAS, never a reduction, neither over participants nor over elements. Where the
+  install built them, the compiled loops of :mod:`fedchain.fl._kernels` do the very same
+  operations per element in one pass over each chunk (several times faster; the same bits,
+  tested against these numpy calls). An element's
   result depends only on that element of ``theta`` and of each ``delta_k`` and on the
   ``c_k``, taken in participant order, so neither the SIMD width nor the chunk size can
   change it. (The casts are explicit: numpy's mixed-type loops, which cast float32 operands

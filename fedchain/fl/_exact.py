@@ -19,8 +19,9 @@ instead of one Python float per element.
 
 That extraction is the fallback. :func:`sum_of_squares` first computes the same float by a
 certified split that costs about a third of it (per block of values: the widening copy, two
-passes rounding to a grid, one for the remainders, and four dot products) and falls back only
-when the split cannot decide the rounding.
+passes rounding to a grid, one for the remainders, and four dot products; where the install
+built them, the compiled loop of :mod:`fedchain.fl._kernels` does a block in two passes over
+it, about twice as fast) and falls back only when the split cannot decide the rounding.
 
 **The certified split.** Take a block of ``n <= 2**16`` float32 values, as float64 ``v_i``
 (exact), ``s = sum v_i**2`` the real sum, and ``u = 2**-53``. A float64 sum of ``m``
