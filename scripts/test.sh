@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ipfs_cid: an independent CID oracle; docker-compose: validates docker-compose.yml (no engine
-# needed); chromium: renders the audit's HTML report headless in its test.
-if ! command -v ipfs_cid >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+# needed); chromium: renders the audit's HTML report headless in its test; gcc: builds the compiled
+# loops (fedchain/fl/_loops.c), which tests/fl/test_kernels.py compares with the numpy loops.
+if ! command -v ipfs_cid >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends ipfs-cid docker-compose chromium >/dev/null
+    apt-get install -y -qq --no-install-recommends ipfs-cid docker-compose chromium gcc libc6-dev >/dev/null
 fi
 # Pinned in package-lock.json: anvil and hardhat (real Ethereum nodes), js-ipfs (a real IPFS RPC
 # daemon) and solc-js (the compiler fallback). The tests start and stop the nodes themselves
