@@ -371,9 +371,9 @@ def _sum_chunks(
 
 
 def _flat_addresses(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
-    """C-contiguous versions of 1-D float arrays (themselves when they are; the compiled loops need it) and
-    their addresses."""
-    flats = [np.ascontiguousarray(a) for a in arrays]
+    """C-contiguous, aligned versions of 1-D float arrays (themselves when they are: the compiled loops read
+    whole elements at their addresses) and those addresses."""
+    flats = [np.require(a, requirements=["C", "A"]) for a in arrays]
     return flats, [address(a) for a in flats]
 
 

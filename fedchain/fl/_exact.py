@@ -286,7 +286,7 @@ def _split_compiled(
     out = np.zeros(5, dtype=np.float64)
     out_at = address(out)
     for arr in arrays:
-        flat = np.ascontiguousarray(arr.reshape(-1))
+        flat = np.require(arr.reshape(-1), requirements=["C", "A"])  # whole elements at their addresses
         base = address(flat)
         for lo in range(0, flat.size, _BLOCK):
             compiled.block_sums(base + 4 * lo, min(_BLOCK, flat.size - lo), out_at)

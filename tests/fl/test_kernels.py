@@ -96,13 +96,13 @@ def test_fedavg_gives_the_numpy_loops_bits(seed: int, k: int, special: bool, str
 
 @pytest.mark.usefixtures("compiled")
 @pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
-def test_fedavg_reads_strided_and_read_only_tensors(streamed: bool) -> None:
+def test_fedavg_reads_strided_read_only_and_unaligned_tensors(streamed: bool) -> None:
     rng = np.random.default_rng(7)
     wide = rng.standard_normal((64, 96)).astype(np.float32)
-    base = {
-        "w": wide[:, ::3],
-        "v": np.frombuffer(rng.standard_normal(500).astype(np.float32).tobytes(), dtype=np.float32),
-    }
+    # strided, read-only, and not aligned (float32 values one byte into a buffer)
+    unaligned = np.frombuffer(b"\0" + rng.standard_normal(500).astype(np.float32).tobytes(), dtype=np.float32, offset=1)
+    assert not unaligned.flags.aligned
+    base = {"w": wide[:, ::3], "v": unaligned}
     updates: list[UpdateItem] = [
         (f"0x{i:040x}", 3 + i, {"w": rng.standard_normal((32, 64)).astype(np.float32).T[::-1], "v": base["v"][::-1]})
         for i in range(3)
@@ -122,6 +122,7 @@ def test_fedavg_reads_strided_and_read_only_tensors(streamed: bool) -> None:
     [
         [np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32) * np.float32(0.01)],
         [np.random.default_rng(1).standard_normal(70001).astype(np.float32)[::3], np.float32([1e30, 1e-30, 3.0])],
+        [np.frombuffer(b"\0" + np.float32(np.arange(7000) * 0.37).tobytes(), dtype=np.float32, offset=1)],
         [(np.random.default_rng(2).standard_normal(100001) * 1e-40).astype(np.float32)],  # subnormal
         [np.full(100, F32.max, dtype=np.float32)],
         [np.float32([1.0, 2.0**-12])],  # an exact sum on a midpoint between two float64 numbers
@@ -131,7 +132,19 @@ def test_fedavg_reads_strided_and_read_only_tensors(streamed: bool) -> None:
         [np.zeros(5, dtype=np.float32), np.zeros(0, dtype=np.float32)],
         [SPECIAL],
     ],
-    ids=["dense", "strided", "subnormal", "max", "midpoint", "inf", "nan", "inf-then-nan", "zeros", "special"],
+    ids=[
+        "dense",
+        "strided",
+        "unaligned",
+        "subnormal",
+        "max",
+        "midpoint",
+        "inf",
+        "nan",
+        "inf-then-nan",
+        "zeros",
+        "special",
+    ],
 )
 def test_the_sum_of_squares_is_the_numpy_loops_float(arrays: list[np.ndarray]) -> None:
     with_loops, without = _both(lambda: sum_of_squares(arrays))
