@@ -205,9 +205,15 @@ def _load() -> Kernels | None:
         "fc_narrow": (ptr, ptr, i64, i64),
         "fc_block_sums": (ptr, i64, ptr),
     }
-    for name, argtypes in signatures.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = argtypes, None
+    try:
+        for name, argtypes in signatures.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, None
+    except AttributeError as err:  # a library from another version of _loops.c
+        logger.warning(
+            "the compiled loops %s are not this version's (%s): reinstall fedchain; the numpy loops run", path, err
+        )
+        return None
     return Kernels(
         fedavg_chunk=lib.fc_fedavg_chunk,
         add_scaled=lib.fc_add_scaled,

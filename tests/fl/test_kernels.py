@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -214,3 +215,18 @@ def test_a_blocks_split_sums_are_the_exact_ones(compiled: _kernels.Kernels, seed
     assert a == float(sum(map(Fraction, (h * h).tolist())))
     assert b == float(sum(map(Fraction, (h * r).tolist())))
     assert t == pytest.approx(math.fsum((r * r).tolist()), rel=1e-12)
+
+
+def test_a_library_of_another_version_is_refused_and_the_numpy_loops_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a real shared library that lacks this version's loops (what a stale editable build would be)
+    source = tmp_path / "old.c"
+    source.write_text("int fc_fedavg_chunk(void) { return 0; }\n", encoding="utf-8")
+    library = tmp_path / "old.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    monkeypatch.setattr(_kernels, "_library", lambda: library)
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    with caplog.at_level("WARNING", logger="fedchain.fl._kernels"):
+        assert _kernels._load() is None
+    assert "not this version's" in caplog.text
