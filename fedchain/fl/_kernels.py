@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import importlib.machinery
 import logging
 import os
@@ -84,7 +85,7 @@ def kernels() -> Kernels | None:
 def for_arithmetic() -> Kernels | None:
     """:func:`kernels`, when the caller's numpy ``errstate`` can be honoured (see :func:`check_float_status`)."""
     compiled = kernels()
-    if compiled is None or _FLOAT_STATUS is not None or all(v == "ignore" for v in np.geterr().values()):
+    if compiled is None or _float_status() is not None or all(v == "ignore" for v in np.geterr().values()):
         return compiled
     return None  # no way to read the floating-point flags here: numpy's loops report them
 
@@ -105,8 +106,11 @@ class _FloatStatus:
         return [name for name, bit in self._bits.items() if flags & bit]
 
 
+@functools.cache
 def _float_status() -> _FloatStatus | None:
-    """The flags' reader on a platform whose ``<fenv.h>`` values are known (x86-64 and arm64), else ``None``."""
+    """The flags' reader on a platform whose ``<fenv.h>`` values are known (x86-64 and arm64), else ``None``.
+
+    Found on first use (``find_library`` runs ``ldconfig``), not when fedchain is imported."""
     machine = platform.machine().lower()
     if machine in ("x86_64", "amd64"):
         bits = {"divide": 0x04, "over": 0x08, "under": 0x10, "invalid": 0x01}
@@ -123,15 +127,15 @@ def _float_status() -> _FloatStatus | None:
         return None
 
 
-_FLOAT_STATUS = _float_status()
 #: numpy's words for the conditions in its messages.
 _CONDITIONS = {"divide": "divide by zero", "over": "overflow", "under": "underflow", "invalid": "invalid value"}
 
 
 def clear_float_status() -> None:
     """Clear the calling thread's floating-point exception flags before a compiled loop runs."""
-    if _FLOAT_STATUS is not None:
-        _FLOAT_STATUS.clear()
+    status = _float_status()
+    if status is not None:
+        status.clear()
 
 
 def check_float_status(where: str) -> None:
@@ -146,9 +150,10 @@ def check_float_status(where: str) -> None:
     FloatingPointError
         When a raised condition's ``errstate`` is ``raise``.
     """
-    if _FLOAT_STATUS is None:
+    status = _float_status()
+    if status is None:
         return
-    raised = _FLOAT_STATUS.raised()
+    raised = status.raised()
     if not raised:
         return
     modes = {name: str(mode) for name, mode in np.geterr().items()}
