@@ -380,21 +380,21 @@ def _flat_addresses(arrays: Sequence[np.ndarray]) -> tuple[list[np.ndarray], lis
 def _sum_chunks_compiled(
     compiled: Kernels,
     thetas: Sequence[int],
-    deltas: Sequence[np.ndarray],
-    coeffs: np.ndarray,
+    deltas: Sequence[int],
+    coeffs: int,
+    k: int,
     outs: Sequence[int],
     chunks: _Chunks,
 ) -> None:
     """:func:`_sum_chunks` with the compiled loop: the same operations per element, in one pass over each chunk.
 
-    ``thetas`` and ``outs`` are the tensors' addresses, ``deltas[i]`` the addresses of tensor ``i``
-    of every update (int64, in participant order) and ``coeffs`` their ``c_k`` (float64).
+    Everything is an address: ``thetas`` and ``outs`` the tensors', ``deltas[i]`` that of an int64
+    array of the addresses of tensor ``i`` of the ``k`` updates, in participant order, and
+    ``coeffs`` that of their ``c_k`` (float64).
     """
-    k, coeffs_at = coeffs.size, address(coeffs)
-    at = [address(d) for d in deltas]
     clear_float_status()
     for index, lo, hi in chunks:
-        compiled.fedavg_chunk(thetas[index], at[index], coeffs_at, k, outs[index], lo, hi)
+        compiled.fedavg_chunk(thetas[index], deltas[index], coeffs, k, outs[index], lo, hi)
     check_float_status("fedavg")
 
 
@@ -456,10 +456,18 @@ def _in_memory(
         updates_kept = [_flat_addresses(flats) for _, flats in checked]  # alive until the loops are done
         deltas = [np.array([a[i] for _, a in updates_kept], dtype=np.int64) for i in range(len(thetas))]
         coeffs = np.array([c_k for c_k, _ in checked], dtype=np.float64)
-        outs_at = [address(out) for out in flat_outs]
-        task = partial(_sum_chunks_compiled, compiled, theta_addresses, deltas, coeffs, outs_at, chunks)
+        task = partial(
+            _sum_chunks_compiled,
+            compiled,
+            theta_addresses,
+            [address(d) for d in deltas],
+            address(coeffs),
+            len(checked),
+            [address(out) for out in flat_outs],
+            chunks,
+        )
         _run(pool, [task] * parts)
-        del kept, updates_kept
+        del kept, updates_kept, deltas, coeffs  # alive until the loops are done
     logger.debug("aggregated %d updates held in memory", len(checked))
     return outs
 
@@ -516,13 +524,14 @@ def _streamed(
     started = release_base  # whether the accumulator already holds theta
     for participant, n_k, delta in _ordered(updates):
         c_k, flats = _checked(participant, n_k, delta, names, shapes, total_samples, eta)
-        kept, at = _flat_addresses(flats) if compiled is not None else (flats, [])
-        current.append((c_k, flats if compiled is None else at, _Chunks(chunks)))
+        # the compiled loops take the tensors' addresses (of contiguous, aligned copies if need be)
+        kept, operands = (flats, flats) if compiled is None else _flat_addresses(flats)
+        current.append((c_k, operands, _Chunks(chunks)))
         del delta, flats  # let the caller's generator free it before decoding the next one
         _run(pool, add if started else add_first)
         started = True
         current.clear()
-        del kept, at
+        del kept, operands
         seen += n_k
         logger.debug("aggregated update from %s (n_k=%d)", participant, n_k)
     if seen != total_samples:
