@@ -29,9 +29,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import importlib.machinery
 import logging
-import os
 import platform
 import threading
 import warnings
@@ -41,10 +39,9 @@ from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from fedchain._native import KERNELS_ENV, built_library, turned_off
 
-#: Environment variable: ``numpy`` turns the compiled loops off.
-KERNELS_ENV = "FEDCHAIN_KERNELS"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -181,16 +178,11 @@ def address(array: np.ndarray) -> int:
 
 def _library() -> Path | None:
     """The built ``_loops`` library beside this module, if the install built it."""
-    here = Path(__file__).parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        candidate = here / f"_loops{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
+    return built_library(Path(__file__).parent, "_loops")
 
 
 def _load() -> Kernels | None:
-    if os.environ.get(KERNELS_ENV, "").strip().lower() == "numpy":
+    if turned_off():
         logger.debug("%s=numpy: the numpy loops run", KERNELS_ENV)
         return None
     path = _library()

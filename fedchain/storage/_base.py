@@ -31,7 +31,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from fedchain.errors import BlobTooLargeError, DigestMismatchError, IntegrityError
 from fedchain.storage._car import write_car
 from fedchain.storage._cid import BlockRef, parse_cid
-from fedchain.storage._unixfs import iter_dag, iter_file, read_file, read_root
+from fedchain.storage._unixfs import LeafRunReader, iter_dag, iter_file, read_file, read_root
 from fedchain.types import Cid
 
 logger = logging.getLogger(__name__)
@@ -163,6 +163,13 @@ class DagStore(ABC):
             view = view[n:]
         return len(block)
 
+    def _leaf_run_reader(self) -> LeafRunReader | None:
+        """The verified read's reader of a run of leaves (:data:`~fedchain.storage._unixfs.LeafRunReader`), if any.
+
+        None by default: the leaves are read one by one through :meth:`_read_block_into`.
+        """
+        return None
+
     def _limit(self, max_size: int | None) -> int:
         return self._max_blob_size if max_size is None else min(max_size, self._max_blob_size)
 
@@ -258,6 +265,7 @@ class DagStore(ABC):
                 sha256=bytes(sha256),
                 check_leaves=check_cid,
                 read_into=self._read_block_into,
+                read_leaves=self._leaf_run_reader(),
             )
         except IntegrityError as err:
             if check_cid:

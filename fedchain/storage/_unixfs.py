@@ -70,6 +70,11 @@ BlockSource = Callable[[BlockRef], bytes | None]
 #: block's size (which may differ from the buffers' total: then the buffers' contents are
 #: meaningless), or ``None`` if the store does not have it.
 BlockReader = Callable[[BlockRef, Sequence[memoryview]], int | None]
+#: Reads a run of leaves, each given as its reference and the size its parent gives it, straight
+#: into the buffer one after the other, and returns how many leading ones it read. A leaf counts as
+#: read only if its block is a raw leaf of that size, or a dag-pb leaf of that size in the layout
+#: kubo writes (the envelope :func:`leaf_envelope` gives); the buffer past them means nothing.
+LeafRunReader = Callable[[Sequence[tuple[BlockRef, int]], memoryview], int]
 
 
 class FileImporter:
@@ -329,6 +334,7 @@ def read_file(
     check_leaves: bool = True,
     what: str = "blob",
     read_into: BlockReader | None = None,
+    read_leaves: LeafRunReader | None = None,
 ) -> bytearray:
     """Read the whole file into a new buffer of its exact size.
 
@@ -349,6 +355,10 @@ def read_file(
         raw leaf) is then read straight into its place in the buffer, its envelope into
         scratch space and compared with the one a leaf of that size has. Anything else
         (or any mismatch) is read and decoded block by block as usual.
+    read_leaves:
+        The store's reader of a run of leaves, if it has one: the leaves of a node are then read
+        a run at a time (leaf by leaf as with ``read_into`` from the first one it did not read)
+        and hashed together, so each run of leaves costs one call instead of a few per leaf.
 
     Raises
     ------
@@ -369,7 +379,8 @@ def read_file(
     buf = new_buffer(node.filesize)  # a new one, or one of the current pool's (see _buffers)
     view = memoryview(buf)
     hasher = hashlib.sha256() if sha256 is not None else None
-    filled = _fill(source, ref, node, root_text, 0, view, 0, hasher, check_leaves, read_into)
+    readers = _Readers(source, read_into, read_leaves)
+    filled = _fill(readers, ref, node, root_text, 0, view, 0, hasher, check_leaves)
     if filled != len(buf):  # the sizes were checked level by level; this cannot differ
         raise IntegrityError(root_text, root_text, f"read {filled} bytes of a {len(buf)}-byte file")
     view.release()
@@ -380,8 +391,17 @@ def read_file(
     return buf
 
 
+@dataclass(frozen=True)
+class _Readers:
+    """How :func:`read_file` gets blocks: one at a time, into given buffers, and a run of leaves at a time."""
+
+    source: BlockSource
+    read_into: BlockReader | None
+    read_leaves: LeafRunReader | None
+
+
 def _fill(
-    source: BlockSource,
+    readers: _Readers,
     ref: BlockRef,
     node: FileNode,
     root: str,
@@ -390,27 +410,83 @@ def _fill(
     pos: int,
     hasher: Any,
     check_leaves: bool,
-    read_into: BlockReader | None,
 ) -> int:
     """Copy ``node``'s bytes into ``out`` from ``pos`` on (hashing them into ``hasher``); return the new position."""
     if node.data:
         pos = _put(out, pos, node.data, hasher, root, ref)
-    for child_ref, expected in node.children:
-        if depth >= MAX_DEPTH:
-            raise IntegrityError(root, str(child_ref), f"DAG deeper than {MAX_DEPTH} levels")
-        if read_into is not None and _read_leaf(read_into, child_ref, expected, out, pos, hasher, check_leaves, root):
+    children = node.children
+    if children and depth >= MAX_DEPTH:
+        raise IntegrityError(root, str(children[0][0]), f"DAG deeper than {MAX_DEPTH} levels")
+    index = 0
+    while index < len(children):
+        if readers.read_leaves is not None:
+            count, pos = _read_leaf_run(readers.read_leaves, children, index, out, pos, hasher, check_leaves)
+            index += count
+            if index == len(children):
+                break
+        child_ref, expected = children[index]
+        index += 1
+        if readers.read_into is not None and _read_leaf(
+            readers.read_into, child_ref, expected, out, pos, hasher, check_leaves, root
+        ):
             pos += expected
             continue
         if check_leaves:
-            child = decode_file_node(child_ref, load_block(source, child_ref, root), root)
+            child = decode_file_node(child_ref, load_block(readers.source, child_ref, root), root)
         else:
-            child = _read_unless_leaf(source, child_ref, root)
+            child = _read_unless_leaf(readers.source, child_ref, root)
         if child.filesize != expected:
             raise IntegrityError(
                 root, str(child_ref), f"holds {child.filesize} bytes but its parent {ref} says {expected}"
             )
-        pos = _fill(source, child_ref, child, root, depth + 1, out, pos, hasher, check_leaves, read_into)
+        pos = _fill(readers, child_ref, child, root, depth + 1, out, pos, hasher, check_leaves)
     return pos
+
+
+def _read_leaf_run(
+    read_leaves: LeafRunReader,
+    children: Sequence[tuple[BlockRef, int]],
+    index: int,
+    out: memoryview,
+    pos: int,
+    hasher: Any,
+    check: bool,
+) -> tuple[int, int]:
+    """Read leaves ``children[index:]`` straight into ``out`` from ``pos`` on, as many as the reader reads.
+
+    Returns how many were read and the position after them. They are the leaves :func:`_read_leaf`
+    would have read, with the same bytes: only a child that may be a leaf (raw or dag-pb, holding
+    1 byte to a block's limit, within the file) is tried, and with ``check`` each is hashed against
+    its CID, the run ending before the first that does not match (the caller reads it the general
+    way, which says what is wrong). The run is hashed into ``hasher`` in one call.
+    """
+    end = index
+    stop = pos
+    while end < len(children):
+        child_ref, size = children[end]
+        if child_ref.codec not in (RAW, DAG_PB) or not 0 < size <= MAX_BLOCK_SIZE or stop + size > len(out):
+            break
+        stop += size
+        end += 1
+    if end == index:
+        return 0, pos
+    run = children[index:end]
+    count = read_leaves(run, out[pos:stop])
+    if check:
+        at = pos
+        for checked, (child_ref, size) in enumerate(run[:count]):
+            prefix, suffix = (b"", b"") if child_ref.codec == RAW else leaf_envelope(size)
+            h = hashlib.sha256(prefix)
+            h.update(out[at : at + size])
+            h.update(suffix)
+            if child_ref.multihash[:2] != b"\x12\x20" or h.digest() != child_ref.multihash[2:]:
+                count = checked
+                break
+            at += size
+    read_to = pos + sum(size for _, size in run[:count])
+    if hasher is not None and read_to > pos:
+        hasher.update(out[pos:read_to])
+    return count, read_to
 
 
 def _read_unless_leaf(source: BlockSource, ref: BlockRef, root: str) -> FileNode:

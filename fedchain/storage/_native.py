@@ -1,0 +1,84 @@
+"""The embedded store's run of leaf reads in one C call (``_leaves.c``), where the install built it.
+
+:meth:`LocalBlockStore.get_verified <fedchain.storage.LocalBlockStore>` reads a blob's leaf
+blocks straight into one buffer. :func:`leaf_reader` gives the compiled reader, which makes the
+system calls of a whole run of leaves (open, stat, ``readv``, close each) in one call without the
+GIL, or ``None`` (the library was not built, this is not a POSIX system, or
+``FEDCHAIN_KERNELS=numpy``): the leaves are then read one by one from Python, with the same
+result. The reader decides nothing the Python path would not (see ``_leaves.c``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fedchain._native import built_library, turned_off
+
+logger = logging.getLogger(__name__)
+
+#: One leaf to read: its file's path, the envelope bytes before and after its data, and the data's size.
+Leaf = tuple[bytes, bytes, bytes, int]
+
+
+class LeafReader:
+    """The compiled ``fc_read_leaves``."""
+
+    def __init__(self, function: Any) -> None:
+        self._read = function
+
+    def read(self, leaves: Sequence[Leaf], out: memoryview) -> int:
+        """Read the leaves' data into ``out``, one after the other; return how many leading ones were read.
+
+        A leaf counts as read only if its file is exactly its envelope and data, the envelope the
+        given bytes; ``out`` must hold all the leaves' data (``ValueError`` otherwise).
+        """
+        count = len(leaves)
+        if count == 0:
+            return 0
+        if sum(leaf[3] for leaf in leaves) > len(out):
+            raise ValueError("the leaves hold more bytes than the buffer")
+        paths = (ctypes.c_char_p * count)(*(leaf[0] for leaf in leaves))
+        heads = (ctypes.c_char_p * count)(*(leaf[1] for leaf in leaves))
+        tails = (ctypes.c_char_p * count)(*(leaf[2] for leaf in leaves))
+        head_lens = (ctypes.c_int64 * count)(*(len(leaf[1]) for leaf in leaves))
+        tail_lens = (ctypes.c_int64 * count)(*(len(leaf[2]) for leaf in leaves))
+        sizes = (ctypes.c_int64 * count)(*(leaf[3] for leaf in leaves))
+        target = (ctypes.c_char * len(out)).from_buffer(out)  # an export of ``out`` until deleted
+        try:
+            return int(self._read(paths, heads, head_lens, tails, tail_lens, sizes, count, target))
+        finally:
+            del target
+
+
+@functools.cache
+def leaf_reader() -> LeafReader | None:
+    """The compiled reader, loaded on first use; ``None`` when it is turned off, not built or not available here."""
+    if turned_off():
+        return None
+    path = built_library(Path(__file__).parent, "_leaves")
+    if path is None:
+        logger.debug("the compiled leaf reader was not built with this install; leaves are read from Python")
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        available, function = lib.fc_read_leaves_available, lib.fc_read_leaves
+    except (OSError, AttributeError) as err:
+        logger.warning(
+            "cannot load the compiled leaf reader %s (%s): reinstall fedchain; leaves are read from Python", path, err
+        )
+        return None
+    available.argtypes, available.restype = (), ctypes.c_int64
+    if not available():
+        return None
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    function.argtypes = (ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr)
+    function.restype = i64
+    return LeafReader(function)
+
+
+__all__ = ["Leaf", "LeafReader", "leaf_reader"]
