@@ -14,8 +14,9 @@
  *   allows in any order (fedchain/fl/_exact.py); they are written as LANES independent partial
  *   sums, added together at the end, so they vectorize without any reassociation by the compiler.
  */
-#include <stdint.h>
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(_M_X64))
 /* one build for every x86-64 CPU: the loader picks the AVX2 clone where the CPU has it */
@@ -71,11 +72,112 @@ FC_CLONES void fc_narrow(const double *source, float *target, int64_t lo, int64_
     for (int64_t i = lo; i < hi; i++) target[i] = (float)source[i]; /* nearest even */
 }
 
+/* The grid g of a block whose estimate S' is finite and positive: 2**(ceil(e / 2) - 21) with S' < 2**e. */
+static double fc_grid(double estimate) {
+    int e;
+    frexp(estimate, &e);
+    /* -((-e) // 2) - 21 with Python's floor division: ceil(e / 2) - 21 */
+    int half = e >= 0 ? (e + 1) / 2 : -((-e) / 2);
+    return ldexp(1.0, half - 21);
+}
+
+/* The split of the values x[whole:n] past the last whole group of LANES, into lane 0. */
+static inline void fc_block_tail(const float *x, int64_t whole, int64_t n, double c, double *a, double *b, double *t) {
+    for (int64_t i = whole; i < n; i++) {
+        double v = (double)x[i];
+        double h = (v + c) - c;
+        double r = v - h;
+        a[0] += h * h;
+        b[0] += h * r;
+        t[0] += r * r;
+    }
+}
+
+/* out[1..4] = g and the lanes' sums A', B', T', the lanes added in order. */
+static inline void fc_block_result(double g, const double *a, const double *b, const double *t, double *out) {
+    double sa = 0.0, sb = 0.0, st = 0.0;
+    for (int j = 0; j < LANES; j++) {
+        sa += a[j];
+        sb += b[j];
+        st += t[j];
+    }
+    out[1] = g;
+    out[2] = sa;
+    out[3] = sb;
+    out[4] = st;
+}
+
 /*
  * For the n <= 2**16 float32 values x: out[0] = S' (the sum of the squares, any order); when it
  * is finite and not zero, out[1] = the grid g, out[2..4] = A', B', T' of the split
  * h = fl(fl(v + c) - c), r = fl(v - h), c = 1.5 * 2**52 * g (fedchain/fl/_exact.py, steps 1-5).
  */
+#if !defined(FC_PLAIN_LOOPS) && defined(__GNUC__) && (__GNUC__ >= 9 || defined(__clang__))
+/* The block sums' 8 lanes as two 4-wide vectors (GCC and clang vector extensions): element i + j of
+ * every group of 8 goes to lane j, as in the plain loops below, so the sums are the same bits. The
+ * compiler does not vectorize the plain loops' 24 partial sums well (it spills them); these it must.
+ * FC_PLAIN_LOOPS builds the plain loops instead (tests/fl/test_kernels.py compares the two). */
+typedef float fc_v4f __attribute__((vector_size(16)));
+typedef double fc_v4d __attribute__((vector_size(32)));
+
+/* By pointer, not by value: no vector crosses a function boundary (whose ABI depends on the target). */
+static inline void fc_load4(fc_v4d *v, const float *p) {
+    fc_v4f f;
+    memcpy(&f, p, sizeof f);
+    *v = __builtin_convertvector(f, fc_v4d); /* exact */
+}
+
+static inline void fc_store4(double *lanes, const fc_v4d *v) { memcpy(lanes, v, sizeof *v); }
+
+FC_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
+    double s[LANES];
+    int64_t whole = n - n % LANES;
+    fc_v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0};
+    for (int64_t i = 0; i < whole; i += LANES) {
+        fc_v4d v0, v1;
+        fc_load4(&v0, x + i);
+        fc_load4(&v1, x + i + 4);
+        s0 += v0 * v0;
+        s1 += v1 * v1;
+    }
+    fc_store4(s, &s0);
+    fc_store4(s + 4, &s1);
+    for (int64_t i = whole; i < n; i++) {
+        double v = (double)x[i];
+        s[0] += v * v;
+    }
+    double estimate = 0.0;
+    for (int j = 0; j < LANES; j++) estimate += s[j];
+    out[0] = estimate;
+    if (!isfinite(estimate) || estimate == 0.0) return;
+    double g = fc_grid(estimate);
+    const double c = 1.5 * ldexp(g, 52);
+    const fc_v4d cv = {c, c, c, c};
+    fc_v4d a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0, t0 = a0, t1 = a0;
+    for (int64_t i = 0; i < whole; i += LANES) {
+        fc_v4d v0, v1;
+        fc_load4(&v0, x + i);
+        fc_load4(&v1, x + i + 4);
+        fc_v4d h0 = (v0 + cv) - cv, h1 = (v1 + cv) - cv; /* v rounded to a multiple of g */
+        fc_v4d r0 = v0 - h0, r1 = v1 - h1;                /* exact */
+        a0 += h0 * h0;
+        a1 += h1 * h1;
+        b0 += h0 * r0;
+        b1 += h1 * r1;
+        t0 += r0 * r0;
+        t1 += r1 * r1;
+    }
+    double a[LANES], b[LANES], t[LANES];
+    fc_store4(a, &a0);
+    fc_store4(a + 4, &a1);
+    fc_store4(b, &b0);
+    fc_store4(b + 4, &b1);
+    fc_store4(t, &t0);
+    fc_store4(t + 4, &t1);
+    fc_block_tail(x, whole, n, c, a, b, t);
+    fc_block_result(g, a, b, t, out);
+}
+#else
 FC_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
     double s[LANES] = {0};
     int64_t whole = n - n % LANES;
@@ -93,11 +195,7 @@ FC_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
     for (int j = 0; j < LANES; j++) estimate += s[j];
     out[0] = estimate;
     if (!isfinite(estimate) || estimate == 0.0) return;
-    int e;
-    frexp(estimate, &e);
-    /* -((-e) // 2) - 21 with Python's floor division: ceil(e / 2) - 21 */
-    int half = e >= 0 ? (e + 1) / 2 : -((-e) / 2);
-    double g = ldexp(1.0, half - 21);
+    double g = fc_grid(estimate);
     const double c = 1.5 * ldexp(g, 52);
     double a[LANES] = {0}, b[LANES] = {0}, t[LANES] = {0};
     for (int64_t i = 0; i < whole; i += LANES) {
@@ -110,22 +208,7 @@ FC_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
             t[j] += r * r;
         }
     }
-    for (int64_t i = whole; i < n; i++) {
-        double v = (double)x[i];
-        double h = (v + c) - c;
-        double r = v - h;
-        a[0] += h * h;
-        b[0] += h * r;
-        t[0] += r * r;
-    }
-    double sa = 0.0, sb = 0.0, st = 0.0;
-    for (int j = 0; j < LANES; j++) {
-        sa += a[j];
-        sb += b[j];
-        st += t[j];
-    }
-    out[1] = g;
-    out[2] = sa;
-    out[3] = sb;
-    out[4] = st;
+    fc_block_tail(x, whole, n, c, a, b, t);
+    fc_block_result(g, a, b, t, out);
 }
+#endif

@@ -7,6 +7,7 @@ renderings of the formulas), and compares the results byte for byte.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import subprocess
@@ -230,3 +231,24 @@ def test_a_library_of_another_version_is_refused_and_the_numpy_loops_run(
     with caplog.at_level("WARNING", logger="fedchain.fl._kernels"):
         assert _kernels._load() is None
     assert "not this version's" in caplog.text
+
+
+def test_the_block_sums_in_vectors_are_the_plain_loops_bits(compiled: _kernels.Kernels, tmp_path: Path) -> None:
+    """The block sums are written twice in _loops.c (vector extensions, and plain loops for other compilers)."""
+    source = Path(_kernels.__file__).with_name("_loops.c")
+    library = tmp_path / "plain.so"
+    flags = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-DFC_PLAIN_LOOPS", "-shared", "-fPIC"]
+    subprocess.run(["gcc", *flags, "-o", str(library), str(source), "-lm"], check=True)
+    plain = ctypes.CDLL(str(library)).fc_block_sums
+    plain.argtypes, plain.restype = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p), None
+    rng = np.random.default_rng(17)
+    for n in (1, 7, 8, 9, 1000, 4099, 1 << 16):
+        for values in (
+            rng.standard_normal(n).astype(np.float32),
+            _values(rng, (n,), special=False),
+            np.concatenate([SPECIAL, rng.standard_normal(n).astype(np.float32)])[:n],
+        ):
+            ours, theirs = np.zeros(5), np.zeros(5)
+            compiled.block_sums(_kernels.address(values), n, _kernels.address(ours))
+            plain(_kernels.address(values), n, _kernels.address(theirs))
+            assert ours.tobytes() == theirs.tobytes(), n
