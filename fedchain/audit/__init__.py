@@ -240,7 +240,9 @@ def _sketch(delta: Mapping[str, np.ndarray], size: int) -> np.ndarray:
     evenly spaced over the tensors laid end to end: run ``r`` starts at ``r * (total // runs)``.
     A run is one cache line, so the sample touches ``size / 16`` lines of the update instead of
     the ``size`` a strided sample touches (at 1M parameters: 64 KiB of a blob no longer in the
-    cache instead of 1 MiB; 0.8 ms of the audit's verifying thread per update).
+    cache instead of 1 MiB). The runs within a tensor are copied as one strided view (no index
+    arrays: about a tenth of the time of gathering by positions); a run across two tensors
+    element by element.
     """
     flats = [np.asarray(delta[k], dtype=np.float32).reshape(-1) for k in sorted(delta)]
     total = sum(f.size for f in flats)
@@ -248,14 +250,29 @@ def _sketch(delta: Mapping[str, np.ndarray], size: int) -> np.ndarray:
         return np.concatenate([f.astype(np.float64) for f in flats]) if flats else np.empty(0, dtype=np.float64)
     run = min(SKETCH_RUN, size)
     runs = size // run
-    positions = (np.arange(runs, dtype=np.int64)[:, None] * (total // runs) + np.arange(run, dtype=np.int64)).ravel()
-    out = np.empty(positions.size, dtype=np.float64)
+    step = total // runs  # >= run, since total > size >= runs * run
+    out = np.empty((runs, run), dtype=np.float64)
     offset = 0
     for flat in flats:
-        lo, hi = np.searchsorted(positions, [offset, offset + flat.size])
-        out[lo:hi] = flat[positions[lo:hi] - offset]  # only these elements (and their cache lines) are read
-        offset += flat.size
-    return out
+        end = offset + flat.size
+        # the runs that start in [offset, end - run] lie wholly in this tensor
+        first, last = -(-offset // step), min(runs, (end - run) // step + 1) if end >= run else 0
+        if last > first:
+            (stride,) = flat.strides
+            rows = np.lib.stride_tricks.as_strided(
+                flat[first * step - offset :], shape=(last - first, run), strides=(step * stride, stride)
+            )
+            out[first:last] = rows
+        # a run that starts in the run before this tensor's first element, or starts in it and ends past it
+        for r in {max(0, first - 1), max(first, last)} - set(range(first, last)):
+            if r >= runs:
+                continue
+            for j in range(run):
+                at = r * step + j
+                if offset <= at < end:
+                    out[r, j] = flat[at - offset]
+        offset = end
+    return out.reshape(-1)
 
 
 def audit_ledger(

@@ -56,3 +56,24 @@ def test_a_sketch_is_evenly_spaced_runs_of_the_tensors_laid_end_to_end(seed: int
     sketch = _sketch(delta, size)
     assert sketch.dtype == np.float64
     assert sketch.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_sketch_of_tensors_shorter_than_a_run_or_strided_is_the_same_sample(seed: int) -> None:
+    """Runs that span several tensors (some shorter than a run) and tensors that are strided views."""
+    rng = np.random.default_rng(1000 + seed)
+    delta = {
+        f"t{i}": rng.standard_normal(int(rng.integers(1, 40))).astype(np.float32)
+        for i in range(int(rng.integers(1, 8)))
+    }
+    if seed % 3 == 0:
+        delta["t0"] = rng.standard_normal((7, 9)).astype(np.float32)[:, ::2]  # not contiguous
+    size = int(rng.integers(1, 80))
+    flat = np.concatenate([np.asarray(delta[k]).reshape(-1) for k in sorted(delta)])
+    if flat.size <= size:
+        positions = list(range(flat.size))
+    else:
+        run = min(SKETCH_RUN, size)
+        runs = size // run
+        positions = [r * (flat.size // runs) + j for r in range(runs) for j in range(run)]
+    assert _sketch(delta, size).tobytes() == flat[positions].astype(np.float64).tobytes()
