@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # ipfs_cid: an independent CID oracle; docker-compose: validates docker-compose.yml (no engine
 # needed); chromium: renders the audit's HTML report headless in its test; gcc: builds the compiled
-# loops (fedchain/fl/_loops.c), which tests/fl/test_kernels.py compares with the numpy loops.
+# loops (fedchain/fl/_loops.c), which tests/fl/test_kernels.py compares with the numpy loops, and
+# the store's leaf reader (fedchain/storage/_leaves.c), which tests/storage/test_leaf_runs.py
+# compares with the Python reads.
 if ! command -v ipfs_cid >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
