@@ -599,10 +599,7 @@ def fedavg_stream(
         participant repeats or is out of order, a sample count is not a positive int,
         or the counts do not add up to ``total_samples``.
     """
-    if not (isinstance(server_lr, (int, float)) and math.isfinite(server_lr)):
-        raise AggregationError(f"server learning rate must be a finite number, got {server_lr!r}")
-    if not isinstance(total_samples, int) or isinstance(total_samples, bool) or total_samples < 0:
-        raise AggregationError(f"total_samples must be a non-negative int, got {total_samples!r}")
+    _check_arguments(server_lr, total_samples)
     if threads is None:
         threads = default_threads()
     elif not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
@@ -628,4 +625,90 @@ def fedavg_stream(
     return dict(zip(names, outs, strict=True))
 
 
-__all__ = ["UpdateItem", "default_threads", "fedavg_stream", "participant_order"]
+def _check_arguments(server_lr: object, total_samples: object) -> None:
+    if not (isinstance(server_lr, (int, float)) and math.isfinite(server_lr)):
+        raise AggregationError(f"server learning rate must be a finite number, got {server_lr!r}")
+    if not isinstance(total_samples, int) or isinstance(total_samples, bool) or total_samples < 0:
+        raise AggregationError(f"total_samples must be a non-negative int, got {total_samples!r}")
+
+
+def fedavg_matches(
+    base: Mapping[str, np.ndarray],
+    updates: Sequence[UpdateItem],
+    *,
+    total_samples: int,
+    expected: Mapping[str, np.ndarray],
+    server_lr: float = 1.0,
+) -> bool:
+    """Whether :func:`fedavg_stream` of these arguments returns ``expected``: the same names and shapes, and every
+    element finite and of the very same bits.
+
+    What a verifier holding a stored aggregate asks. Where the install built them, the compiled
+    loops decide it in one pass over the elements, comparing each result with ``expected``
+    instead of storing it (nothing is written; the first chunk that differs ends the pass); else
+    the aggregate is computed and compared. On the calling thread, and with the same operations
+    per element as :func:`fedavg_stream` (so with the same floating-point flags).
+
+    Raises
+    ------
+    AggregationError
+        Whenever :func:`fedavg_stream` would (the same checks, made first).
+    """
+    _check_arguments(server_lr, total_samples)
+    compiled = for_arithmetic()
+    if compiled is None:
+        return _same_and_finite(
+            fedavg_stream(base, updates, total_samples=total_samples, server_lr=server_lr), expected
+        )
+    names = sorted(base)
+    thetas = [_as_float32(name, base[name], None) for name in names]
+    shapes = [theta.shape for theta in thetas]
+    checked = []
+    seen = 0
+    for participant, n_k, delta in _ordered(updates):
+        checked.append(_checked(participant, n_k, delta, names, shapes, total_samples, float(server_lr)))
+        seen += n_k
+    if seen != total_samples:
+        raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
+    if sorted(expected) != names:
+        return False
+    wanted = []
+    for name, shape in zip(names, shapes, strict=True):
+        e = expected[name]
+        if not isinstance(e, np.ndarray) or e.dtype != np.float32 or e.shape != shape:
+            return False
+        wanted.append(e.reshape(-1))
+    kept, theta_addresses = _flat_addresses([theta.reshape(-1) for theta in thetas])
+    wanted_kept, wanted_addresses = _flat_addresses(wanted)
+    updates_kept = [_flat_addresses(flats) for _, flats in checked]  # alive until the loops are done
+    deltas = [np.array([a[i] for _, a in updates_kept], dtype=np.int64) for i in range(len(names))]
+    coeffs = np.array([c_k for c_k, _ in checked], dtype=np.float64)
+    clear_float_status()
+    same = all(
+        compiled.fedavg_differs(
+            theta_addresses[i], address(deltas[i]), address(coeffs), len(checked), wanted_addresses[i], 0, kept[i].size
+        )
+        == kept[i].size
+        for i in range(len(names))
+    )
+    check_float_status("fedavg")
+    del kept, wanted_kept, updates_kept, deltas, coeffs  # alive until the loops are done
+    return same
+
+
+def _same_and_finite(result: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``expected`` has ``result``'s names, float32 arrays of its shapes and bits, all finite."""
+    if sorted(result) != sorted(expected):
+        return False
+    for name, got in result.items():
+        e = expected[name]
+        if not isinstance(e, np.ndarray) or e.dtype != np.float32 or e.shape != got.shape:
+            return False
+        if not np.array_equal(e.view(np.uint32), got.view(np.uint32)):  # bits: -0.0 is not 0.0
+            return False
+        if not np.isfinite(got).all():
+            return False
+    return True
+
+
+__all__ = ["UpdateItem", "default_threads", "fedavg_matches", "fedavg_stream", "participant_order"]

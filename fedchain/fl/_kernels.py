@@ -52,6 +52,9 @@ class Kernels:
     """``(theta, deltas, coeffs, k, out, lo, hi)``: ``out[i] = fl32(fl64(theta[i]) + fl64(fl64(d_0[i]) * c_0) + ...)``
     for ``lo <= i < hi``, ``deltas`` the address of ``k`` float32 pointers (int64) and ``coeffs`` of their
     ``c_k`` (float64), in participant order."""
+    fedavg_differs: Any
+    """``(theta, deltas, coeffs, k, expected, lo, hi)``: the first ``i`` in ``[lo, hi)`` at which ``fedavg_chunk``'s
+    ``out[i]`` would not be finite or not have ``expected[i]``'s bits, ``hi`` if there is none (nothing is written)."""
     add_scaled: Any
     """``(acc, delta, c, lo, hi, theta)``: ``acc[i] = fl64(acc[i] + fl64(fl64(delta[i]) * c))`` for ``lo <= i < hi``,
     after ``acc[i] = fl64(theta[i])`` when ``theta`` is not ``None``."""
@@ -197,6 +200,7 @@ def _load() -> Kernels | None:
     ptr, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     signatures = {
         "fc_fedavg_chunk": (ptr, ptr, ptr, i64, ptr, i64, i64),
+        "fc_fedavg_differs": (ptr, ptr, ptr, i64, ptr, i64, i64),
         "fc_add_scaled": (ptr, ptr, f64, i64, i64, ptr),
         "fc_widen": (ptr, ptr, i64, i64),
         "fc_narrow": (ptr, ptr, i64, i64),
@@ -205,7 +209,7 @@ def _load() -> Kernels | None:
     try:
         for name, argtypes in signatures.items():
             fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, None
+            fn.argtypes, fn.restype = argtypes, (i64 if name == "fc_fedavg_differs" else None)
     except AttributeError as err:  # a library from another version of _loops.c
         logger.warning(
             "the compiled loops %s are not this version's (%s): reinstall fedchain; the numpy loops run", path, err
@@ -213,6 +217,7 @@ def _load() -> Kernels | None:
         return None
     return Kernels(
         fedavg_chunk=lib.fc_fedavg_chunk,
+        fedavg_differs=lib.fc_fedavg_differs,
         add_scaled=lib.fc_add_scaled,
         widen=lib.fc_widen,
         narrow=lib.fc_narrow,

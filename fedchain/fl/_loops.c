@@ -49,6 +49,48 @@ FC_CLONES void fc_fedavg_chunk(const float *theta, const float *const *deltas, c
     }
 }
 
+/*
+ * The first i in [lo, hi) at which fc_fedavg_chunk's out[i] would not be finite or would differ in
+ * any bit from expected[i]; hi if there is none. The same operations per element as
+ * fc_fedavg_chunk, in the same order; instead of storing fl32(acc[i]) it compares its bits.
+ */
+FC_CLONES int64_t fc_fedavg_differs(const float *theta, const float *const *deltas, const double *coeffs, int64_t k,
+                                    const float *expected, int64_t lo, int64_t hi) {
+    double acc[SCRATCH];
+    for (int64_t start = lo; start < hi; start += SCRATCH) {
+        int64_t n = hi - start < SCRATCH ? hi - start : SCRATCH;
+        const float *t = theta + start;
+        for (int64_t i = 0; i < n; i++) acc[i] = (double)t[i]; /* exact */
+        for (int64_t j = 0; j < k; j++) {
+            const float *d = deltas[j] + start;
+            const double c = coeffs[j];
+            for (int64_t i = 0; i < n; i++) {
+                double p = (double)d[i] * c;
+                acc[i] = acc[i] + p;
+            }
+        }
+        const float *e = expected + start;
+        uint32_t differs = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float o = (float)acc[i]; /* nearest even (the thread's mode) */
+            uint32_t got, want;
+            memcpy(&got, &o, sizeof got);
+            memcpy(&want, e + i, sizeof want);
+            differs |= (got ^ want) | (uint32_t)((got & 0x7f800000u) == 0x7f800000u); /* other bits, or inf/nan */
+        }
+        if (differs) {
+            for (int64_t i = 0; i < n; i++) {
+                float o = (float)acc[i];
+                uint32_t got, want;
+                memcpy(&got, &o, sizeof got);
+                memcpy(&want, e + i, sizeof want);
+                if (got != want || (got & 0x7f800000u) == 0x7f800000u) return start + i;
+            }
+        }
+    }
+    return hi;
+}
+
 /* acc[i] = fl64(acc[i] + fl64(fl64(delta[i]) * c)), after acc[i] = fl64(theta[i]) when theta is given */
 FC_CLONES void fc_add_scaled(double *acc, const float *delta, double c, int64_t lo, int64_t hi, const float *theta) {
     if (theta) {

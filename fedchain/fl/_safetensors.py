@@ -19,6 +19,7 @@ header that is not plain, small, well-formed JSON of the expected shape.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -151,6 +152,38 @@ def matches(
             return False
         position += data.size
     return True
+
+
+def float32_views(
+    blob: bytes | bytearray | memoryview, shapes: Mapping[str, tuple[int, ...]], metadata: Mapping[str, str]
+) -> dict[str, np.ndarray] | None:
+    """The tensors of ``blob`` as float32 views, if it is ``render`` of float32 arrays of ``shapes`` in all but
+    their values: the same length prefix and header bytes (entries and ``metadata``), and the length that
+    leaves nothing after the last tensor. ``None`` otherwise.
+
+    So ``render(arrays, metadata) == blob`` exactly when ``arrays`` (float32, of ``shapes``) have
+    these views' bits. Views of a ``bytes`` blob are read-only.
+    """
+    entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+    offset = 0
+    for name in sorted(shapes):
+        shape = tuple(int(d) for d in shapes[name])
+        size = 4 * math.prod(shape)
+        entries[name] = ("F32", shape, offset, offset + size)
+        offset += size
+    header = render_header(entries, metadata)
+    view = memoryview(blob).cast("B")
+    start = PREFIX_SIZE + len(header)
+    if (
+        len(view) != start + offset
+        or view[:PREFIX_SIZE].tobytes() != struct.pack("<Q", len(header))
+        or view[PREFIX_SIZE:start].tobytes() != header
+    ):
+        return None
+    return {
+        name: np.frombuffer(view, dtype="<f4", count=math.prod(shape), offset=start + lo).reshape(shape)
+        for name, (_, shape, lo, _) in entries.items()
+    }
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

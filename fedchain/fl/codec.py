@@ -61,7 +61,7 @@ from Crypto.Hash import keccak
 from fedchain.errors import CodecError
 from fedchain.fl import _safetensors
 from fedchain.fl._exact import sum_of_squares
-from fedchain.fl.schema import Schema
+from fedchain.fl.schema import FLOAT32, Schema
 from fedchain.types import Address, Digest, RoundId
 
 logger = logging.getLogger(__name__)
@@ -430,6 +430,30 @@ def model_blob_matches(
     arrays = _to_arrays(params)
     _check_schema(arrays, schema)
     return _safetensors.matches(blob, arrays, metadata)
+
+
+def model_blob_arrays(
+    blob: bytes | bytearray | memoryview, meta: ModelMeta, *, schema: Schema
+) -> dict[str, np.ndarray] | None:
+    """The tensors of ``blob`` (float32 views, by name) if all but their values is what :func:`encode_model` writes.
+
+    That is: the length prefix, the header (the schema's names and shapes, and ``meta``) and
+    the total length are exactly those of ``encode_model(params, meta, schema=schema)`` for
+    any ``params`` of the schema; else ``None``. So that blob is ``encode_model``'s exactly
+    when ``params`` are finite (``encode_model`` refuses anything else) and have these views'
+    bits: what :meth:`FedAvg.matches <fedchain.fl.strategy.FedAvg.matches>` decides without
+    writing the aggregate.
+
+    Raises
+    ------
+    CodecError
+        Whenever :func:`encode_model` would for ``meta`` (checked first).
+    """
+    metadata = _model_metadata(meta)
+    shapes = _shapes(schema)
+    if any(spec.dtype != FLOAT32 for spec in schema.tensors):
+        return None
+    return _safetensors.float32_views(blob, shapes, metadata)
 
 
 def _model_metadata(meta: ModelMeta) -> dict[str, str]:

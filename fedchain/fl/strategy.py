@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from fedchain.fl._aggregate import UpdateItem, default_threads, fedavg_stream, participant_order
+from fedchain.fl._aggregate import UpdateItem, default_threads, fedavg_matches, fedavg_stream, participant_order
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,22 @@ class FedAvg:
         return fedavg_stream(
             base, updates, total_samples=total_samples, server_lr=self.server_lr, release_base=release_base
         )
+
+    def matches(
+        self,
+        base: Mapping[str, np.ndarray],
+        updates: Sequence[UpdateItem],
+        *,
+        total_samples: int,
+        expected: Mapping[str, np.ndarray],
+    ) -> bool:
+        """Whether :meth:`aggregate` of these arguments is ``expected``, every element finite and of the same bits.
+
+        :func:`~fedchain.fl._aggregate.fedavg_matches`: decided without writing the aggregate
+        (what a verifier holding the stored aggregate needs); raises as :meth:`aggregate` would.
+        A strategy without this method is verified by aggregating and comparing.
+        """
+        return fedavg_matches(base, updates, total_samples=total_samples, expected=expected, server_lr=self.server_lr)
 
 
 __all__ = ["ConfigT", "FedAvg", "Strategy", "UpdateItem", "default_threads", "fedavg_stream", "participant_order"]

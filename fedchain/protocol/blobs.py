@@ -19,6 +19,7 @@ from fedchain.fl.codec import (
     decode_update,
     encode_model,
     encode_update,
+    model_blob_arrays,
     model_blob_matches,
 )
 from fedchain.protocol.rules import Rules
@@ -71,6 +72,14 @@ def aggregate_matches(
     return model_blob_matches(blob, params, meta, schema=rules.schema)
 
 
+def stored_aggregate_arrays(
+    blob: bytes | bytearray | memoryview, rules: Rules, *, round_id: int, base_hash: bytes, num_samples: int
+) -> dict[str, np.ndarray] | None:
+    """The stored aggregate's tensors (views) if all but their values is what :func:`aggregate_blob` writes."""
+    meta = _aggregate_meta(rules, round_id=round_id, base_hash=base_hash, num_samples=num_samples)
+    return model_blob_arrays(blob, meta, schema=rules.schema)
+
+
 def genesis_blob(params: Mapping[str, np.ndarray], *, model: str, sender: str) -> bytes:
     """Encode the genesis model ``params`` (round 0, zero base, no samples)."""
     return encode_model(params, ModelMeta(RoundId(0), GENESIS_BASE, Address(sender), 0, model, GENESIS_STRATEGY))
@@ -112,4 +121,12 @@ def read_model(blob: bytes | bytearray, rules: Rules, *, copy: bool = True) -> D
     return decode_model(blob, schema=rules.schema, model=rules.model, max_size=rules.max_blob_size, copy=copy)
 
 
-__all__ = ["aggregate_blob", "aggregate_matches", "genesis_blob", "read_model", "read_update", "update_blob"]
+__all__ = [
+    "aggregate_blob",
+    "aggregate_matches",
+    "genesis_blob",
+    "read_model",
+    "read_update",
+    "stored_aggregate_arrays",
+    "update_blob",
+]

@@ -54,7 +54,7 @@ from fedchain.errors import (
 from fedchain.fl.codec import DecodedUpdate, l2_norm
 from fedchain.fl.robust import RobustResult
 from fedchain.hashing import sha256, short, to_hex
-from fedchain.protocol.blobs import aggregate_blob, aggregate_matches, read_model, read_update
+from fedchain.protocol.blobs import aggregate_blob, aggregate_matches, read_model, read_update, stored_aggregate_arrays
 from fedchain.protocol.rules import Rules
 from fedchain.records import RoundHistory, RoundStatus, UpdateRecord
 from fedchain.storage import BlobStore
@@ -461,14 +461,19 @@ def verify_round(
     updates = _stream(history, store, rules, screened, base_hash=expected_base, include=recorded, observer=observer)
     aggregate_error: FedchainError | None = None
     params: Mapping[str, np.ndarray] | None = None
+    held: list[tuple[Address, int, Mapping[str, np.ndarray]]] | None = None
     try:
         held = list(updates) if len(history.updates) <= hold else None
-        params = rules.strategy.aggregate(
-            base_params, updates if held is None else held, total_samples=total, release_base=loaded_here
-        )
-        del held
+        # held, and a strategy that can compare its aggregate with the stored one without writing it:
+        # that is done once the screening is checked (below), before anything is aggregated
+        if held is None or getattr(rules.strategy, "matches", None) is None:
+            params = rules.strategy.aggregate(
+                base_params, updates if held is None else held, total_samples=total, release_base=loaded_here
+            )
+            held = None
     except FedchainError as err:
         aggregate_error = err
+        held = None
     for _ in updates:
         pass
     for ex in screened.excluded:
@@ -516,6 +521,15 @@ def verify_round(
     mark_selection(screened.outcomes, rules.strategy)
     if failures:
         return verdict(), None
+    if held is not None:
+        verified = _stored_if_recomputed(history, store, rules, base_params, held, total, expected_base)
+        if verified is not None:
+            return verdict(), verified
+        try:  # it differs, or could not be compared: aggregate, and the steps below say what differs
+            params = rules.strategy.aggregate(base_params, held, total_samples=total, release_base=loaded_here)
+        except FedchainError as err:
+            aggregate_error = err
+    del held
     if params is not None:
         try:
             stored = store.get_verified(agg.cid, agg.aggregate_hash, max_size=rules.max_blob_size)
@@ -570,6 +584,38 @@ def verify_round(
         )
         return verdict(), None
     return verdict(), None  # the stored blob changed between the two reads: it verified the second time
+
+
+def _stored_if_recomputed(
+    history: RoundHistory,
+    store: BlobStore,
+    rules: Rules,
+    base: Mapping[str, np.ndarray],
+    held: list[tuple[Address, int, Mapping[str, np.ndarray]]],
+    total: int,
+    base_hash: Digest,
+) -> VerifiedModel | None:
+    """The stored aggregate, if it is exactly the blob the strategy's aggregate of ``held`` encodes to; else ``None``.
+
+    Its header must be :func:`aggregate_blob`'s in all but the values (length, metadata, names,
+    shapes) and its values the aggregate's bits, all finite (``rules.strategy.matches``): then
+    the stored blob is ``aggregate_blob`` of the aggregate, so its tensors are the verified model
+    (views of the stored blob, which they keep alive). ``None`` sends the caller to aggregate and
+    compare as specified, which names what differs.
+    """
+    agg = history.aggregate
+    assert agg is not None
+    matches: Callable[..., bool] = rules.strategy.matches  # type: ignore[attr-defined]  # the caller checked
+    try:
+        stored = store.get_verified(agg.cid, agg.aggregate_hash, max_size=rules.max_blob_size)
+        arrays = stored_aggregate_arrays(
+            stored, rules, round_id=int(history.state.round_id), base_hash=base_hash, num_samples=total
+        )
+        if arrays is None or not matches(base, held, total_samples=total, expected=arrays):
+            return None
+    except FedchainError:
+        return None
+    return VerifiedModel(agg.cid, agg.aggregate_hash, arrays)
 
 
 __all__ = [

@@ -21,7 +21,9 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
+from fedchain.errors import AggregationError
 from fedchain.fl import UpdateItem, _kernels, fedavg_stream
+from fedchain.fl._aggregate import fedavg_matches
 from fedchain.fl._exact import extracted_sum_of_squares, sum_of_squares
 
 T = TypeVar("T")
@@ -252,3 +254,98 @@ def test_the_block_sums_in_vectors_are_the_plain_loops_bits(compiled: _kernels.K
             compiled.block_sums(_kernels.address(values), n, _kernels.address(ours))
             plain(_kernels.address(values), n, _kernels.address(theirs))
             assert ours.tobytes() == theirs.tobytes(), n
+
+
+def _changed(arrays: dict[str, np.ndarray], name: str, index: int, value: object) -> dict[str, np.ndarray]:
+    out = {n: a.copy() for n, a in arrays.items()}
+    out[name].reshape(-1)[index] = value
+    return out
+
+
+@pytest.mark.usefixtures("compiled")
+@pytest.mark.parametrize(("seed", "k"), [(0, 1), (1, 3), (4, 0), (5, 4)])
+def test_fedavg_matches_says_exactly_whether_the_aggregate_has_these_bits(seed: int, k: int) -> None:
+    base, updates, total = _round(seed, k, special=False)
+    eta = 0.7 if seed % 2 else 1.0
+    result = fedavg_stream(dict(base), updates, total_samples=total, server_lr=eta)
+    cases: list[tuple[dict[str, np.ndarray], bool]] = [(result, True)]
+    for name, index in (("bias", 0), ("scalar", 0), ("weight", 0), ("weight", 25_000), ("tail", 4098)):
+        value = result[name].reshape(-1)[index]
+        cases.append((_changed(result, name, index, np.nextafter(value, np.float32(np.inf))), False))  # one ulp
+    cases.append((_changed(result, "tail", 7, 0.0), False))
+    cases.append(({**result, "bias": result["bias"].astype(np.float64)}, False))  # not float32
+    cases.append(({n: a for n, a in result.items() if n != "bias"}, False))  # a tensor missing
+    cases.append(({**result, "bias": result["bias"][:-1]}, False))  # another shape
+    for expected, answer in cases:
+
+        def run(expected: dict[str, np.ndarray] = expected) -> bool:
+            return fedavg_matches(dict(base), updates, total_samples=total, expected=expected, server_lr=eta)
+
+        assert _both(run) == (answer, answer)
+
+
+@pytest.mark.usefixtures("compiled")
+def test_fedavg_matches_a_negative_zero_only_with_a_negative_zero() -> None:
+    base = {"w": np.float32([0.0, 1.0, -0.0])}
+    updates: list[UpdateItem] = [("0x" + "11" * 20, 1, {"w": np.float32([-0.0, 0.0, -0.0])})]
+    result = fedavg_stream(dict(base), updates, total_samples=1)
+    flipped = {"w": result["w"].copy()}
+    flipped["w"][0] = -flipped["w"][0]
+    for expected, answer in ((result, True), (flipped, False)):
+        assert _both(lambda e=expected: fedavg_matches(base, updates, total_samples=1, expected=e)) == (answer, answer)
+
+
+@pytest.mark.usefixtures("compiled")
+def test_fedavg_matches_no_aggregate_that_is_not_finite_even_with_its_very_bits() -> None:
+    # an aggregate that overflows float32 cannot be encoded: nothing matches it, not even inf
+    base = {"w": np.float32([F32.max, 1.0, 2.0])}
+    updates: list[UpdateItem] = [("0x" + "11" * 20, 1, {"w": np.float32([F32.max, 0.0, 0.0])})]
+    with np.errstate(over="ignore"):
+        result = fedavg_stream(dict(base), updates, total_samples=1)
+        assert np.isinf(result["w"][0])
+        assert _both(lambda: fedavg_matches(base, updates, total_samples=1, expected=result)) == (False, False)
+
+
+@pytest.mark.usefixtures("compiled")
+@pytest.mark.parametrize(
+    ("updates", "total"),
+    [
+        ([("0x" + "11" * 20, 3, {"w": np.zeros(3, np.float32)})], 4),  # the counts do not add up
+        ([("0x" + "11" * 20, 3, {"v": np.zeros(3, np.float32)})], 3),  # other tensors
+        ([("0x" + "11" * 20, 3, {"w": np.zeros(4, np.float32)})], 3),  # another shape
+        ([("0x" + "11" * 20, 0, {"w": np.zeros(3, np.float32)})], 0),  # no samples
+        ([("0x" + "11" * 20, 1, {"w": np.zeros(3, np.float32)})] * 2, 2),  # a participant twice
+    ],
+)
+def test_fedavg_matches_refuses_what_fedavg_refuses_with_the_same_words(updates: list[UpdateItem], total: int) -> None:
+    base = {"w": np.ones(3, np.float32)}
+    with pytest.raises(AggregationError) as refused:
+        fedavg_stream(dict(base), updates, total_samples=total)
+    for run in _both(lambda: _raised(lambda: fedavg_matches(base, updates, total_samples=total, expected=base))):
+        assert run == str(refused.value)
+
+
+def _raised(fn: Callable[[], object]) -> str:
+    try:
+        fn()
+    except AggregationError as err:
+        return str(err)
+    raise AssertionError("no AggregationError")
+
+
+@pytest.mark.usefixtures("compiled")
+def test_fedavg_matches_honours_errstate_as_fedavg_does() -> None:
+    base = {"w": np.float32([F32.max, 1.0])}
+    updates: list[UpdateItem] = [("0x" + "11" * 20, 1, {"w": np.float32([F32.max, 0.0])})]
+    for run in _both(lambda: _overflow(lambda: fedavg_matches(base, updates, total_samples=1, expected=base))):
+        assert run
+    assert _overflow(lambda: fedavg_stream(dict(base), updates, total_samples=1))
+
+
+def _overflow(fn: Callable[[], object]) -> bool:
+    with np.errstate(over="raise"):
+        try:
+            fn()
+        except FloatingPointError:
+            return True
+    return False

@@ -93,10 +93,22 @@ def _build(tmp_path: Path, *, zero_first: bool = False) -> Round:
     return Round(store, RoundHistory(state, opened, tuple(updates), record), base_hash, base, aggregate, total)
 
 
+#: The ``hold`` the tests' verifications use: 0 streams the updates into the aggregation; 8 holds them
+#: and compares the recomputation with the stored aggregate without writing it (``FedAvg.matches``).
+_HOLD = [0]
+
+
+@pytest.fixture(autouse=True, params=[0, 8], ids=["streamed", "held"])
+def _hold(request: pytest.FixtureRequest) -> object:
+    _HOLD[0] = request.param
+    yield
+    _HOLD[0] = 0
+
+
 def _verify(
     rnd: Round, history: RoundHistory | None = None, base: VerifiedModel | None = None
 ) -> tuple[object, VerifiedModel | None]:
-    return verify_round(history or rnd.history, rnd.store, RULES, expected_base=rnd.base_hash, base=base)
+    return verify_round(history or rnd.history, rnd.store, RULES, expected_base=rnd.base_hash, base=base, hold=_HOLD[0])
 
 
 def _failure(verdict: object) -> tuple[str, str | None, str | None]:
@@ -268,6 +280,10 @@ class _Seen:
         self.kinds.append(type(updates).__name__)
         return self.inner.aggregate(base, updates, **kwargs)  # type: ignore[attr-defined]
 
+    def matches(self, base: object, updates: object, **kwargs: object) -> object:
+        self.kinds.append(f"matches {type(updates).__name__}")
+        return self.inner.matches(base, updates, **kwargs)  # type: ignore[attr-defined]
+
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
@@ -278,7 +294,8 @@ def test_holding_a_small_rounds_updates_aggregates_them_together_to_the_same_bit
     seen = _Seen(RULES.strategy)
     rules = dataclasses.replace(RULES, strategy=seen)  # type: ignore[arg-type]
     verdict, model = verify_round(rnd.history, rnd.store, rules, expected_base=rnd.base_hash, hold=hold)
-    assert seen.kinds == (["list"] if hold >= len(PARTICIPANTS) else ["generator"])
+    # held: compared with the stored aggregate without writing it, and never aggregated when it matches
+    assert seen.kinds == (["matches list"] if hold >= len(PARTICIPANTS) else ["generator"])
     assert verdict.ok and model is not None
     assert _bytes(model.params) == _bytes(rnd.aggregate)
     reference, _ = _verify(rnd)

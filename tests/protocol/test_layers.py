@@ -3,7 +3,7 @@
     cli  ->  orchestrator, audit
          ->  protocol, config
          ->  fl, storage, chain
-         ->  records, hashing, errors, types
+         ->  records, hashing, errors, types, _native
     tasks: loaded by name by the commands that train; the orchestrator may import
     ``fedchain.tasks.api`` (the Task interface), which imports no torch.
 
@@ -29,6 +29,7 @@ LAYER = {
     "errors": 0,
     "types": 0,
     "fedchain": 0,  # the package's own __init__ (version, errors)
+    "_native": 0,  # finding the C libraries the install built (fl's loops, storage's leaf reader)
     "fl": 1,
     "storage": 1,
     "chain": 1,
