@@ -11,8 +11,11 @@
  *   compiler may put several elements' operations side by side in SIMD registers, which changes
  *   no element's result. The rounding mode and the exception flags are the calling thread's.
  * - The only reductions are the block sums of fc_block_sums, which the certified split's proof
- *   allows in any order (fedchain/fl/_exact.py); they are written as LANES independent partial
- *   sums, added together at the end, so they vectorize without any reassociation by the compiler.
+ *   allows in any order and with or without fused multiply-adds (fedchain/fl/_exact.py, steps
+ *   3-5); they are written as LANES independent partial sums, added together at the end, so they
+ *   vectorize without any reassociation by the compiler, and only there may the compiler fuse a
+ *   multiply and an add (FC_SUM_CLONES: the x86-64-v3 clone, AVX2 with FMA). Their values may
+ *   then differ in the last bits from another machine's; the certified sum does not.
  */
 #include <math.h>
 #include <stdint.h>
@@ -23,6 +26,13 @@
 #define FC_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define FC_CLONES
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && (defined(__x86_64__) || defined(_M_X64))
+/* the block sums: the x86-64-v3 clone (AVX2 and FMA) may fuse their multiply-adds (see above) */
+#define FC_SUM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("O3", "fp-contract=fast")))
+#else
+#define FC_SUM_CLONES FC_CLONES
 #endif
 
 #define SCRATCH 4096 /* float64 elements of an accumulator chunk: 32 KiB, within any L1 */
@@ -171,7 +181,7 @@ static inline void fc_load4(fc_v4d *v, const float *p) {
 
 static inline void fc_store4(double *lanes, const fc_v4d *v) { memcpy(lanes, v, sizeof *v); }
 
-FC_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
+FC_SUM_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
     double s[LANES];
     int64_t whole = n - n % LANES;
     fc_v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0};
@@ -220,7 +230,7 @@ FC_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
     fc_block_result(g, a, b, t, out);
 }
 #else
-FC_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
+FC_SUM_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
     double s[LANES] = {0};
     int64_t whole = n - n % LANES;
     for (int64_t i = 0; i < whole; i += LANES) {
