@@ -6,7 +6,8 @@
  * per 256 KiB leaf, each a Python call holding the GIL between them: on a 2-core machine that
  * kept beside hashing and arithmetic, the interpreter's share of an audit's reads cost about as
  * much as the kernel's copying. fc_read_leaves makes the same system calls for a run of leaves
- * in one call, which ctypes makes without the GIL.
+ * in one call, which ctypes makes without the GIL, and names the block files itself
+ * (fc_leaf_path: the store's names, tested against fedchain/storage/_local.py's).
  *
  * It decides nothing the Python reader would not: a leaf counts as read only if its file is
  * exactly its envelope plus the size its parent gives it and the envelope is the expected one
@@ -71,18 +72,63 @@ static int64_t read_one(const char *path, const unsigned char *head, int64_t hea
     return memcmp(got_head, head, (size_t)head_len) == 0 && memcmp(got_tail, tail, (size_t)tail_len) == 0;
 }
 
+#define MULTIHASH_MAX 128 /* longer than any multihash the store holds (sha2-256: 34 bytes) */
+#define PATH_MAX_LEN 4096
+
 /*
- * For i = 0 .. count-1: the file paths[i] must hold exactly heads[i] (head_lens[i] bytes), then
- * sizes[i] bytes, then tails[i] (tail_lens[i] bytes); those sizes[i] bytes are read to out, one
- * leaf after the other (leaf i at out + sizes[0] + ... + sizes[i-1]). Returns how many leading
- * leaves were so read; out past them holds whatever it held, or part of the next leaf.
+ * The path of a block's file, as fedchain/storage/_local.py names it: <blocks>/<XY>/<KEY>.data,
+ * KEY the unpadded RFC 4648 base32 (upper case) of the multihash, XY its next-to-last two
+ * characters (kubo's flatfs sharding). Returns the path's length, or -1 if it does not fit `cap`
+ * bytes with its terminating zero (or the multihash is empty or too long).
  */
-int64_t fc_read_leaves(const char *const *paths, const unsigned char *const *heads, const int64_t *head_lens,
-                       const unsigned char *const *tails, const int64_t *tail_lens, const int64_t *sizes,
-                       int64_t count, unsigned char *out) {
+int64_t fc_leaf_path(const char *blocks, const unsigned char *multihash, int64_t length, char *out, int64_t cap) {
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    char key[(MULTIHASH_MAX * 8 + 4) / 5 + 1];
+    if (length < 1 || length > MULTIHASH_MAX) return -1;
+    int64_t n = 0;
+    uint32_t buffer = 0;
+    int bits = 0;
+    for (int64_t i = 0; i < length; i++) {
+        buffer = (buffer << 8) | multihash[i];
+        bits += 8;
+        while (bits >= 5) {
+            key[n++] = alphabet[(buffer >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+    }
+    if (bits > 0) key[n++] = alphabet[(buffer << (5 - bits)) & 31];
+    if (n < 3) return -1;
+    size_t dir = strlen(blocks);
+    int64_t total = (int64_t)dir + 1 + 2 + 1 + n + 5;
+    if (total + 1 > cap) return -1;
+    char *p = out;
+    memcpy(p, blocks, dir);
+    p += dir;
+    *p++ = '/';
+    *p++ = key[n - 3];
+    *p++ = key[n - 2];
+    *p++ = '/';
+    memcpy(p, key, (size_t)n);
+    p += n;
+    memcpy(p, ".data", 6); /* with its terminating zero */
+    return total;
+}
+
+/*
+ * For i = 0 .. count-1: the file of the block with multihash multihashes[i] (lengths[i] bytes)
+ * under `blocks` (fc_leaf_path) must hold exactly heads[i] (head_lens[i] bytes), then sizes[i]
+ * bytes, then tails[i] (tail_lens[i] bytes); those sizes[i] bytes are read to out, one leaf
+ * after the other (leaf i at out + sizes[0] + ... + sizes[i-1]). Returns how many leading leaves
+ * were so read; out past them holds whatever it held, or part of the next leaf.
+ */
+int64_t fc_read_leaves(const char *blocks, const unsigned char *const *multihashes, const int64_t *lengths,
+                       const unsigned char *const *heads, const int64_t *head_lens, const unsigned char *const *tails,
+                       const int64_t *tail_lens, const int64_t *sizes, int64_t count, unsigned char *out) {
+    char path[PATH_MAX_LEN];
     int64_t pos = 0;
     for (int64_t i = 0; i < count; i++) {
-        if (!read_one(paths[i], heads[i], head_lens[i], tails[i], tail_lens[i], out + pos, sizes[i])) return i;
+        if (fc_leaf_path(blocks, multihashes[i], lengths[i], path, sizeof path) < 0) return i;
+        if (!read_one(path, heads[i], head_lens[i], tails[i], tail_lens[i], out + pos, sizes[i])) return i;
         pos += sizes[i];
     }
     return count;
@@ -92,10 +138,16 @@ int64_t fc_read_leaves(const char *const *paths, const unsigned char *const *hea
 
 int64_t fc_read_leaves_available(void) { return 0; }
 
-int64_t fc_read_leaves(const char *const *paths, const unsigned char *const *heads, const int64_t *head_lens,
-                       const unsigned char *const *tails, const int64_t *tail_lens, const int64_t *sizes,
-                       int64_t count, unsigned char *out) {
-    (void)paths, (void)heads, (void)head_lens, (void)tails, (void)tail_lens, (void)sizes, (void)count, (void)out;
+int64_t fc_leaf_path(const char *blocks, const unsigned char *multihash, int64_t length, char *out, int64_t cap) {
+    (void)blocks, (void)multihash, (void)length, (void)out, (void)cap;
+    return -1;
+}
+
+int64_t fc_read_leaves(const char *blocks, const unsigned char *const *multihashes, const int64_t *lengths,
+                       const unsigned char *const *heads, const int64_t *head_lens, const unsigned char *const *tails,
+                       const int64_t *tail_lens, const int64_t *sizes, int64_t count, unsigned char *out) {
+    (void)blocks, (void)multihashes, (void)lengths, (void)heads, (void)head_lens, (void)tails, (void)tail_lens;
+    (void)sizes, (void)count, (void)out;
     return 0;
 }
 

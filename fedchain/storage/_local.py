@@ -82,6 +82,7 @@ class LocalBlockStore(DagStore):
         super().__init__(max_blob_size)
         self._path = os.path.abspath(os.fspath(path))
         self._blocks = os.path.join(self._path, "blocks")
+        self._blocks_path = os.fsencode(self._blocks)  # what the compiled leaf reader names block files under
         self._pins = os.path.join(self._path, "pins")
         self._fsync = fsync
         self._shards_made: set[str] = set()
@@ -161,11 +162,10 @@ class LocalBlockStore(DagStore):
         reader = leaf_reader()
         if reader is None:
             return 0
-        runs: list[Leaf] = []
-        for ref, size in leaves:
-            prefix, suffix = (b"", b"") if ref.codec == RAW else leaf_envelope(size)
-            runs.append((os.fsencode(self._block_path(ref)[1]), prefix, suffix, size))
-        return reader.read(runs, out)
+        runs: list[Leaf] = [
+            (ref.multihash, *((b"", b"") if ref.codec == RAW else leaf_envelope(size)), size) for ref, size in leaves
+        ]
+        return reader.read(self._blocks_path, runs, out)
 
     def _has_block(self, ref: BlockRef) -> int | None:
         """The size of the block's file, or ``None`` if absent."""

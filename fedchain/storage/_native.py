@@ -21,28 +21,31 @@ from fedchain._native import built_library, turned_off
 
 logger = logging.getLogger(__name__)
 
-#: One leaf to read: its file's path, the envelope bytes before and after its data, and the data's size.
+#: One leaf to read: its block's multihash, the envelope bytes before and after its data, and the data's size.
 Leaf = tuple[bytes, bytes, bytes, int]
 
 
 class LeafReader:
-    """The compiled ``fc_read_leaves``."""
+    """The compiled ``fc_read_leaves`` (and ``fc_leaf_path``, the block file names it reads)."""
 
-    def __init__(self, function: Any) -> None:
-        self._read = function
+    def __init__(self, read: Any, path: Any) -> None:
+        self._read = read
+        self._path = path
 
-    def read(self, leaves: Sequence[Leaf], out: memoryview) -> int:
+    def read(self, blocks: bytes, leaves: Sequence[Leaf], out: memoryview) -> int:
         """Read the leaves' data into ``out``, one after the other; return how many leading ones were read.
 
-        A leaf counts as read only if its file is exactly its envelope and data, the envelope the
-        given bytes; ``out`` must hold all the leaves' data (``ValueError`` otherwise).
+        ``blocks`` is the store's blocks directory (see :meth:`path`). A leaf counts as read only
+        if its file is exactly its envelope and data, the envelope the given bytes; ``out`` must
+        hold all the leaves' data (``ValueError`` otherwise).
         """
         count = len(leaves)
         if count == 0:
             return 0
         if sum(leaf[3] for leaf in leaves) > len(out):
             raise ValueError("the leaves hold more bytes than the buffer")
-        paths = (ctypes.c_char_p * count)(*(leaf[0] for leaf in leaves))
+        multihashes = (ctypes.c_char_p * count)(*(leaf[0] for leaf in leaves))
+        lengths = (ctypes.c_int64 * count)(*(len(leaf[0]) for leaf in leaves))
         heads = (ctypes.c_char_p * count)(*(leaf[1] for leaf in leaves))
         tails = (ctypes.c_char_p * count)(*(leaf[2] for leaf in leaves))
         head_lens = (ctypes.c_int64 * count)(*(len(leaf[1]) for leaf in leaves))
@@ -50,9 +53,17 @@ class LeafReader:
         sizes = (ctypes.c_int64 * count)(*(leaf[3] for leaf in leaves))
         target = (ctypes.c_char * len(out)).from_buffer(out)  # an export of ``out`` until deleted
         try:
-            return int(self._read(paths, heads, head_lens, tails, tail_lens, sizes, count, target))
+            return int(
+                self._read(blocks, multihashes, lengths, heads, head_lens, tails, tail_lens, sizes, count, target)
+            )
         finally:
             del target
+
+    def path(self, blocks: bytes, multihash: bytes) -> bytes | None:
+        """The file the reader reads for a block: ``<blocks>/<XY>/<KEY>.data`` (``None`` if that is too long)."""
+        out = ctypes.create_string_buffer(4096)
+        length = int(self._path(blocks, multihash, len(multihash), out, len(out)))
+        return out.raw[:length] if length >= 0 else None
 
 
 @functools.cache
@@ -66,7 +77,7 @@ def leaf_reader() -> LeafReader | None:
         return None
     try:
         lib = ctypes.CDLL(str(path))
-        available, function = lib.fc_read_leaves_available, lib.fc_read_leaves
+        available, read, name = lib.fc_read_leaves_available, lib.fc_read_leaves, lib.fc_leaf_path
     except (OSError, AttributeError) as err:
         logger.warning(
             "cannot load the compiled leaf reader %s (%s): reinstall fedchain; leaves are read from Python", path, err
@@ -76,9 +87,9 @@ def leaf_reader() -> LeafReader | None:
     if not available():
         return None
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    function.argtypes = (ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr)
-    function.restype = i64
-    return LeafReader(function)
+    read.argtypes, read.restype = (ctypes.c_char_p, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr), i64
+    name.argtypes, name.restype = (ctypes.c_char_p, ctypes.c_char_p, i64, ptr, i64), i64
+    return LeafReader(read, name)
 
 
 __all__ = ["Leaf", "LeafReader", "leaf_reader"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -48,9 +49,9 @@ class _Counting:
         self.asked = 0
         self.read_ = 0
 
-    def read(self, leaves: Sequence[tuple[bytes, bytes, bytes, int]], out: memoryview) -> int:
+    def read(self, blocks: bytes, leaves: Sequence[tuple[bytes, bytes, bytes, int]], out: memoryview) -> int:
         self.asked += len(leaves)
-        got = self.real.read(leaves, out)
+        got = self.real.read(blocks, leaves, out)
         self.read_ += got
         return got
 
@@ -140,14 +141,18 @@ def test_a_damaged_leaf_is_reported_exactly_as_the_python_path_reports_it(
         assert issubclass(result[0], FedchainError)
 
 
+def _blocks_dir(store: LocalBlockStore) -> bytes:
+    return os.fsencode(Path(store.location, "blocks"))
+
+
 def test_a_run_larger_than_the_buffer_is_refused(store: LocalBlockStore, random_bytes: RandomBytes) -> None:
     reader = leaf_reader()
     assert reader is not None
     data = random_bytes(2 * CHUNK_SIZE, 4)
     cid = store.put(data)
-    leaves = [(os.fsencode(_block_file(store, ref)), b"", b"", CHUNK_SIZE) for ref in _leaves(store, cid)]
+    leaves = [(ref.multihash, b"", b"", CHUNK_SIZE) for ref in _leaves(store, cid)]
     with pytest.raises(ValueError, match="more bytes than the buffer"):
-        reader.read(leaves, memoryview(bytearray(CHUNK_SIZE)))
+        reader.read(_blocks_dir(store), leaves, memoryview(bytearray(CHUNK_SIZE)))
 
 
 def test_a_file_that_is_not_the_leaf_expected_stops_the_run_there(
@@ -157,16 +162,32 @@ def test_a_file_that_is_not_the_leaf_expected_stops_the_run_there(
     assert reader is not None
     data = random_bytes(3 * CHUNK_SIZE, 5)
     cid = store.put(data)
-    files = [_block_file(store, ref) for ref in _leaves(store, cid)]
-    head = files[0].read_bytes()[:10]  # the envelope of a full chunk: 10 bytes before, 4 after
-    tail = files[0].read_bytes()[-4:]
-    run = [(os.fsencode(f), head, tail, CHUNK_SIZE) for f in files]
+    refs = _leaves(store, cid)
+    raw = _block_file(store, refs[0]).read_bytes()
+    head, tail = raw[:10], raw[-4:]  # the envelope of a full chunk: 10 bytes before, 4 after
+    run = [(ref.multihash, head, tail, CHUNK_SIZE) for ref in refs]
+    blocks = _blocks_dir(store)
     out = memoryview(bytearray(3 * CHUNK_SIZE))
-    assert reader.read(run, out) == 3
+    assert reader.read(blocks, run, out) == 3
     assert bytes(out) == data
-    assert reader.read([run[0], (b"/no/such/file", head, tail, CHUNK_SIZE), run[2]], out) == 1
-    assert reader.read([run[0], (run[1][0], head[:-1] + b"\0", tail, CHUNK_SIZE)], out) == 1  # another envelope
-    assert reader.read([run[0], (run[1][0], head, tail, CHUNK_SIZE - 1)], out) == 1  # another size
+    absent = b"\x12\x20" + bytes(32)
+    assert reader.read(blocks, [run[0], (absent, head, tail, CHUNK_SIZE), run[2]], out) == 1
+    assert reader.read(blocks, [run[0], (run[1][0], head[:-1] + b"\0", tail, CHUNK_SIZE)], out) == 1  # another envelope
+    assert reader.read(blocks, [run[0], (run[1][0], head, tail, CHUNK_SIZE - 1)], out) == 1  # another size
+    assert reader.read(blocks, [run[0], (b"", head, tail, CHUNK_SIZE)], out) == 1  # no multihash
+    assert reader.read(b"/" + b"x" * 5000, run, out) == 0  # a path too long for the reader
+
+
+def test_the_reader_names_block_files_as_the_store_does(store: LocalBlockStore) -> None:
+    reader = leaf_reader()
+    assert reader is not None
+    rng = random.Random(7)
+    blocks = _blocks_dir(store)
+    for length in [*range(2, 70), 128]:
+        multihash = bytes(rng.randrange(256) for _ in range(length))
+        assert reader.path(blocks, multihash) == os.fsencode(_block_file(store, BlockRef(1, 0x70, multihash)))
+    assert reader.path(blocks, b"") is None
+    assert reader.path(blocks, bytes(129)) is None
 
 
 def test_the_environment_switch_turns_the_reader_off() -> None:
