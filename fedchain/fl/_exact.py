@@ -281,24 +281,24 @@ def _split_compiled(
     compiled: Kernels, arrays: list[np.ndarray], exact: list[tuple[int, int]], approx: list[tuple[int, int]]
 ) -> float | None:
     """:func:`_split_numpy` with the compiled block loop (:mod:`fedchain.fl._kernels`), blocks taken within each
-    array (any partition into blocks of at most ``2**16`` values gives the same exact sum)."""
+    array (any partition into blocks of at most ``2**16`` values gives the same exact sum), all of an array's
+    blocks in one call."""
     special: float | None = None
-    out = np.zeros(5, dtype=np.float64)
-    out_at = address(out)
     for arr in arrays:
         flat = np.require(arr.reshape(-1), requirements=["C", "A"])  # whole elements at their addresses
-        base = address(flat)
-        for lo in range(0, flat.size, _BLOCK):
-            compiled.block_sums(base + 4 * lo, min(_BLOCK, flat.size - lo), out_at)
-            estimate = float(out[0])
+        blocks = -(-flat.size // _BLOCK)
+        if blocks == 0:
+            continue
+        out = np.zeros((blocks, 5), dtype=np.float64)
+        compiled.blocks_sums(address(flat), flat.size, _BLOCK, address(out))
+        del flat  # kept alive until the loop has read it
+        for estimate, g, a, b, t in out.tolist():
             if not math.isfinite(estimate):
                 special = _special(special, estimate)
             elif estimate != 0.0:
-                g, a, b, t = out[1:].tolist()
                 if g != _grid(estimate):  # the loop's grid is the docstring's, computed the same way
                     raise _Undecided
                 _record(g, a, b, t, exact, approx)
-        del flat  # kept alive until the loop has read it
     return special
 
 

@@ -264,3 +264,11 @@ FC_SUM_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
     fc_block_result(g, a, b, t, out);
 }
 #endif
+
+/* fc_block_sums for each block of `block` values of x[0:n] (the last one may be shorter), block j's
+ * sums at out[5 j .. 5 j + 4]: one call for a whole array, so the caller's thread releases and takes
+ * back the GIL once instead of once a block. */
+void fc_blocks_sums(const float *x, int64_t n, int64_t block, double *out) {
+    if (block < 1) return;
+    for (int64_t lo = 0, j = 0; lo < n; lo += block, j++) fc_block_sums(x + lo, n - lo < block ? n - lo : block, out + 5 * j);
+}
