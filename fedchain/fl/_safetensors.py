@@ -162,7 +162,7 @@ def float32_views(
     leaves nothing after the last tensor. ``None`` otherwise.
 
     So ``render(arrays, metadata) == blob`` exactly when ``arrays`` (float32, of ``shapes``) have
-    these views' bits. Views of a ``bytes`` blob are read-only.
+    these views' bits. The views are read-only.
     """
     entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
     offset = 0
@@ -180,10 +180,12 @@ def float32_views(
         or view[PREFIX_SIZE:start].tobytes() != header
     ):
         return None
-    return {
-        name: np.frombuffer(view, dtype="<f4", count=math.prod(shape), offset=start + lo).reshape(shape)
-        for name, (_, shape, lo, _) in entries.items()
-    }
+    arrays = {}
+    for name, (_, shape, lo, _) in entries.items():
+        array = np.frombuffer(view, dtype="<f4", count=math.prod(shape), offset=start + lo).reshape(shape)
+        array.flags.writeable = False  # what was verified is not changed through these
+        arrays[name] = array
+    return arrays
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -23,7 +23,13 @@ from fedchain.fl.codec import decode_model, decode_update, model_blob_matches
 from fedchain.fl.schema import Schema
 from fedchain.hashing import sha256, to_hex
 from fedchain.protocol import Manifest, Rules, VerifiedModel, verify_round
-from fedchain.protocol.blobs import aggregate_blob, aggregate_matches, genesis_blob, update_blob
+from fedchain.protocol.blobs import (
+    aggregate_blob,
+    aggregate_matches,
+    genesis_blob,
+    stored_aggregate_arrays,
+    update_blob,
+)
 from fedchain.records import AggregateRecord, RoundHistory, RoundOpened, RoundState, RoundStatus, UpdateRecord
 from fedchain.storage import LocalBlockStore
 from fedchain.storage._cid import block_key, parse_cid
@@ -312,3 +318,30 @@ def test_a_held_round_with_an_aggregate_one_ulp_off_fails_as_recomputed(tmp_path
     verdict, model = verify_round(history, rnd.store, RULES, expected_base=rnd.base_hash, hold=3)
     assert model is None
     assert _failure(verdict) == _failure(_verify(rnd, history)[0])
+
+
+def test_the_stored_aggregates_arrays_are_given_only_for_exactly_the_header_aggregate_blob_writes(
+    tmp_path: Path,
+) -> None:
+    rnd = _build(tmp_path)
+    blob = rnd.encode(rnd.aggregate)
+
+    def arrays(data: bytes | bytearray, **change: object) -> dict[str, np.ndarray] | None:
+        kwargs: dict[str, object] = {"round_id": 0, "base_hash": rnd.base_hash, "num_samples": rnd.total, **change}
+        return stored_aggregate_arrays(data, RULES, **kwargs)  # type: ignore[arg-type]
+
+    got = arrays(bytearray(blob))
+    assert got is not None and _bytes(got) == _bytes(rnd.aggregate)
+    assert all(not a.flags.writeable for a in got.values())  # the verified model is not changed through them
+    (header_len,) = struct.unpack_from("<Q", blob)
+    for pos in range(8 + header_len):  # every byte of the prefix and the header
+        damaged = bytearray(blob)
+        damaged[pos] ^= 0x20
+        assert arrays(damaged) is None, pos
+    damaged = bytearray(blob)
+    damaged[8 + header_len] ^= 0x20  # a value: the header is still the one aggregate_blob writes
+    assert arrays(damaged) is not None
+    for other in (blob + b"\0", blob[:-4]):
+        assert arrays(other) is None
+    for field, value in (("round_id", 1), ("num_samples", rnd.total + 1), ("base_hash", sha256(b"x"))):
+        assert arrays(blob, **{field: value}) is None
