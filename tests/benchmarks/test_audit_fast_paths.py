@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from benchmarks.audit import History
-from fedchain.audit import SKETCH_RUN, _sketch, audit_ledger
+from fedchain.audit import SKETCH_RUN, SKETCH_SIZE, RoundDetails, _sketch, audit_ledger
 from fedchain.chain import EmbeddedChain
+from fedchain.protocol.blobs import read_update
 from fedchain.storage import open_store
 
 
@@ -77,3 +78,24 @@ def test_a_sketch_of_tensors_shorter_than_a_run_or_strided_is_the_same_sample(se
         runs = size // run
         positions = [r * (flat.size // runs) + j for r in range(runs) for j in range(run)]
     assert _sketch(delta, size).tobytes() == flat[positions].astype(np.float64).tobytes()
+
+
+def test_a_rounds_cosine_matrix_is_kept_and_its_sketches_let_go(tmp_path: Path) -> None:
+    chain = EmbeddedChain()
+    try:
+        store = open_store(str(tmp_path / "store"), max_blob_size=1 << 20)
+        history = History(chain, store, 3, 5000)
+        history.grow(2)
+        report = audit_ledger(history.ledger, store)
+        assert report.ok
+        for r, d in report.details.items():
+            assert d.settled and d.sketches == {}  # held no longer than its round
+            fresh = RoundDetails(d.history)
+            for u in d.history.updates:
+                blob = store.get_verified(u.cid, u.update_hash)
+                delta = read_update(blob, history.rules, u, base_hash=d.history.opened.base_hash).delta
+                fresh.sketches[u.participant] = _sketch(delta, SKETCH_SIZE)
+            assert d.cosine() == fresh.cosine() is not None
+            assert report.to_json()["rounds"][r]["cosine"]["matrix"] == fresh.cosine()[1]  # type: ignore[index]
+    finally:
+        chain.close()
