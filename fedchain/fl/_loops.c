@@ -35,8 +35,31 @@
 #define FC_SUM_CLONES FC_CLONES
 #endif
 
+#if defined(__GNUC__)
+#define FC_INLINE static inline __attribute__((always_inline))
+#else
+#define FC_INLINE static inline
+#endif
+
 #define SCRATCH 4096 /* float64 elements of an accumulator chunk: 32 KiB, within any L1 */
 #define LANES 8
+
+/* acc[i] = fl64(theta[start + i]) + fl64(fl64(d_0[start + i]) * c_0) + ..., each add rounded, the updates in
+ * the given order, for 0 <= i < n: FedAvg's arithmetic before the final rounding to float32. Inlined into
+ * each caller (and so into each of its clones). */
+FC_INLINE void fc_accumulate(double *acc, const float *theta, const float *const *deltas, const double *coeffs,
+                             int64_t k, int64_t start, int64_t n) {
+    const float *t = theta + start;
+    for (int64_t i = 0; i < n; i++) acc[i] = (double)t[i]; /* exact */
+    for (int64_t j = 0; j < k; j++) {
+        const float *d = deltas[j] + start;
+        const double c = coeffs[j];
+        for (int64_t i = 0; i < n; i++) {
+            double p = (double)d[i] * c;
+            acc[i] = acc[i] + p;
+        }
+    }
+}
 
 /* out[i] = fl32(fl64(theta[i]) + fl64(fl64(d_0[i]) * c_0) + ... ), the updates in the given order */
 FC_CLONES void fc_fedavg_chunk(const float *theta, const float *const *deltas, const double *coeffs, int64_t k,
@@ -44,16 +67,7 @@ FC_CLONES void fc_fedavg_chunk(const float *theta, const float *const *deltas, c
     double acc[SCRATCH];
     for (int64_t start = lo; start < hi; start += SCRATCH) {
         int64_t n = hi - start < SCRATCH ? hi - start : SCRATCH;
-        const float *t = theta + start;
-        for (int64_t i = 0; i < n; i++) acc[i] = (double)t[i]; /* exact */
-        for (int64_t j = 0; j < k; j++) {
-            const float *d = deltas[j] + start;
-            const double c = coeffs[j];
-            for (int64_t i = 0; i < n; i++) {
-                double p = (double)d[i] * c;
-                acc[i] = acc[i] + p;
-            }
-        }
+        fc_accumulate(acc, theta, deltas, coeffs, k, start, n);
         float *o = out + start;
         for (int64_t i = 0; i < n; i++) o[i] = (float)acc[i]; /* nearest even (the thread's mode) */
     }
@@ -69,16 +83,7 @@ FC_CLONES int64_t fc_fedavg_differs(const float *theta, const float *const *delt
     double acc[SCRATCH];
     for (int64_t start = lo; start < hi; start += SCRATCH) {
         int64_t n = hi - start < SCRATCH ? hi - start : SCRATCH;
-        const float *t = theta + start;
-        for (int64_t i = 0; i < n; i++) acc[i] = (double)t[i]; /* exact */
-        for (int64_t j = 0; j < k; j++) {
-            const float *d = deltas[j] + start;
-            const double c = coeffs[j];
-            for (int64_t i = 0; i < n; i++) {
-                double p = (double)d[i] * c;
-                acc[i] = acc[i] + p;
-            }
-        }
+        fc_accumulate(acc, theta, deltas, coeffs, k, start, n);
         const float *e = expected + start;
         uint32_t differs = 0;
         for (int64_t i = 0; i < n; i++) {

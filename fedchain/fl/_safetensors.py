@@ -134,14 +134,9 @@ def matches(
     """
     entries, datas = _layout(arrays)
     offset = sum(data.size for data in datas)
-    header = render_header(entries, metadata)
     view = memoryview(blob).cast("B")
-    start = PREFIX_SIZE + len(header)
-    if (
-        len(view) != start + offset
-        or view[:PREFIX_SIZE].tobytes() != struct.pack("<Q", len(header))
-        or view[PREFIX_SIZE:start].tobytes() != header
-    ):
+    start = _framing_matches(view, render_header(entries, metadata), offset)
+    if start is None:
         return False
     position = start
     for data in datas:
@@ -152,6 +147,18 @@ def matches(
             return False
         position += data.size
     return True
+
+
+def _framing_matches(view: memoryview, header: bytes, data_size: int) -> int | None:
+    """Where the data starts, if ``view`` is the length prefix of ``header``, ``header``, and ``data_size`` bytes."""
+    start = PREFIX_SIZE + len(header)
+    if (
+        len(view) != start + data_size
+        or view[:PREFIX_SIZE].tobytes() != struct.pack("<Q", len(header))
+        or view[PREFIX_SIZE:start].tobytes() != header
+    ):
+        return None
+    return start
 
 
 def float32_views(
@@ -171,14 +178,9 @@ def float32_views(
         size = 4 * math.prod(shape)
         entries[name] = ("F32", shape, offset, offset + size)
         offset += size
-    header = render_header(entries, metadata)
     view = memoryview(blob).cast("B")
-    start = PREFIX_SIZE + len(header)
-    if (
-        len(view) != start + offset
-        or view[:PREFIX_SIZE].tobytes() != struct.pack("<Q", len(header))
-        or view[PREFIX_SIZE:start].tobytes() != header
-    ):
+    start = _framing_matches(view, render_header(entries, metadata), offset)
+    if start is None:
         return None
     arrays = {}
     for name, (_, shape, lo, _) in entries.items():

@@ -46,17 +46,22 @@ def test_a_sketch_is_evenly_spaced_runs_of_the_tensors_laid_end_to_end(seed: int
     ]
     delta = {f"t{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
     size = int(rng.integers(1, 2000))
-    flat = np.concatenate([delta[k].reshape(-1) for k in sorted(delta)])
+    sketch = _sketch(delta, size)
+    assert sketch.dtype == np.float64
+    assert sketch.tobytes() == _by_definition(delta, size).tobytes()
+
+
+def _by_definition(delta: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """The sketch as its docstring defines it: runs of SKETCH_RUN, run r at r * (total // runs), over the
+    tensors laid end to end in name order."""
+    flat = np.concatenate([np.asarray(delta[k]).reshape(-1) for k in sorted(delta)])
     if flat.size <= size:
         positions = list(range(flat.size))
     else:
         run = min(SKETCH_RUN, size)
         runs = size // run
         positions = [r * (flat.size // runs) + j for r in range(runs) for j in range(run)]
-    expected = flat[positions].astype(np.float64)
-    sketch = _sketch(delta, size)
-    assert sketch.dtype == np.float64
-    assert sketch.tobytes() == expected.tobytes()
+    return flat[positions].astype(np.float64)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -70,14 +75,7 @@ def test_a_sketch_of_tensors_shorter_than_a_run_or_strided_is_the_same_sample(se
     if seed % 3 == 0:
         delta["t0"] = rng.standard_normal((7, 9)).astype(np.float32)[:, ::2]  # not contiguous
     size = int(rng.integers(1, 80))
-    flat = np.concatenate([np.asarray(delta[k]).reshape(-1) for k in sorted(delta)])
-    if flat.size <= size:
-        positions = list(range(flat.size))
-    else:
-        run = min(SKETCH_RUN, size)
-        runs = size // run
-        positions = [r * (flat.size // runs) + j for r in range(runs) for j in range(run)]
-    assert _sketch(delta, size).tobytes() == flat[positions].astype(np.float64).tobytes()
+    assert _sketch(delta, size).tobytes() == _by_definition(delta, size).tobytes()
 
 
 def test_a_rounds_cosine_matrix_is_kept_and_its_sketches_let_go(tmp_path: Path) -> None:
