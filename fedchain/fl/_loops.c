@@ -138,6 +138,20 @@ static double fc_grid(double estimate) {
     return ldexp(1.0, half - 21);
 }
 
+/* S' of a block whose whole groups of LANES are summed into the lanes s: the values x[whole:n] past them
+ * into lane 0, then the lanes added in order, into out[0]. Whether the block goes on to the split (S'
+ * finite and not zero). */
+static inline int fc_estimate(const float *x, int64_t whole, int64_t n, double *s, double *out) {
+    for (int64_t i = whole; i < n; i++) {
+        double v = (double)x[i];
+        s[0] += v * v;
+    }
+    double estimate = 0.0;
+    for (int j = 0; j < LANES; j++) estimate += s[j];
+    out[0] = estimate;
+    return isfinite(estimate) && estimate != 0.0;
+}
+
 /* The split of the values x[whole:n] past the last whole group of LANES, into lane 0. */
 static inline void fc_block_tail(const float *x, int64_t whole, int64_t n, double c, double *a, double *b, double *t) {
     for (int64_t i = whole; i < n; i++) {
@@ -199,15 +213,8 @@ FC_SUM_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
     }
     fc_store4(s, &s0);
     fc_store4(s + 4, &s1);
-    for (int64_t i = whole; i < n; i++) {
-        double v = (double)x[i];
-        s[0] += v * v;
-    }
-    double estimate = 0.0;
-    for (int j = 0; j < LANES; j++) estimate += s[j];
-    out[0] = estimate;
-    if (!isfinite(estimate) || estimate == 0.0) return;
-    double g = fc_grid(estimate);
+    if (!fc_estimate(x, whole, n, s, out)) return;
+    double g = fc_grid(out[0]);
     const double c = 1.5 * ldexp(g, 52);
     const fc_v4d cv = {c, c, c, c};
     fc_v4d a0 = {0, 0, 0, 0}, a1 = a0, b0 = a0, b1 = a0, t0 = a0, t1 = a0;
@@ -244,15 +251,8 @@ FC_SUM_CLONES void fc_block_sums(const float *x, int64_t n, double *out) {
             s[j] += v * v;
         }
     }
-    for (int64_t i = whole; i < n; i++) {
-        double v = (double)x[i];
-        s[0] += v * v;
-    }
-    double estimate = 0.0;
-    for (int j = 0; j < LANES; j++) estimate += s[j];
-    out[0] = estimate;
-    if (!isfinite(estimate) || estimate == 0.0) return;
-    double g = fc_grid(estimate);
+    if (!fc_estimate(x, whole, n, s, out)) return;
+    double g = fc_grid(out[0]);
     const double c = 1.5 * ldexp(g, 52);
     double a[LANES] = {0}, b[LANES] = {0}, t[LANES] = {0};
     for (int64_t i = 0; i < whole; i += LANES) {
