@@ -61,6 +61,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -425,6 +426,48 @@ def _cast_compiled(
     check_float_status("cast")
 
 
+def _checked_all(
+    updates: Sequence[UpdateItem], names: list[str], shapes: list[tuple[int, ...]], total_samples: int, eta: float
+) -> list[tuple[np.float64, list[np.ndarray]]]:
+    """Every update's ``c_k`` and flattened tensors, in participant order, once every check has passed."""
+    checked = []
+    seen = 0
+    for participant, n_k, delta in _ordered(updates):
+        checked.append(_checked(participant, n_k, delta, names, shapes, total_samples, eta))
+        seen += n_k
+    if seen != total_samples:
+        raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
+    return checked
+
+
+@dataclass(frozen=True)
+class _Operands:
+    """What the compiled FedAvg loops read, as addresses, and the arrays behind them (alive while this is)."""
+
+    thetas: list[int]
+    """Each tensor of the base."""
+    deltas: list[int]
+    """For each tensor, an int64 array of the addresses of that tensor of the ``k`` updates, in participant order."""
+    coeffs: int
+    """The updates' ``c_k`` (float64), in the same order."""
+    k: int
+    kept: tuple[object, ...]
+
+    @classmethod
+    def of(cls, thetas: Sequence[np.ndarray], checked: Sequence[tuple[np.float64, list[np.ndarray]]]) -> _Operands:
+        theta_arrays, theta_addresses = _flat_addresses(thetas)
+        updates = [_flat_addresses(flats) for _, flats in checked]
+        deltas = [np.array([a[i] for _, a in updates], dtype=np.int64) for i in range(len(thetas))]
+        coeffs = np.array([c_k for c_k, _ in checked], dtype=np.float64)
+        return cls(
+            theta_addresses,
+            [address(d) for d in deltas],
+            address(coeffs),
+            len(checked),
+            (theta_arrays, updates, deltas, coeffs),
+        )
+
+
 def _in_memory(
     pool: Executor | None,
     parts: int,
@@ -436,13 +479,7 @@ def _in_memory(
     eta: float,
 ) -> list[np.ndarray]:
     """Check every update, then add them all into one chunk after another (no float64 model)."""
-    checked = []
-    seen = 0
-    for participant, n_k, delta in _ordered(updates):
-        checked.append(_checked(participant, n_k, delta, names, shapes, total_samples, eta))
-        seen += n_k
-    if seen != total_samples:
-        raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
+    checked = _checked_all(updates, names, shapes, total_samples, eta)
     outs = [np.empty(shape, dtype=np.float32) for shape in shapes]
     flat_outs = [out.reshape(-1) for out in outs]
     sizes = [theta.size for theta in thetas]
@@ -452,22 +489,19 @@ def _in_memory(
     if compiled is None:
         _run(pool, [partial(_sum_chunks, thetas, checked, flat_outs, chunks, chunk) for _ in range(parts)])
     else:
-        kept, theta_addresses = _flat_addresses(thetas)
-        updates_kept = [_flat_addresses(flats) for _, flats in checked]  # alive until the loops are done
-        deltas = [np.array([a[i] for _, a in updates_kept], dtype=np.int64) for i in range(len(thetas))]
-        coeffs = np.array([c_k for c_k, _ in checked], dtype=np.float64)
+        operands = _Operands.of(thetas, checked)
         task = partial(
             _sum_chunks_compiled,
             compiled,
-            theta_addresses,
-            [address(d) for d in deltas],
-            address(coeffs),
-            len(checked),
+            operands.thetas,
+            operands.deltas,
+            operands.coeffs,
+            operands.k,
             [address(out) for out in flat_outs],
             chunks,
         )
         _run(pool, [task] * parts)
-        del kept, updates_kept, deltas, coeffs  # alive until the loops are done
+        del operands  # alive until the loops are done
     logger.debug("aggregated %d updates held in memory", len(checked))
     return outs
 
@@ -661,15 +695,9 @@ def fedavg_matches(
             fedavg_stream(base, updates, total_samples=total_samples, server_lr=server_lr), expected
         )
     names = sorted(base)
-    thetas = [_as_float32(name, base[name], None) for name in names]
-    shapes = [theta.shape for theta in thetas]
-    checked = []
-    seen = 0
-    for participant, n_k, delta in _ordered(updates):
-        checked.append(_checked(participant, n_k, delta, names, shapes, total_samples, float(server_lr)))
-        seen += n_k
-    if seen != total_samples:
-        raise AggregationError(f"updates declare {seen} samples in all, the ledger says {total_samples}")
+    thetas = [_as_float32(name, base[name], None).reshape(-1) for name in names]
+    shapes = [base[name].shape for name in names]
+    checked = _checked_all(updates, names, shapes, total_samples, float(server_lr))
     if sorted(expected) != names:
         return False
     wanted = []
@@ -678,21 +706,18 @@ def fedavg_matches(
         if not isinstance(e, np.ndarray) or e.dtype != np.float32 or e.shape != shape:
             return False
         wanted.append(e.reshape(-1))
-    kept, theta_addresses = _flat_addresses([theta.reshape(-1) for theta in thetas])
+    operands = _Operands.of(thetas, checked)
     wanted_kept, wanted_addresses = _flat_addresses(wanted)
-    updates_kept = [_flat_addresses(flats) for _, flats in checked]  # alive until the loops are done
-    deltas = [np.array([a[i] for _, a in updates_kept], dtype=np.int64) for i in range(len(names))]
-    coeffs = np.array([c_k for c_k, _ in checked], dtype=np.float64)
     clear_float_status()
     same = all(
         compiled.fedavg_differs(
-            theta_addresses[i], address(deltas[i]), address(coeffs), len(checked), wanted_addresses[i], 0, kept[i].size
+            operands.thetas[i], operands.deltas[i], operands.coeffs, operands.k, wanted_addresses[i], 0, theta.size
         )
-        == kept[i].size
-        for i in range(len(names))
+        == theta.size
+        for i, theta in enumerate(thetas)
     )
     check_float_status("fedavg")
-    del kept, wanted_kept, updates_kept, deltas, coeffs  # alive until the loops are done
+    del operands, wanted_kept  # alive until the loops are done
     return same
 
 
