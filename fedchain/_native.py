@@ -12,11 +12,8 @@ off (to compare, or to rule them out).
 from __future__ import annotations
 
 import importlib.machinery
-import logging
 import os
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 #: Environment variable: ``numpy`` turns the compiled libraries off.
 KERNELS_ENV = "FEDCHAIN_KERNELS"

@@ -63,12 +63,9 @@ class Kernels:
     narrow: Any
     """``(source, target, lo, hi)``: float64 to float32, to nearest even."""
     blocks_sums: Any
-    """``(values, n, block, out)``: ``block_sums`` of each block of ``block`` values of the ``n`` (the last one
-    may be shorter), block ``j``'s at ``out[5 j:5 j + 5]``, in one call."""
-    block_sums: Any
-    """``(values, n, out)``: for the ``n <= 2**16`` float32 values, ``out[0]`` the estimate ``S'``, and when
-    it is finite and not zero ``out[1:5]`` the grid ``g`` and ``A'``, ``B'``, ``T'`` of
-    :mod:`fedchain.fl._exact`'s certified split."""
+    """``(values, n, block, out)``: for each block of ``block <= 2**16`` of the ``n`` float32 values (the last one
+    may be shorter), at ``out[5 j:5 j + 5]`` for block ``j``: the estimate ``S'``, and when it is finite and not zero
+    the grid ``g`` and ``A'``, ``B'``, ``T'`` of :mod:`fedchain.fl._exact`'s certified split; one call for them all."""
 
 
 _lock = threading.Lock()
@@ -209,7 +206,6 @@ def _load() -> Kernels | None:
         "fc_add_scaled": (ptr, ptr, f64, i64, i64, ptr),
         "fc_widen": (ptr, ptr, i64, i64),
         "fc_narrow": (ptr, ptr, i64, i64),
-        "fc_block_sums": (ptr, i64, ptr),
         "fc_blocks_sums": (ptr, i64, i64, ptr),
     }
     try:
@@ -227,7 +223,6 @@ def _load() -> Kernels | None:
         add_scaled=lib.fc_add_scaled,
         widen=lib.fc_widen,
         narrow=lib.fc_narrow,
-        block_sums=lib.fc_block_sums,
         blocks_sums=lib.fc_blocks_sums,
     )
 

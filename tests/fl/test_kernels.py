@@ -207,7 +207,7 @@ def test_a_blocks_split_sums_are_the_exact_ones(compiled: _kernels.Kernels, seed
     rng = np.random.default_rng(seed)
     x = np.asarray(rng.standard_normal(5003) * 10.0 ** rng.integers(-3, 3), dtype=np.float32)
     out = np.zeros(5, dtype=np.float64)
-    compiled.block_sums(_kernels.address(x), x.size, _kernels.address(out))
+    compiled.blocks_sums(_kernels.address(x), x.size, 1 << 16, _kernels.address(out))  # one block
     estimate, g, a, b, t = out.tolist()
     v = x.astype(np.float64)
     assert estimate == pytest.approx(float(np.dot(v, v)), rel=1e-12)
@@ -251,7 +251,7 @@ def test_the_block_sums_in_vectors_are_the_plain_loops_bits(compiled: _kernels.K
             np.concatenate([SPECIAL, rng.standard_normal(n).astype(np.float32)])[:n],
         ):
             ours, theirs = np.zeros(5), np.zeros(5)
-            compiled.block_sums(_kernels.address(values), n, _kernels.address(ours))
+            compiled.blocks_sums(_kernels.address(values), n, 1 << 16, _kernels.address(ours))  # one block
             plain(_kernels.address(values), n, _kernels.address(theirs))
             assert ours.tobytes() == theirs.tobytes(), n
 
