@@ -221,40 +221,38 @@ def _two_threads_hash_speedup(blobs: list[bytearray], times: int = 8) -> float:
     resources (or its memory) two threads hash less than twice as fast, and that caps the audit too.
     """
 
-    def work(count: int) -> None:
+    def work(thread: int, count: int) -> None:
         for _ in range(count):
             for b in blobs:
                 hashlib.sha256(b).digest()
 
-    def one() -> None:
-        work(times)
-
-    def two() -> None:
-        threads = [threading.Thread(target=work, args=(times // 2,)) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    return time_of(one, 3) / time_of(two, 3)
+    return _two_threads_vs_one(work, times)
 
 
 def _two_threads_speedup(store: BlobStore, reads: list[tuple[Cid, Digest]], rounds: int = 8) -> float:
     """How much faster two threads make the same verified reads than one (2.0: the cores do not slow each other).
 
-    The same ``rounds`` x the round's reads, on one thread, then split between two (median of 3 each).
+    The same ``rounds`` x the round's reads, on one thread, then split between two, each thread
+    reading into buffers of its own.
     """
     pools = [BufferPool(keep=2 * len(reads)) for _ in range(2)]
 
-    def work(pool: BufferPool, times: int) -> None:
-        for _ in range(times):
-            _read_all(store, reads, pool)
+    def work(thread: int, count: int) -> None:
+        for _ in range(count):
+            _read_all(store, reads, pools[thread])
+
+    return _two_threads_vs_one(work, rounds)
+
+
+def _two_threads_vs_one(work: Callable[[int, int], None], times: int) -> float:
+    """``work(thread, count)`` done ``times`` times on thread 0 alone, over the same split between two threads
+    at once (median of 3 each)."""
 
     def one() -> None:
-        work(pools[0], rounds)
+        work(0, times)
 
     def two() -> None:
-        threads = [threading.Thread(target=work, args=(pool, rounds // 2)) for pool in pools]
+        threads = [threading.Thread(target=work, args=(thread, times // 2)) for thread in range(2)]
         for t in threads:
             t.start()
         for t in threads:
