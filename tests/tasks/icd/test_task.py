@@ -69,7 +69,8 @@ PINNED_INIT = {
 }
 #: Two rounds of plain FedAvg on the small split, seed 11 (bit-identical to the pre-task ``run_plain_fedavg``),
 #: by machine type: training's float sums follow the vector width torch (and its math library) picks for
-#: the CPU, so the Intel Xeon machines (AVX-512) and the AMD EPYC ones (AVX2) train to different bits;
+#: the CPU, so the Intel Xeon machines and the AMD EPYC ones (AVX2) train to different bits (the Intel
+#: pin is the old run's, the AMD one was measured on 2026-12-01);
 #: each is the digest and the two rounds' test accuracies.
 PINNED_FEDAVG = {
     "GenuineIntel": ("01d231c88d839fb3fc6105c59583b4bfad6b18572170d027be48d4dab9262268", (0.6044642857142857, 0.7375)),
