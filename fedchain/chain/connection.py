@@ -41,7 +41,7 @@ from hexbytes import HexBytes
 from urllib3.exceptions import NewConnectionError
 from web3 import HTTPProvider, Web3
 from web3.datastructures import AttributeDict
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import TransactionNotFound, Web3RPCError
 from web3.types import RPCEndpoint, RPCResponse, TxReceipt
 
 from fedchain.errors import ChainConnectionError, ChainError, TransactionError
@@ -69,6 +69,11 @@ class Chain(ABC):
 
     w3: Web3
     endpoint: str
+    #: The block a transaction is estimated (simulated) on before it is sent: the one it would go
+    #: into. (web3 fills in "latest" when none is given, and on anvil and hardhat the latest
+    #: block's timestamp is the last mined one's, so a finalize just past a deadline was
+    #: simulated before it.)
+    estimate_block: str = "latest"
 
     @property
     def chain_id(self) -> int:
@@ -799,10 +804,13 @@ class RpcChain(Chain):
     the node rather than sent again.
     """
 
+    estimate_block = "pending"  # the next block, on the node's clock (see now)
+
     def __init__(self, url: str, *, retries: int = 6, backoff: float = 0.25, timeout: float = 30.0) -> None:
         self.endpoint = url
         self.w3 = _lean(Web3(_RetryingHTTPProvider(url, retries=retries, backoff=backoff, timeout=timeout)))
         self._clock_offset = 0
+        self._pending_clock = True  # until the node shows it has no pending block (see now)
         try:
             self._chain_id = int(self.w3.eth.chain_id)
         except ChainConnectionError:
@@ -815,6 +823,28 @@ class RpcChain(Chain):
         return self._chain_id
 
     def now(self) -> int:
+        """The timestamp of the node's pending block: what it would give a block mined now.
+
+        The node's clock, not this machine's: anvil and hardhat fix their clock's offset in whole
+        seconds when they start (and after a time jump), so a node may run up to a second behind
+        the machine it runs on, or any amount behind on another machine. Judged by this
+        machine's clock, a deadline passed up to that much early, and the contract refused to
+        finalize a round with fewer updates than its quorum ("deadline has not passed").
+        A node without a pending block: its latest block's timestamp or this machine's clock
+        (moved by :meth:`advance_time`), whichever is later.
+        """
+        if self._pending_clock:
+            try:
+                pending = self.w3.eth.get_block("pending")
+            except Web3RPCError as err:  # the node does not offer "pending" (BlockNotFound is one too)
+                logger.info(
+                    "%s gives no pending block (%s); its clock is read from the latest block", self.endpoint, err
+                )
+                self._pending_clock = False
+            else:
+                if pending is not None and pending.get("timestamp") is not None:
+                    return int(pending["timestamp"])
+                self._pending_clock = False
         latest = int(self.w3.eth.get_block("latest")["timestamp"])
         return max(latest, int(time.time()) + self._clock_offset)
 

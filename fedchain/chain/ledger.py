@@ -852,7 +852,7 @@ def _send(
         call["to"] = to
     chain.prepare()
     try:
-        estimate = int(w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+        estimate = int(w3.eth.estimate_gas(call, chain.estimate_block))  # type: ignore[arg-type]
     except ChainConnectionError:
         raise  # already names the node; nothing was sent
     except Exception as err:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedchain.chain import Ledger, Signer
-from fedchain.errors import AggregationError, ConfigError, VerificationError
+from fedchain.errors import AggregationError, ConfigError, QuorumNotReachedError, VerificationError
 from fedchain.fl.robust import RobustResult
 from fedchain.hashing import sha256, short, to_hex
 from fedchain.orchestrator._events import log_event
@@ -465,7 +465,14 @@ class CoordinatorService:
                 if not c.can_finalize(r - 1, state):
                     self._waiting(r - 1, "waiting_for_deadline", deadline=state.deadline)
                     return Step.IDLE
-                report = c.finish(r - 1)
+                try:
+                    report = c.finish(r - 1)
+                except QuorumNotReachedError as err:
+                    # The deadline passed by the clock this side reads, not yet by the clock of the
+                    # block the finalize went into (another node's, on a network): try again later.
+                    logger.warning("round %d: the chain says its deadline has not passed yet: %s", r - 1, err)
+                    self._waiting(r - 1, "waiting_for_deadline", deadline=state.deadline)
+                    return Step.IDLE
                 self.reports.append(report)
                 if report.abandoned:
                     log_event("round_abandoned", round=r - 1, updates=len(report.verdict.outcomes), gas=report.gas_used)
