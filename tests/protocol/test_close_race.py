@@ -85,9 +85,20 @@ def _wait_pending(chain: Chain, n: int) -> None:
 @pytest.mark.parametrize("at_deadline", [False, True], ids=["before-deadline", "at-deadline"])
 @pytest.mark.parametrize("update_first", [True, False], ids=["update-first", "close-first"])
 def test_an_update_and_the_close_mined_in_one_block_verify_and_the_federation_continues(
-    anvil_node: AnvilNode, tmp_path: Path, demo: DemoData, at_deadline: bool, update_first: bool
+    anvil_node: AnvilNode,
+    tmp_path: Path,
+    demo: DemoData,
+    monkeypatch: pytest.MonkeyPatch,
+    at_deadline: bool,
+    update_first: bool,
 ) -> None:
-    """anvil with automine off: both transactions wait in the pool and are mined together, in the order sent."""
+    """anvil with automine off: both transactions wait in the pool and are mined together, in the order sent.
+
+    A transaction is simulated on the pending block before it is sent, so an update simulated
+    after the close reached the pool would be refused before it is sent; for the close to be
+    mined first in the update's block, the update's send (simulated on a pool without the
+    close) is held until the close is in the pool.
+    """
     chain = connect(anvil_node.url)
     fed = make(chain, LocalBlockStore(tmp_path / "s"), demo, small_manifest(min_updates=2))
     r = _screened_quorum(fed)
@@ -100,19 +111,36 @@ def test_an_update_and_the_close_mined_in_one_block_verify_and_the_federation_co
         except Exception as err:  # noqa: BLE001 - inspected below
             outcome[key] = err
 
+    simulated, close_pooled = threading.Event(), threading.Event()
+    send = chain.send_raw_transaction
+
+    def held_send(raw: bytes) -> Any:
+        if threading.current_thread().name == "update" and not update_first:
+            simulated.set()
+            assert close_pooled.wait(60), "the close never reached the pool"
+        return send(raw)
+
+    monkeypatch.setattr(chain, "send_raw_transaction", held_send)
     _rpc(chain, "evm_setAutomine", [False])
     try:
-        first, second = ("update", "close") if update_first else ("close", "update")
         actions = {"update": lambda: late.participate(r), "close": lambda: fed.coordinator.close(r)}
-        threads = []
-        for i, key in enumerate((first, second)):
-            threads.append(threading.Thread(target=run, args=(key, actions[key])))
-            threads[-1].start()
-            _wait_pending(chain, i + 1)
+        threads = {key: threading.Thread(target=run, args=(key, actions[key]), name=key) for key in actions}
+        if update_first:
+            threads["update"].start()
+            _wait_pending(chain, 1)
+            threads["close"].start()
+            _wait_pending(chain, 2)
+        else:
+            threads["update"].start()
+            assert simulated.wait(60), "the update was never simulated"
+            threads["close"].start()
+            _wait_pending(chain, 1)
+            close_pooled.set()
+            _wait_pending(chain, 2)
         if at_deadline:
             _rpc(chain, "evm_setNextBlockTimestamp", [fed.ledger.round_state(r).deadline])
         _rpc(chain, "evm_mine", [])
-        for t in threads:
+        for t in threads.values():
             t.join(60)
     finally:
         _rpc(chain, "evm_setAutomine", [True])
