@@ -421,6 +421,7 @@ class CoordinatorService:
         self.rounds = rounds
         self._registered: set[str] = set()
         self._waiting_logged: tuple[int, str] | None = None
+        self._early_finalize: int | None = None  # the round whose finalize the chain found early
         self.reports: list[RoundReport] = []
 
     @property
@@ -470,7 +471,9 @@ class CoordinatorService:
                 except QuorumNotReachedError as err:
                     # The deadline passed by the clock this side reads, not yet by the clock of the
                     # block the finalize went into (another node's, on a network): try again later.
-                    logger.warning("round %d: the chain says its deadline has not passed yet: %s", r - 1, err)
+                    if self._early_finalize != r - 1:  # once a round, not at every poll
+                        logger.warning("round %d: the chain says its deadline has not passed yet: %s", r - 1, err)
+                        self._early_finalize = r - 1
                     self._waiting(r - 1, "waiting_for_deadline", deadline=state.deadline)
                     return Step.IDLE
                 self.reports.append(report)

@@ -87,5 +87,5 @@ def test_a_coordinator_whose_clock_runs_ahead_of_the_chain_waits_for_the_chains_
             [summary] = fed.run(1, active=fed.participants[:2], poll_seconds=0.2)
         # Finalized below its quorum of three (a third member never runs) once the chain's clock agreed.
         assert summary.status == "finalized" and 1 <= summary.included <= 2
-        assert "the chain says its deadline has not passed yet" in caplog.text
+        assert caplog.text.count("the chain says its deadline has not passed yet") == 1  # once, not every poll
         chain.close()
