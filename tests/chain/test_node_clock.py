@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,16 +29,22 @@ BEHIND_A_LITTLE = 3
 CID = Cid("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG")
 
 
-@pytest.fixture
-def late_chain() -> Iterator[RpcChain]:
-    """A fresh anvil (its clock is changed, so not the shared one) running ``BEHIND`` seconds late."""
+@contextmanager
+def late_anvil(seconds: int) -> Iterator[RpcChain]:
+    """A fresh anvil (its clock is changed, so not the shared one) running ``seconds`` late."""
     with AnvilNode() as node:
         chain = connect(node.url)
         assert isinstance(chain, RpcChain)
-        answer = chain.w3.provider.make_request("evm_setTime", [int(time.time()) - BEHIND])  # type: ignore[arg-type]
+        answer = chain.w3.provider.make_request("evm_setTime", [int(time.time()) - seconds])  # type: ignore[arg-type]
         assert "error" not in answer, answer
         yield chain
         chain.close()
+
+
+@pytest.fixture
+def late_chain() -> Iterator[RpcChain]:
+    with late_anvil(BEHIND) as chain:
+        yield chain
 
 
 def test_now_is_the_nodes_clock_when_it_is_behind_this_machines(late_chain: RpcChain) -> None:
@@ -77,10 +84,7 @@ def test_a_coordinator_whose_clock_runs_ahead_of_the_chain_waits_for_the_chains_
     # finalize goes into (on a network, another node's). No dev node shows it any more, so now()
     # is made to read this machine's clock, BEHIND_A_LITTLE seconds ahead of the node's.
     demo = small_demo()
-    with AnvilNode() as node:
-        chain = connect(node.url)
-        assert isinstance(chain, RpcChain)
-        chain.w3.provider.make_request("evm_setTime", [int(time.time()) - BEHIND_A_LITTLE])  # type: ignore[arg-type]
+    with late_anvil(BEHIND_A_LITTLE) as chain:
         fed = make(chain, LocalBlockStore(tmp_path / "store"), demo, small_manifest(min_updates=3, round_seconds=4))
         monkeypatch.setattr(chain, "now", lambda: int(time.time()))
         with caplog.at_level(logging.WARNING, logger="fedchain.orchestrator.coordinator"):
@@ -88,4 +92,3 @@ def test_a_coordinator_whose_clock_runs_ahead_of_the_chain_waits_for_the_chains_
         # Finalized below its quorum of three (a third member never runs) once the chain's clock agreed.
         assert summary.status == "finalized" and 1 <= summary.included <= 2
         assert caplog.text.count("the chain says its deadline has not passed yet") == 1  # once, not every poll
-        chain.close()

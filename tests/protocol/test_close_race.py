@@ -125,18 +125,16 @@ def test_an_update_and_the_close_mined_in_one_block_verify_and_the_federation_co
     try:
         actions = {"update": lambda: late.participate(r), "close": lambda: fed.coordinator.close(r)}
         threads = {key: threading.Thread(target=run, args=(key, actions[key]), name=key) for key in actions}
+        threads["update"].start()
         if update_first:
-            threads["update"].start()
             _wait_pending(chain, 1)
             threads["close"].start()
-            _wait_pending(chain, 2)
         else:
-            threads["update"].start()
             assert simulated.wait(60), "the update was never simulated"
             threads["close"].start()
             _wait_pending(chain, 1)
             close_pooled.set()
-            _wait_pending(chain, 2)
+        _wait_pending(chain, 2)
         if at_deadline:
             _rpc(chain, "evm_setNextBlockTimestamp", [fed.ledger.round_state(r).deadline])
         _rpc(chain, "evm_mine", [])
