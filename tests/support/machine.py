@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 def cpu_vendor() -> str:
     """The CPU's vendor id from /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``), or ``unknown``."""
@@ -13,3 +18,25 @@ def cpu_vendor() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def machine_types() -> list[str]:
+    """The names under which a result trained by torch on this machine may be pinned, most precise first.
+
+    Training's float sums follow the vector width torch picks for the CPU, and the vendor alone does
+    not say it: the older AMD EPYC machines run torch's AVX2 kernels, the Zen 5 ones its AVX512 kernels
+    (and train the demo to other bits than either the older EPYC or the Intel Xeon machines). So a pin
+    is looked up as ``"<vendor> <torch capability>"`` (``AuthenticAMD AVX512``), then as the vendor alone.
+    """
+    import torch
+
+    vendor = cpu_vendor()
+    return [f"{vendor} {torch.backends.cpu.get_cpu_capability()}", vendor]
+
+
+def pinned_for_this_machine(pins: Mapping[str, T]) -> T | None:
+    """The pin ``pins`` holds for the first of :func:`machine_types` it names, or ``None``."""
+    for name in machine_types():
+        if name in pins:
+            return pins[name]
+    return None
