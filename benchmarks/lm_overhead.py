@@ -168,7 +168,9 @@ class Arm:
 def plain_arm(task: Task, demo: DemoData, rounds: int, arm: Arm) -> Arrays:
     """Plain FedAvg; per round: slowest training + aggregation (its test evaluation left out)."""
     clocked = ClockedTask(task)
-    run = plain_fedavg(clocked, demo, rounds, SEED)
+    # aggregated under the ledger arm's addresses, so in its order: the two arms' models must be the same bits
+    addresses = {p.name: str(demo_signer(SEED, p.name).address) for p in demo.participants}
+    run = plain_fedavg(clocked, demo, rounds, SEED, aggregate_as=addresses)
     k = len(demo.participants)
     for r, stats in enumerate(run.rounds):
         trains = clocked.trainings[r * k : (r + 1) * k]

@@ -122,6 +122,7 @@ def plain_fedavg(
     *,
     server_lr: float = 1.0,
     config: Mapping[str, Any] | None = None,
+    aggregate_as: Mapping[str, str] | None = None,
 ) -> FederationRun:
     """Run ``rounds`` rounds of FedAvg in memory over ``demo``'s participants and test after each.
 
@@ -140,9 +141,17 @@ def plain_fedavg(
         FedAvg's server learning rate.
     config:
         Overrides of ``task.train_config()`` for every round.
+    aggregate_as:
+        The name each participant's update is aggregated under, by participant name (default: its own
+        name). FedAvg sums the updates in the order of those names, so a participant's ledger address
+        here gives the ledger's order and a ledger run's very bits.
     """
     if not math.isfinite(server_lr) or server_lr <= 0:
         raise ConfigError("server_lr", f"must be a positive finite number, got {server_lr!r}")
+    if aggregate_as is not None:
+        missing = sorted(p.name for p in demo.participants if p.name not in aggregate_as)
+        if missing:
+            raise ConfigError("aggregate_as", f"has no name for {', '.join(missing)}")
     round_config, _ = _config_epochs(task, config)
     started = time.perf_counter()
     arrays = task.init(seed)
@@ -156,7 +165,8 @@ def plain_fedavg(
                 arrays, participant.data, round_config, seed=participant_seed(seed, r, participant.name)
             )
             delta = {name: result.arrays[name] - arrays[name] for name in sorted(arrays)}  # float32, like the codec's
-            updates.append((participant.name, result.num_samples, delta))
+            name = participant.name if aggregate_as is None else aggregate_as[participant.name]
+            updates.append((name, result.num_samples, delta))
             train_metrics[participant.name] = dict(result.metrics)
         arrays = fedavg(arrays, updates, server_lr=server_lr)
         test = dict(task.evaluate(arrays, demo.test))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedchain.errors import AggregationError
-from fedchain.tasks._baselines import fedavg
+from fedchain.errors import AggregationError, ConfigError
+from fedchain.tasks import load_task, participant_seed
+from fedchain.tasks._baselines import fedavg, plain_fedavg
 
 
 def test_fedavg_weights_each_delta_by_its_share_of_samples_in_float64() -> None:
@@ -35,3 +36,27 @@ def test_fedavg_of_no_updates_is_the_base_and_a_participant_twice_is_refused() -
     assert fedavg(base, [])["w"].tolist() == [1.5]
     with pytest.raises(AggregationError, match="appears twice"):
         fedavg(base, [("A", 1, base), ("a", 1, base)])
+
+
+def test_plain_fedavg_aggregates_each_update_under_the_name_aggregate_as_gives() -> None:
+    # benchmarks/lm_overhead.py passes the ledger addresses, so that FedAvg sums in the ledger's order
+    task = load_task("digits")
+    demo = task.demo(3, 0)
+    names = [p.name for p in demo.participants]
+    # the reverse of the names' own order
+    renamed = {name: f"p{index}" for index, name in enumerate(sorted(names, key=str.lower, reverse=True))}
+    base = task.init(0)
+    updates = []
+    for p in demo.participants:
+        result = task.train(base, p.data, task.train_config(), seed=participant_seed(0, 0, p.name))
+        delta = {n: result.arrays[n] - base[n] for n in sorted(base)}
+        updates.append((renamed[p.name], result.num_samples, delta))
+    expected = fedavg(base, updates)
+    got = plain_fedavg(task, demo, 1, 0, aggregate_as=renamed).arrays
+    assert sorted(got) == sorted(expected)
+    assert all(np.array_equal(got[n], expected[n]) for n in got)
+    # the names are the ones FedAvg sees: two updates under one name are refused, a participant without one too
+    with pytest.raises(AggregationError, match="appears twice"):
+        plain_fedavg(task, demo, 1, 0, aggregate_as={name: "same" for name in names})
+    with pytest.raises(ConfigError, match="participant-0"):
+        plain_fedavg(task, demo, 1, 0, aggregate_as={name: name for name in names[1:]})
