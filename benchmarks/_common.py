@@ -59,16 +59,30 @@ def time_of(fn: Callable[[], object], repeats: int, *, clock: Callable[[], float
     return median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, the functions run in turn (so a busy spell of the machine hits all alike)."""
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, *, faults: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Median seconds of each function, the functions run in turn (so a busy spell of the machine hits all alike).
+
+    With ``faults``, it is filled with each function's median minor page faults a call (the
+    process's, every thread's): a call that writes fresh memory pays the kernel for every page
+    it first touches, and whether ``malloc`` hands a large array fresh pages or ones used before
+    depends on what the process allocated and freed before, so the same code can take one time
+    or another with the same arguments.
+    """
     for fn in fns.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in fns}
+    counts: dict[str, list[int]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             started = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - started)
+            counts[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    if faults is not None:
+        faults.update({name: median(c) for name, c in counts.items()})
     return {name: median(t) for name, t in times.items()}
 
 

@@ -77,12 +77,14 @@ def row(k: int, p: int, repeats: int) -> dict[str, Any]:
     if aggregate is not None:
         results = [([d["b"] + base["b"], d["w"] + base["w"]], n) for _, n, d in updates]
         fns["flower"] = lambda: aggregate(results)
-    seconds = interleaved(fns, repeats)
+    faults: dict[str, float] = {}
+    seconds = interleaved(fns, repeats, faults=faults)
     out: dict[str, Any] = {
         "k": k,
         "p": p,
         "mb": k * p * 4 / 2**20,
         "seconds": seconds,
+        "page_faults": faults,
         "flower": flower,
         "threads": default_threads(),
     }
@@ -94,6 +96,11 @@ def row(k: int, p: int, repeats: int) -> dict[str, Any]:
         out["vs_flower"] = seconds["flower"] / seconds["fedchain"]
         out["streamed_vs_flower"] = seconds["flower"] / seconds["fedchain_streamed"]
     return out
+
+
+def _faults(row: dict[str, Any], name: str) -> str:
+    value = row.get("page_faults", {}).get(name)
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -136,9 +143,9 @@ def table(result: dict[str, Any]) -> str:
         "",
         (
             "| K | P | fedchain | streamed | float32 floor | Flower | vs floor | streamed vs floor | vs Flower "
-            "| streamed vs Flower | 1 thread vs floor (streamed) |"
+            "| streamed vs Flower | 1 thread vs floor (streamed) | page faults a call: fedchain / streamed / floor |"
         ),
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         s = r["seconds"]
@@ -148,10 +155,16 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['k']} | {r['p']:,} | {s['fedchain'] * 1e3:.1f} | {s['fedchain_streamed'] * 1e3:.1f} | {s['floor'] * 1e3:.1f} "
             f"| {flower} | {r['vs_floor']:.2f} | {r['streamed_vs_floor']:.2f} | {vs} | {svs} "
-            f"| {r['one_thread_vs_floor']:.2f} ({r['streamed_one_thread_vs_floor']:.2f}) |"
+            f"| {r['one_thread_vs_floor']:.2f} ({r['streamed_one_thread_vs_floor']:.2f}) "
+            f"| {_faults(r, 'fedchain')} / {_faults(r, 'fedchain_streamed')} / {_faults(r, 'floor')} |"
         )
     if result["rows"]:
         lines.append(f"\n{result['rows'][0]['flower']}; fedchain threads: {result['rows'][0]['threads']}")
+        lines.append(
+            "Page faults: the median minor faults of a call (4 KiB pages first written). A call that gets fresh "
+            "pages from the kernel pays for each (the streamed path's float64 accumulator is twice the model's "
+            "size, the floor's copy once): on a virtual machine that can cost as much time as the arithmetic."
+        )
     return "\n".join(lines)
 
 

@@ -65,6 +65,12 @@ def test_a_fresh_interpreter_recomputes_the_finalized_aggregate_and_verifies_the
     assert cell["verify"]["verified"] is True
 
 
+def test_every_aggregation_contender_reports_its_page_faults(quick: tuple[int, dict]) -> None:  # type: ignore[type-arg]
+    for row in quick[1]["parts"]["aggregation"]["rows"]:
+        assert set(row["page_faults"]) == set(row["seconds"])
+        assert all(count >= 0 for count in row["page_faults"].values())
+
+
 def test_every_audit_of_the_benchmarks_own_history_reads_at_least_the_blobs_it_hashes(quick: tuple[int, dict]) -> None:  # type: ignore[type-arg]
     for point in quick[1]["parts"]["audit"]["chains"]["embedded"]["points"]:
         assert point["bytes_read"] >= point["mb"] * 2**20 - 1
