@@ -98,11 +98,6 @@ def row(k: int, p: int, repeats: int) -> dict[str, Any]:
     return out
 
 
-def _faults(row: dict[str, Any], name: str) -> str:
-    value = row.get("page_faults", {}).get(name)
-    return "-" if value is None else f"{value:,.0f}"
-
-
 def run(quick: bool) -> dict[str, Any]:
     ks, p, repeats = ((10,), 1_000_000, 3) if quick else ((10, 100), 1_000_000, 11)
     rows = []
@@ -152,11 +147,12 @@ def table(result: dict[str, Any]) -> str:
         flower = f"{s['flower'] * 1e3:.1f}" if "flower" in s else r["flower"]
         vs = f"{r['vs_flower']:.2f}" if "vs_flower" in r else "-"
         svs = f"{r['streamed_vs_flower']:.2f}" if "streamed_vs_flower" in r else "-"
+        faults = " / ".join(f"{r['page_faults'][name]:,.0f}" for name in ("fedchain", "fedchain_streamed", "floor"))
         lines.append(
             f"| {r['k']} | {r['p']:,} | {s['fedchain'] * 1e3:.1f} | {s['fedchain_streamed'] * 1e3:.1f} | {s['floor'] * 1e3:.1f} "
             f"| {flower} | {r['vs_floor']:.2f} | {r['streamed_vs_floor']:.2f} | {vs} | {svs} "
             f"| {r['one_thread_vs_floor']:.2f} ({r['streamed_one_thread_vs_floor']:.2f}) "
-            f"| {_faults(r, 'fedchain')} / {_faults(r, 'fedchain_streamed')} / {_faults(r, 'floor')} |"
+            f"| {faults} |"
         )
     if result["rows"]:
         lines.append(f"\n{result['rows'][0]['flower']}; fedchain threads: {result['rows'][0]['threads']}")
